@@ -1,0 +1,39 @@
+"""Atomic, verifiable checkpoint storage.
+
+A checkpoint is a directory ``<name>.ckpt/`` of `torch.save` payload files plus MANIFEST.json,
+written last, that lists each file's size and xxh3-128 checksum. It appears under its final
+name only by an atomic rename once complete and fsynced, so a crash at any instant leaves
+either nothing visible or a whole checkpoint; leftovers are dot-names that
+`recover_directory` tidies at the next start.
+"""
+
+from ._atomic import link_checkpoint, remove_checkpoint
+from ._manifest import (
+    CHECKPOINT_SUFFIX,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    CheckpointError,
+    FileEntry,
+    Manifest,
+    read_manifest,
+)
+from ._read import find_checkpoints, load_files, verify
+from ._recover import recover_directory
+from ._write import write_checkpoint
+
+__all__ = [
+    "CHECKPOINT_SUFFIX",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "CheckpointError",
+    "FileEntry",
+    "Manifest",
+    "find_checkpoints",
+    "link_checkpoint",
+    "load_files",
+    "read_manifest",
+    "recover_directory",
+    "remove_checkpoint",
+    "verify",
+    "write_checkpoint",
+]

@@ -1,0 +1,64 @@
+"""xxh3-128 checksums, computed while bytes are written and re-computed when they are read.
+
+xxh3 hashes at tens of GB/s, far faster than any disk (see benchmarks/checksum.py), so hashing
+every checkpoint byte costs nothing measurable; sha256 would be slower than the disk itself.
+It detects corruption, not tampering: a checkpoint is trusted input (and loaded with
+``weights_only`` by default for that reason).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import xxhash
+
+ALGORITHM = "xxh3_128"
+_CHUNK = 16 * 1024 * 1024
+
+
+def checksum_bytes(data: bytes | memoryview) -> str:
+    """Checksum of an in-memory buffer, e.g. a payload file read once for loading."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def checksum_file(path: Path) -> str:
+    """Checksum of a file, streamed in chunks so a large payload never sits in memory whole."""
+    hasher = xxhash.xxh3_128()
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            hasher.update(view[:n])
+    return hasher.hexdigest()
+
+
+class HashingWriter:
+    """A write-only file object that hashes and counts each chunk on its way to `file`.
+
+    `torch.save` streams its zip records through `write`, so the checksum and size come out of
+    the single serialization pass: no second read of a file that may be many gigabytes.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._hasher = xxhash.xxh3_128()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        self._hasher.update(view)
+        self.size += view.nbytes
+        return self._file.write(view)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+    def sync(self) -> None:
+        """Flush Python's buffer and the OS cache: the manifest may only vouch for durable bytes."""
+        self._file.flush()
+        os.fsync(self._file.fileno())

@@ -1,0 +1,157 @@
+"""Writing one checkpoint under one or more names, atomically.
+
+Several rules often fire at the same step (top-k, every-N, last). Their checkpoints hold the
+same bytes, so the payload is serialized once and the other targets get hard links: one
+`torch.save` of a multi-gigabyte state instead of several. Each target still gets its own
+manifest, naming the rule that wrote it, and is committed on its own, so deleting one rule's
+checkpoint later never touches another's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .._version import __version__
+from ._atomic import commit, fsync_dir, make_dirs, sibling
+from ._hashing import HashingWriter
+from ._manifest import CHECKPOINT_SUFFIX, MANIFEST_NAME, FileEntry, Manifest, write_manifest
+
+KINDS = ("full", "weights")
+
+
+def _check_targets(targets: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    checked: list[tuple[Path, str]] = []
+    for target in targets:
+        if not isinstance(target, tuple) or len(target) != 2:
+            raise TypeError(f"targets must hold (path, rule) pairs, got {target!r}")
+        path, rule = Path(target[0]), target[1]
+        if not path.name.endswith(CHECKPOINT_SUFFIX) or path.name.startswith("."):
+            raise ValueError(f"targets: checkpoint path {path} must end in {CHECKPOINT_SUFFIX!r}, not start with '.'")
+        if not isinstance(rule, str) or not rule:
+            raise ValueError(f"targets: the rule for {path} must be a non-empty string, got {rule!r}")
+        checked.append((path, rule))
+    if not checked:
+        raise ValueError("targets must name at least one (path, rule) pair")
+    absolute = [os.path.abspath(path) for path, _ in checked]
+    if len(set(absolute)) != len(absolute):
+        raise ValueError(f"targets name the same path twice: {[str(path) for path, _ in checked]}")
+    return checked
+
+
+def _check_files(files: Mapping[str, object]) -> None:
+    if not isinstance(files, Mapping):
+        raise TypeError(f"files must be a mapping of file name to object, got {type(files).__name__}")
+    if not files:
+        raise ValueError("files must hold at least one payload file")
+    for name in files:
+        if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or os.sep in name:
+            raise ValueError(f"files: {name!r} is not a plain file name (no '/', not starting with '.')")
+        if name == MANIFEST_NAME:
+            raise ValueError(f"files: {MANIFEST_NAME} is reserved for the manifest")
+
+
+def _check_counters(step: int, epoch: int, world_size: int, kind: str) -> None:
+    for label, value, low in (("step", step, 0), ("epoch", epoch, 0), ("world_size", world_size, 1)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{label} must be an int, got {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"{label} must be >= {low}, got {value}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def _metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of name to number, got {type(metrics).__name__}")
+    checked = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            raise TypeError(f"metrics keys must be strings, got {key!r}")
+        try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError
+            checked[key] = float(value)  # also 0-d tensors and numpy scalars, as logged
+        except (TypeError, ValueError):
+            raise TypeError(f"metrics[{key!r}] must be a number, got {type(value).__name__}") from None
+    return checked
+
+
+def _save(obj: object, file: Path) -> FileEntry:
+    with open(file, "xb") as f:
+        writer = HashingWriter(f)
+        torch.save(obj, writer)
+        writer.sync()
+    return FileEntry(size=writer.size, checksum=writer.hexdigest())
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """Hard link, or copy where links are impossible (another filesystem, a FAT mount)."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copyfile(source, destination)
+        with open(destination, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def write_checkpoint(
+    targets: Sequence[tuple[Path, str]],
+    files: Mapping[str, object],
+    *,
+    step: int,
+    epoch: int,
+    metrics: Mapping[str, float],
+    world_size: int,
+    kind: str = "full",
+) -> list[Manifest]:
+    """Commit `files` (name -> object for `torch.save`) under every ``(path, rule)`` target.
+
+    Every target is fully prepared in a temporary directory beside it before the first one is
+    committed, so an error while writing leaves none of them; an error while committing leaves
+    the already committed ones, each complete. Temporaries are removed on any exception.
+    """
+    targets = _check_targets(targets)
+    _check_files(files)
+    _check_counters(step, epoch, world_size, kind)
+    checked_metrics = _metrics(metrics)
+    temps: list[Path] = []
+    try:
+        entries: dict[str, FileEntry] = {}
+        manifests = []
+        for index, (path, rule) in enumerate(targets):
+            make_dirs(path.parent)
+            temp = sibling(path, "tmp")
+            temp.mkdir()
+            temps.append(temp)
+            if index == 0:
+                entries = {name: _save(obj, temp / name) for name, obj in files.items()}
+            else:
+                for name in entries:
+                    _link_or_copy(temps[0] / name, temp / name)
+            manifest = Manifest(
+                step=step,
+                epoch=epoch,
+                metrics=dict(checked_metrics),
+                world_size=world_size,
+                kind=kind,
+                rule=rule,
+                files=dict(entries),
+                created=time.time(),
+                package_version=__version__,
+            )
+            write_manifest(temp, manifest)
+            fsync_dir(temp)
+            manifests.append(manifest)
+        for (path, _), temp in zip(targets, temps, strict=True):
+            commit(temp, path)
+        return manifests
+    except BaseException:
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise

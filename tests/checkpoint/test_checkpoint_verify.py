@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resilient.checkpoint import CheckpointError, load_files, verify
+
+
+class Opaque:
+    """An arbitrary user class: unpicklable under weights_only."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_truncation_is_caught_by_fast_verification(tmp_path, save):
+    save(tmp_path / "a.ckpt")
+    payload = tmp_path / "a.ckpt" / "state.pt"
+    size = payload.stat().st_size
+    payload.write_bytes(payload.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match=f"state.pt has {size - 10} bytes, the manifest says {size}"):
+        verify(tmp_path / "a.ckpt")
+
+
+def test_a_missing_payload_is_caught_by_fast_verification(tmp_path, save):
+    save(tmp_path / "a.ckpt")
+    (tmp_path / "a.ckpt" / "state.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"state\.pt is missing"):
+        verify(tmp_path / "a.ckpt")
+
+
+def test_a_flipped_payload_byte_is_caught_only_by_full_verification_and_loading(tmp_path, save, flip_byte):
+    save(tmp_path / "a.ckpt")
+    payload = tmp_path / "a.ckpt" / "state.pt"
+    flip_byte(payload, payload.stat().st_size // 2)
+    assert verify(tmp_path / "a.ckpt").step == 1
+    with pytest.raises(CheckpointError, match=r"a\.ckpt: payload file state\.pt is corrupt"):
+        verify(tmp_path / "a.ckpt", full=True)
+    with pytest.raises(CheckpointError, match=r"a\.ckpt: payload file state\.pt is corrupt"):
+        load_files(tmp_path / "a.ckpt", ["state.pt"])
+
+
+def test_weights_only_refuses_arbitrary_objects_and_opt_in_loads_them(tmp_path, save):
+    save(tmp_path / "a.ckpt", files={"state.pt": {"user": Opaque(3), "w": torch.ones(2)}})
+    with pytest.raises(CheckpointError, match=r"holds non-tensor objects.*Opaque.*requires weights_only=False.*trust"):
+        load_files(tmp_path / "a.ckpt", ["state.pt"])
+    loaded = load_files(tmp_path / "a.ckpt", ["state.pt"], weights_only=False)["state.pt"]
+    assert isinstance(loaded["user"], Opaque) and loaded["user"].value == 3
+
+
+def test_load_files_reads_only_the_named_files_onto_map_location(tmp_path, save):
+    save(tmp_path / "a.ckpt", files={"state.pt": {"w": torch.ones(2)}, "rank-00001.pt": {"r": torch.zeros(1)}})
+    (tmp_path / "a.ckpt" / "rank-00001.pt").write_bytes(b"damaged, but not asked for")
+    loaded = load_files(tmp_path / "a.ckpt", ["state.pt"], map_location="meta")
+    assert list(loaded) == ["state.pt"] and loaded["state.pt"]["w"].is_meta
+
+
+def test_load_files_names_an_unknown_file_and_refuses_a_bare_string(tmp_path, save):
+    save(tmp_path / "a.ckpt")
+    with pytest.raises(CheckpointError, match=r"no payload file rank-00003\.pt \(it has: state\.pt\)"):
+        load_files(tmp_path / "a.ckpt", ["rank-00003.pt"])
+    with pytest.raises(TypeError, match="names"):
+        load_files(tmp_path / "a.ckpt", "state.pt")
