@@ -1,0 +1,6 @@
+"""When and what to checkpoint: Lightning's ``ModelCheckpoint`` rules, minus the I/O."""
+
+from resilient.rules._duration import parse_duration
+from resilient.rules.model_checkpoint import ModelCheckpoint, SavePlan
+
+__all__ = ["ModelCheckpoint", "SavePlan", "parse_duration"]
