@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import resilient
+from resilient.coordination._dist import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    gather_to_main,
+    init_distributed,
+    shutdown,
+)
+
+TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+# One rank of a real 2-process gloo job. Rank 0 writes a marker before the barrier and rank 1
+# checks it after, which only a working barrier guarantees. Rank 1 leaves the gather as soon as it
+# has sent, while rank 0 still unpickles what it received: without the barrier it would look early.
+WORKER = r"""
+import json, os, sys
+from pathlib import Path
+import torch.distributed as dist
+from resilient.coordination._dist import barrier, broadcast_object, gather_to_main, init_distributed, shutdown
+
+info = init_distributed()
+marker = Path(sys.argv[1]) / "rank0-before-barrier"
+from_0 = broadcast_object({"payload": [1, 2.5, "x"]} if info.rank == 0 else None, info)
+from_1 = broadcast_object(f"hello from {info.rank}", info, src=1)
+gathered = gather_to_main({"rank": info.rank, "square": info.rank ** 2}, info)
+if info.rank == 0:
+    marker.write_text("here")
+barrier(info)
+saw_marker = marker.exists()
+owned = dist.is_initialized()
+shutdown(info)
+print(json.dumps({"info": [info.rank, info.world_size, info.local_rank, info.owns_group],
+                  "from_0": from_0, "from_1": from_1, "gathered": gathered, "saw_marker": saw_marker,
+                  "initialized_before_shutdown": owned, "initialized_after": dist.is_initialized()}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No torchrun variables from the shell running the tests, and no real group calls."""
+    for name in TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a torch.distributed call was made")
+
+    for name in ("init_process_group", "broadcast_object_list", "gather_object", "barrier"):
+        monkeypatch.setattr(dist, name, forbidden)
+    return monkeypatch
+
+
+def test_single_process_touches_no_collective(clean_env):
+    info = init_distributed()
+    assert info == DistInfo(rank=0, world_size=1, local_rank=0, owns_group=False)
+    payload = {"a": [1, 2]}
+    assert broadcast_object(payload, info) is payload
+    assert gather_to_main(payload, info) == [payload]
+    barrier(info)
+    shutdown(info)
+    assert not dist.is_initialized()
+
+
+def test_world_size_one_is_single_process(clean_env):
+    clean_env.setenv("WORLD_SIZE", "1")
+    clean_env.setenv("RANK", "0")
+    assert init_distributed().world_size == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two'"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0'"),
+        ({"WORLD_SIZE": "2"}, "RANK is not set"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2"),
+        ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK='-1'"),
+        ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
+        ({"WORLD_SIZE": "2", "RANK": "1"}, "MASTER_ADDR"),
+        ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": ""}, "MASTER_ADDR=''"),
+        ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "h"}, "MASTER_PORT is not set"),
+        ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "http"}, "MASTER_PORT='http'"),
+        ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "70000"}, "MASTER_PORT=70000"),
+    ],
+)
+def test_bad_environment_names_the_variable(clean_env, env, named):
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(ValueError, match=named):
+        init_distributed()
+
+
+@pytest.mark.parametrize(("cuda", "backend"), [(True, "nccl"), (False, "gloo")])
+def test_backend_choice_and_device(clean_env, cuda, backend):
+    """MOCK: no GPU here, so CUDA availability and the group creation itself are faked."""
+    calls = []
+    clean_env.setattr(torch.cuda, "is_available", lambda: cuda)
+    clean_env.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    clean_env.setattr(dist, "init_process_group", lambda **kwargs: calls.append(("init", kwargs)))
+    env = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    info = init_distributed(timeout=timedelta(minutes=3))
+    assert info == DistInfo(rank=3, world_size=4, local_rank=1, owns_group=True)
+    init = {"backend": backend, "init_method": "env://", "rank": 3, "world_size": 4, "timeout": timedelta(minutes=3)}
+    assert calls == ([("set_device", 1)] if cuda else []) + [("init", init)]
+
+
+def test_multi_process_without_torch_distributed(clean_env):
+    clean_env.setattr(dist, "is_available", lambda: False)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2"):
+        init_distributed()
+
+
+def test_bad_arguments(clean_env):
+    with pytest.raises(TypeError, match="backend"):
+        init_distributed(backend=1)
+    with pytest.raises(TypeError, match="timeout"):
+        init_distributed(timeout=30)
+    with pytest.raises(TypeError, match="info"):
+        barrier(None)
+    info = DistInfo(0, 1, 0, False)
+    with pytest.raises(ValueError, match="src"):
+        broadcast_object(1, info, src=1)
+
+
+def test_adopts_a_group_the_user_created(tmp_path, monkeypatch):
+    for name in TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        info = init_distributed()
+        assert info == DistInfo(rank=0, world_size=1, local_rank=0, owns_group=False)
+        shutdown(info)
+        assert dist.is_initialized()  # the user's group is left to the user
+    finally:
+        dist.destroy_process_group()
+
+
+def test_real_two_process_gloo_job(tmp_path):
+    package_root = Path(resilient.__file__).resolve().parent.parent
+    base = {name: value for name, value in os.environ.items() if name not in TORCHRUN_VARS}
+    base |= {
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "PYTHONPATH": os.pathsep.join([str(package_root), base.get("PYTHONPATH", "")]),
+    }
+    # Rank 1 gets no LOCAL_RANK, so it must default to RANK.
+    envs = [base | {"RANK": "0", "LOCAL_RANK": "0"}, base | {"RANK": "1"}]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path)],
+            cwd=tmp_path,  # `-c` puts the working directory first on sys.path: import resilient from package_root
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env in envs
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)  # a guard against a hung rendezvous, not a timing check
+            assert proc.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    rank0, rank1 = results
+    assert rank0["info"] == [0, 2, 0, True]
+    assert rank1["info"] == [1, 2, 1, True]
+    for result in results:
+        assert result["from_0"] == {"payload": [1, 2.5, "x"]}
+        assert result["from_1"] == "hello from 1"
+        assert result["initialized_before_shutdown"] is True
+        assert result["initialized_after"] is False
+    assert rank0["gathered"] == [{"rank": 0, "square": 0}, {"rank": 1, "square": 1}]
+    assert rank1["gathered"] is None
+    assert rank1["saw_marker"] is True
