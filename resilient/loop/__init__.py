@@ -1,0 +1,7 @@
+"""The training loop: `Run`, resumable data order, and loading checkpoints back."""
+
+from .load import load_checkpoint
+from .run import Run
+from .sampler import ResumableSampler
+
+__all__ = ["Run", "ResumableSampler", "load_checkpoint"]

@@ -1,0 +1,427 @@
+"""`Run`: the training-loop helper that checkpoints by the rules and resumes bit for bit.
+
+The loop's step boundary (the moment `batches()` is asked for the next batch) is the one place
+where checkpoints are taken: the optimizer step is complete, no batch is half-consumed, and every
+rank is at the same step. Saving there, and restoring the RNG states at the matching point of
+the resumed loop, is what makes an interrupted run end with the same weights as one that never
+stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+import torch
+
+from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints, link_checkpoint, recover_directory, remove_checkpoint
+from ..coordination._dist import DistInfo, broadcast_object, init_distributed, shutdown
+from ..rules import ModelCheckpoint
+from ._position import LoaderPosition
+from ._resume import Restored, restore_latest
+from ._rng import capture_rng, restore_rng
+from ._saving import Snapshot, write_together
+from ._state import check_trackable, restore_objects
+
+T = TypeVar("T")
+
+RUN_DIR_ENV = "RESILIENT_RUN_DIR"
+_AUTOMATIC_METRICS = ("epoch", "step")
+
+
+def _rules_from(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) -> list[ModelCheckpoint]:
+    if checkpoint is None:
+        return [ModelCheckpoint()]  # Lightning's default: every epoch, keep the latest
+    rules = [checkpoint] if isinstance(checkpoint, ModelCheckpoint) else checkpoint
+    if isinstance(rules, (str, bytes)) or not isinstance(rules, Sequence):
+        raise TypeError(f"checkpoint must be a ModelCheckpoint or a list of them, not {type(checkpoint).__name__}")
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, ModelCheckpoint):
+            raise TypeError(f"checkpoint[{index}] must be a ModelCheckpoint, not {type(rule).__name__}")
+    return list(rules)
+
+
+def _run_dir_from(run_dir: str | os.PathLike[str] | None) -> Path:
+    if run_dir is None:
+        run_dir = os.environ.get(RUN_DIR_ENV) or os.getcwd()
+    if not isinstance(run_dir, (str, os.PathLike)) or str(run_dir) == "":
+        raise TypeError(f"run_dir must be a path, not {run_dir!r}")
+    path = Path(run_dir).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"run_dir {str(path)!r} exists and is not a directory")
+    return path
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+class Run:
+    """A training run that checkpoints by its rules and resumes from its latest valid checkpoint.
+
+    Use it as a context manager (or receive it in a `@resilient.job` function)::
+
+        with resilient.Run(checkpoint=ModelCheckpoint(every_n_train_steps=100)) as run:
+            run.track(model=model, optimizer=opt)          # restores if a checkpoint exists
+            for epoch in run.epochs(10):                   # starts at the restored epoch
+                for batch in run.batches(loader):          # resumes mid-epoch
+                    ...
+                run.log("val_loss", val_loss)
+
+    Args:
+        checkpoint: one `ModelCheckpoint` or a list; None gives Lightning's default (save every
+            epoch, keep the latest); an empty list disables rule-based checkpoints.
+        run_dir: where checkpoints go when a rule has no `dirpath` (`<run_dir>/checkpoints`);
+            defaults to `$RESILIENT_RUN_DIR`, else the current directory.
+        resume: restore from the latest valid checkpoint at `track()` (default); False starts fresh.
+        weights_only: load checkpoints with `torch.load(weights_only=True)` (safe for files you did
+            not write); set False only for trusted checkpoints holding arbitrary Python objects.
+        backend: torch.distributed backend when the environment asks for several ranks
+            (default: nccl with CUDA, else gloo).
+        clock: monotonic seconds for `train_time_interval` (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None = None,
+        *,
+        run_dir: str | os.PathLike[str] | None = None,
+        resume: bool = True,
+        weights_only: bool = True,
+        backend: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rules = _rules_from(checkpoint)
+        keys = [rule._key for rule in self._rules]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ValueError(f"checkpoint: two ModelCheckpoint rules have the same settings ({key}); drop one")
+        self._run_dir = _run_dir_from(run_dir)
+        self._resume = _check_flag("resume", resume)
+        self._weights_only = _check_flag("weights_only", weights_only)
+        if backend is not None and not isinstance(backend, str):
+            raise TypeError(f"backend must be a string such as 'gloo' or 'nccl', not {backend!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
+        for rule in self._rules:
+            rule._bind(self._run_dir / "checkpoints", clock)
+        self._time_rules = [rule for rule in self._rules if rule.train_time_interval is not None]
+        self._dist: DistInfo = init_distributed(backend)
+
+        self._tracked: dict[str, Any] = {}
+        self._restored: Restored | None = None
+        self._looked_for_checkpoint = False
+        self._pending_rng: dict[str, Any] | None = None
+        self._epoch_rng: dict[str, Any] | None = None
+        self._metrics: dict[str, Any] = {}
+        self._step = 0
+        self._epoch = 0
+        self._batch = 0
+        self._loop_started = False
+        self._in_batches = False
+        self._batches_done_in_epoch = False
+        self._train_end_saved_epoch: int | None = None
+        self._closed = False
+
+    # -- public surface -------------------------------------------------------------------
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps (batches) completed since the run began, across restarts."""
+        return self._step
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, counted from 0."""
+        return self._epoch
+
+    @property
+    def rank(self) -> int:
+        return self._dist.rank
+
+    @property
+    def world_size(self) -> int:
+        return self._dist.world_size
+
+    @property
+    def run_dir(self) -> Path:
+        return self._run_dir
+
+    @property
+    def resumed_from(self) -> str | None:
+        """The checkpoint this run restored from, or None for a fresh start."""
+        return str(self._restored.path) if self._restored else None
+
+    @property
+    def checkpoint_dirs(self) -> list[Path]:
+        """Every directory searched for a checkpoint to resume from."""
+        dirs = {Path(rule.dirpath) for rule in self._rules if rule.dirpath}
+        return sorted(dirs)
+
+    def track(self, **objects: Any) -> None:
+        """Register objects to checkpoint; restores them from the latest valid checkpoint if any.
+
+        Anything with `state_dict()`/`load_state_dict()` can be tracked. Modules, optimizers,
+        schedulers and gradient scalers are treated as replicated across ranks and written once;
+        everything else is kept per rank.
+        """
+        if self._loop_started:
+            raise RuntimeError("track() must be called before the training loop starts")
+        if not objects:
+            raise TypeError("track() needs at least one object, e.g. run.track(model=model, optimizer=opt)")
+        for name, obj in objects.items():
+            check_trackable(name, obj)
+            if name in self._tracked:
+                raise ValueError(f"track(): {name!r} is already tracked")
+        self._tracked.update(objects)
+        if not self._looked_for_checkpoint:
+            self._looked_for_checkpoint = True
+            self._find_and_restore_run_state()
+        if self._restored is not None:
+            state, own = self._restored.state, self._restored.own
+            restore_objects(objects, state["objects"], own["objects"], str(self._restored.path))
+
+    def epochs(self, n: int) -> Iterator[int]:
+        """Yield epoch numbers from the restored epoch up to `n - 1`; epoch rules fire after each."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"epochs(n): n must be an int, not {n!r}")
+        if n < 0:
+            raise ValueError(f"epochs(n): n must be >= 0, not {n}")
+        self._loop_started = True
+        return self._epochs(n)
+
+    def _epochs(self, n: int) -> Iterator[int]:
+        while self._epoch < n:
+            self._restore_rng_at_epoch_start()
+            yield self._epoch
+            if not self._batches_done_in_epoch:
+                self._fire_epoch_rules(on_train_end=True)
+            self._fire_epoch_rules(on_train_end=False)
+            self._epoch += 1
+            self._batch = 0
+            self._batches_done_in_epoch = False
+
+    def batches(self, loader: Iterable[T]) -> Iterator[T]:
+        """Yield the epoch's batches, from where a restored run left off.
+
+        Each request for the next batch is a step boundary: the step counter advances and the
+        checkpoint rules are checked before anything more is read from the loader.
+        """
+        if not isinstance(loader, Iterable):
+            raise TypeError(f"batches(loader): loader must be iterable, not {type(loader).__name__}")
+        if self._in_batches:
+            raise RuntimeError("batches() is already running; use one run.batches() loop per epoch")
+        self._loop_started = True
+        return self._batches(loader)
+
+    def log(self, name: str, value: float | int | torch.Tensor) -> None:
+        """Record a metric for the checkpoint rules (`monitor`, filename templates).
+
+        Tensors are kept as they are and read only when a rule needs the value, so logging every
+        step costs no device synchronisation.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"log(): name must be a non-empty string, not {name!r}")
+        if name in _AUTOMATIC_METRICS:
+            raise ValueError(f"log(): {name!r} is provided automatically; log it under another name")
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(f"log({name!r}): a tensor metric must hold one value, not shape {tuple(value.shape)}")
+            value = value.detach()
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+            raise TypeError(f"log({name!r}): value must be a number or a one-element tensor, not {value!r}")
+        self._metrics[name] = value
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Write a full, resumable checkpoint to `path` (a `.ckpt` directory); every rank must call.
+
+        Like Lightning's `trainer.save_checkpoint`: all ranks take part, rank 0 writes.
+        """
+        if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+            raise TypeError(f"save_checkpoint(path): path must be a file system path, not {path!r}")
+        if not str(path).endswith(CHECKPOINT_SUFFIX):
+            raise ValueError(f"save_checkpoint(path): a checkpoint is a directory named *{CHECKPOINT_SUFFIX}, not {str(path)!r}")
+        write_together(self._dist, self._tracked, self._snapshot, [(Path(path).absolute(), "manual")])
+
+    def close(self) -> None:
+        """Leave the process group if this run created it."""
+        if not self._closed:
+            self._closed = True
+            shutdown(self._dist)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def _find_and_restore_run_state(self) -> None:
+        if self._dist.rank == 0:
+            for directory in self.checkpoint_dirs:
+                recover_directory(directory)
+        if not self._resume:
+            return
+        self._restored = restore_latest(self.checkpoint_dirs, self._dist, weights_only=self._weights_only)
+        if self._restored is None:
+            return
+        state, own = self._restored.state, self._restored.own
+        loop = state["loop"]
+        self._step, self._epoch, self._batch = loop["step"], loop["epoch"], loop["batch"]
+        if loop["phase"] == "epoch_end":
+            self._epoch, self._batch = self._epoch + 1, 0
+        elif loop["phase"] == "train_end":
+            self._train_end_saved_epoch = self._epoch
+        self._metrics = dict(state["metrics"])
+        self._pending_rng = {"rng": own["rng"], "epoch_rng": own["epoch_rng"]}
+        self._restore_rules(state["rules"])
+
+    def _restore_rules(self, saved: dict[str, Any]) -> None:
+        assert self._restored is not None
+        protected = os.path.realpath(self._restored.path)
+        for rule in self._rules:
+            rule._protected = protected
+            if rule._key not in saved:
+                warnings.warn(f"{rule._key} has no bookkeeping in {protected}; it starts afresh", stacklevel=4)
+                continue
+            rule.load_state_dict(saved[rule._key])
+            rule._reconcile(os.path.lexists)
+        if self._dist.rank == 0:
+            self._remove_orphans(protected)
+
+    def _remove_orphans(self, protected: str) -> None:
+        """Delete checkpoints a rule had already evicted when the job died, before deleting them."""
+        found = find_checkpoints(self.checkpoint_dirs)
+        for rule in self._rules:
+            if rule.save_top_k == -1:
+                continue
+            kept = {os.path.realpath(p) for p in (*rule.best_k_models, rule.best_model_path, rule.last_model_path) if p}
+            kept.add(protected)
+            directory = os.path.realpath(rule.dirpath)
+            for path, manifest in found:
+                real = os.path.realpath(path)
+                if manifest.rule == rule._key and os.path.dirname(real) == directory and real not in kept:
+                    remove_checkpoint(path)
+
+    def _restore_rng_at_epoch_start(self) -> None:
+        """A checkpoint taken between epochs resumes its RNG just as the next epoch begins."""
+        if self._pending_rng is not None and self._batch == 0:
+            restore_rng(self._pending_rng["rng"])
+            self._pending_rng = None
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _batches(self, loader: Iterable[T]) -> Iterator[T]:
+        self._in_batches = True
+        try:
+            position = LoaderPosition.of(loader, self._tracked.values())
+            position.start_epoch(loader, self._epoch)
+            self._restore_rng_at_epoch_start()
+            resuming = self._pending_rng is not None
+            if resuming and self._pending_rng["epoch_rng"] is not None:  # type: ignore[index]
+                # Recreate the epoch's iterator from the RNG it was made with (worker seeds,
+                # RandomSampler orders), then continue from the RNG state at the checkpoint.
+                restore_rng(self._pending_rng["epoch_rng"])  # type: ignore[index]
+            self._epoch_rng = capture_rng()
+            iterator = position.iterate_from(loader, self._epoch, self._batch)
+            if resuming:
+                restore_rng(self._pending_rng["rng"])  # type: ignore[index]
+                self._pending_rng = None
+            for batch in iterator:
+                yield batch
+                self._step += 1
+                self._batch += 1
+                position.note(self._batch)
+                self._step_boundary()
+        finally:
+            self._in_batches = False
+        self._batches_done_in_epoch = True
+        if self._train_end_saved_epoch != self._epoch:  # not again after resuming from that very save
+            self._fire_epoch_rules(on_train_end=True)
+
+    def _step_boundary(self) -> None:
+        fired = [rule for rule in self._rules if rule._step_due(self._step)]
+        timed = self._time_rules_due()
+        if fired or timed:
+            self._save_by_rules([(rule, rule in timed) for rule in self._rules if rule in fired or rule in timed])
+
+    def _time_rules_due(self) -> list[ModelCheckpoint]:
+        """Rank 0's clock decides, so every rank saves at the same step."""
+        if not self._time_rules:
+            return []
+        due = [rule._time_due() for rule in self._time_rules]
+        if self._dist.world_size > 1:
+            flags = torch.tensor(due, dtype=torch.uint8)
+            torch.distributed.broadcast(flags, src=0)
+            due = flags.tolist()
+        return [rule for rule, is_due in zip(self._time_rules, due) if is_due]
+
+    def _fire_epoch_rules(self, *, on_train_end: bool) -> None:
+        fired = [
+            (rule, False)
+            for rule in self._rules
+            if rule._epoch_end_on_train == on_train_end and rule._epoch_due(self._epoch)
+        ]
+        if fired:
+            self._save_by_rules(fired, phase="train_end" if on_train_end else "epoch_end")
+
+    def _save_by_rules(self, fired: list[tuple[ModelCheckpoint, bool]], *, phase: str = "step") -> None:
+        """Plan on rank 0 (the file system it sees decides names), share, write, then evict."""
+        plans = None
+        if self._dist.rank == 0:
+            candidates = self._candidates()
+            planned: set[str] = set()
+            plans = []
+            for rule, time_fired in fired:
+                plan = rule._plan(
+                    step=self._step,
+                    epoch=self._epoch,
+                    metrics=candidates,
+                    exists=lambda p: p in planned or os.path.lexists(p),
+                    time_fired=time_fired,
+                )
+                planned.update(plan.save)
+                plans.append(plan)
+        shared = broadcast_object(
+            (plans, [rule.state_dict() for rule, _ in fired]) if self._dist.rank == 0 else None, self._dist
+        )
+        plans, states = shared
+        if self._dist.rank != 0:
+            for (rule, _), state in zip(fired, states):
+                rule.load_state_dict(state)
+        full = [(Path(p), rule._key) for (rule, _), plan in zip(fired, plans) if not rule._weights_only for p in plan.save]
+        weights = [(Path(p), rule._key) for (rule, _), plan in zip(fired, plans) if rule._weights_only for p in plan.save]
+        if full or weights:
+            write_together(
+                self._dist, self._tracked, lambda: self._snapshot(phase=phase), full, weights
+            )
+        if self._dist.rank == 0:
+            for plan in plans:
+                for link, target in plan.link:
+                    link_checkpoint(Path(link), Path(target))
+                for path in plan.remove:
+                    remove_checkpoint(Path(path))
+
+    def _candidates(self) -> dict[str, float | int]:
+        metrics: dict[str, float | int] = {name: float(value) for name, value in self._metrics.items()}
+        metrics["epoch"] = self._epoch
+        metrics["step"] = self._step
+        return metrics
+
+    def _snapshot(self, *, phase: str = "step") -> Snapshot:
+        """The loop's position; `phase` says whether the epoch's batches or the whole epoch are done."""
+        metrics = {name: float(value) for name, value in self._metrics.items()}
+        return Snapshot(
+            step=self._step,
+            epoch=self._epoch,
+            loop={"step": self._step, "epoch": self._epoch, "batch": self._batch, "phase": phase},
+            metrics=metrics,
+            rules={rule._key: rule.state_dict() for rule in self._rules},
+            epoch_rng=self._epoch_rng if self._batch else None,
+        )

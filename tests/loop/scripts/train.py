@@ -1,0 +1,74 @@
+"""A small but complete training job for the kill-and-resume tests.
+
+It has everything that makes bitwise resume hard: shuffled data, dropout (RNG), SGD with
+momentum (optimizer state), a per-step LR schedule, metrics for a top-k rule, and, with two
+ranks, DistributedDataParallel on gloo. `--kill-at-step N` makes the process SIGKILL itself in
+the middle of step N+1 (after backward, before the optimizer step), the worst moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, TensorDataset
+
+import resilient
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--kill-at-step", type=int, default=None)
+    args = parser.parse_args()
+
+    data = torch.Generator().manual_seed(1234)
+    inputs = torch.randn(96, 8, generator=data)
+    targets = (inputs.sum(dim=1) > 0).long()
+    dataset = TensorDataset(inputs, targets)
+
+    rules = [
+        resilient.ModelCheckpoint(every_n_train_steps=2, filename="{step}"),
+        resilient.ModelCheckpoint(monitor="val_loss", save_top_k=2, save_last=True),
+    ]
+    with resilient.Run(checkpoint=rules, run_dir=args.run_dir) as run:
+        torch.manual_seed(100 + run.rank)
+        model: nn.Module = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
+        if run.world_size > 1:
+            model = DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.7)
+        sampler = resilient.ResumableSampler(dataset, shuffle=True, seed=7)
+        loader = DataLoader(dataset, batch_size=8, sampler=sampler)
+        run.track(model=model, optimizer=optimizer, schedule=schedule, sampler=sampler)
+
+        for _ in run.epochs(args.epochs):
+            model.train()
+            for x, y in run.batches(loader):
+                loss = nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                if args.kill_at_step is not None and run.step == args.kill_at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                optimizer.step()
+                schedule.step()
+                run.log("train_loss", loss)
+            model.eval()
+            with torch.no_grad():
+                run.log("val_loss", nn.functional.cross_entropy(model(inputs), targets))
+
+        if run.rank == 0:
+            weights = model.module.state_dict() if run.world_size > 1 else model.state_dict()
+            torch.save(weights, args.out)
+            print(json.dumps({"step": run.step, "resumed_from": run.resumed_from}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

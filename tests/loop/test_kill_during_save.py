@@ -1,0 +1,38 @@
+"""A process killed while writing a large checkpoint leaves nothing that loads as valid."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import resilient
+
+SCRIPT = Path(__file__).parent / "scripts" / "big_save.py"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _job(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(SCRIPT), "--run-dir", str(run_dir), *extra],
+                          env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_kill_during_large_save_never_loads_a_partial_checkpoint(tmp_path: Path) -> None:
+    killed = _job(tmp_path, "--kill-in-save-of-step", "3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    checkpoints = tmp_path / "checkpoints"
+    assert any(".tmp-" in p.name for p in checkpoints.iterdir())  # the kill did land mid-write
+    assert not (checkpoints / "step=3.ckpt").exists()
+
+    finished = _job(tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout)
+    assert report["resumed_from"].endswith("step=2.ckpt")
+    assert report["restored_value"] == 2.0  # the state of the committed step-2 checkpoint, not a torn one
+    assert report["step"] == 4
+    assert not any(".tmp-" in p.name for p in checkpoints.iterdir())  # the crash's leftovers are gone
+    assert resilient.load_checkpoint(checkpoints / "step=4.ckpt")["resilient"]["step"] == 4

@@ -1,0 +1,224 @@
+"""Run in one process: resume position, rules through the loop, corruption fallback, bad input."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import resilient
+from resilient import ModelCheckpoint, ResumableSampler, Run
+
+
+class Crash(Exception):
+    """Stands in for a process dying mid-training (the subprocess tests use real SIGKILL)."""
+
+
+def _dataset() -> TensorDataset:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 4, generator=gen)
+    return TensorDataset(x, x.sum(dim=1, keepdim=True) / 4)
+
+
+def _train(run_dir: Path, rules: list[ModelCheckpoint], *, crash_at: int | None = None, epochs: int = 3,
+           loader_kind: str = "sampler") -> tuple[Run, nn.Module]:
+    """A tiny regression job; `crash_at` raises in the middle of that step."""
+    torch.manual_seed(0)
+    dataset = _dataset()
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.25), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if loader_kind == "sampler":
+        loader = DataLoader(dataset, batch_size=4, sampler=ResumableSampler(dataset, seed=3))
+    else:  # a plain random DataLoader: resumable only by fast-forwarding
+        loader = DataLoader(dataset, batch_size=4, shuffle=True)
+    run = Run(checkpoint=rules, run_dir=run_dir)
+    with run:
+        run.track(model=model, optimizer=opt)
+        for _ in run.epochs(epochs):
+            for x, y in run.batches(loader):
+                loss = nn.functional.mse_loss(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                if run.step + 1 == crash_at:
+                    raise Crash
+                opt.step()
+                run.log("train_loss", loss)
+            run.log("val_loss", nn.functional.mse_loss(model(dataset.tensors[0]), dataset.tensors[1]))
+    return run, model
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("loader_kind", ["sampler", "plain"])
+def test_resume_mid_epoch_is_bitwise(tmp_path: Path, loader_kind: str) -> None:
+    _, reference = _train(tmp_path / "ref", [ModelCheckpoint(every_n_train_steps=4)], loader_kind=loader_kind)
+    with pytest.raises(Crash):
+        _train(tmp_path / "run", [ModelCheckpoint(every_n_train_steps=4)], crash_at=15, loader_kind=loader_kind)
+    context = pytest.warns(UserWarning, match="read and discarded") if loader_kind == "plain" else warnings.catch_warnings()
+    with context:
+        run, resumed = _train(tmp_path / "run", [ModelCheckpoint(every_n_train_steps=4)], loader_kind=loader_kind)
+    assert run.resumed_from is not None and run.resumed_from.endswith("epoch=1-step=12.ckpt")
+    assert run.step == 30 and run.epoch == 3
+    assert _same(_weights(reference), _weights(resumed))
+
+
+def test_resume_from_epoch_end_checkpoint(tmp_path: Path) -> None:
+    rule = lambda: [ModelCheckpoint(monitor="val_loss", save_top_k=2)]  # noqa: E731
+    _, reference = _train(tmp_path / "ref", rule())
+    with pytest.raises(Crash):
+        _train(tmp_path / "run", rule(), crash_at=23)  # epoch 2 runs steps 21..30
+    run, resumed = _train(tmp_path / "run", rule())
+    assert run.resumed_from is not None and "epoch=1" in run.resumed_from
+    assert _same(_weights(reference), _weights(resumed))
+
+
+def test_top_k_after_resume_keeps_exactly_k_and_no_orphans(tmp_path: Path) -> None:
+    def rules() -> list[ModelCheckpoint]:
+        return [ModelCheckpoint(monitor="train_loss", save_top_k=2, every_n_train_steps=3, filename="{step}")]
+
+    ref_run, _ = _train(tmp_path / "ref", rules())
+    with pytest.raises(Crash):
+        _train(tmp_path / "run", rules(), crash_at=17)
+    run, _ = _train(tmp_path / "run", rules())
+    (ref_rule,), (rule,) = ref_run._rules, run._rules
+    names = lambda d: sorted(p.name for p in (d / "checkpoints").iterdir())  # noqa: E731
+    assert len(names(tmp_path / "ref")) == 2
+    kept_resume_point = {Path(run.resumed_from or "").name}  # never deleted by the run that resumed from it
+    assert set(names(tmp_path / "ref")) <= set(names(tmp_path / "run")) <= set(names(tmp_path / "ref")) | kept_resume_point
+    assert Path(rule.best_model_path).name == Path(ref_rule.best_model_path).name
+    assert rule.best_model_score == ref_rule.best_model_score
+
+
+def test_resumed_from_checkpoint_is_never_deleted(tmp_path: Path) -> None:
+    rules = lambda: [ModelCheckpoint(monitor="val_loss", save_top_k=1)]  # noqa: E731
+    with pytest.raises(Crash):
+        _train(tmp_path, rules(), crash_at=12)
+    first = next((tmp_path / "checkpoints").iterdir())
+    run, _ = _train(tmp_path, rules(), epochs=4)
+    assert run.resumed_from == str(first.resolve())
+    assert run._rules[0].best_model_path != str(first)  # a better epoch evicted it from the top 1 ...
+    assert first.exists()  # ... but the checkpoint this run resumed from is kept
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_time_rule_fires_by_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rule = ModelCheckpoint(train_time_interval="10s", save_top_k=-1, filename="{step}")
+    with Run(checkpoint=[rule], run_dir=tmp_path, clock=clock) as run:
+        model = nn.Linear(2, 1)
+        run.track(model=model)
+        for step in run.batches(range(10)):
+            clock.now += 4.0  # each step takes 4 "seconds": due after steps 3, 6, 9
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step=3.ckpt", "step=6.ckpt", "step=9.ckpt"]
+
+
+def test_newest_corrupt_checkpoint_falls_back_with_warning(tmp_path: Path) -> None:
+    rules = lambda: [ModelCheckpoint(every_n_train_steps=5, save_top_k=-1, filename="{step}")]  # noqa: E731
+    with pytest.raises(Crash):
+        _train(tmp_path, rules(), crash_at=12)
+    newest = tmp_path / "checkpoints" / "step=10.ckpt"
+    payload = newest / "state.pt"
+    data = bytearray(payload.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    payload.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="step=10.ckpt"):
+        run, _ = _train(tmp_path, rules(), epochs=1)
+    assert run.resumed_from is not None and run.resumed_from.endswith("step=5.ckpt")
+
+
+def test_weights_only_checkpoints_load_but_are_not_resumed_from(tmp_path: Path) -> None:
+    rules = lambda: [ModelCheckpoint(every_n_train_steps=5, save_weights_only=True, filename="{step}")]  # noqa: E731
+    with pytest.raises(Crash):
+        _train(tmp_path, rules(), crash_at=12)
+    saved = resilient.load_checkpoint(tmp_path / "checkpoints" / "step=10.ckpt")
+    assert set(saved) == {"model", "resilient"} and saved["resilient"]["kind"] == "weights"
+    run, _ = _train(tmp_path, rules(), epochs=1)
+    assert run.resumed_from is None
+
+
+def test_save_checkpoint_and_load_checkpoint_round_trip(tmp_path: Path) -> None:
+    with Run(checkpoint=[], run_dir=tmp_path) as run:
+        model = nn.Linear(3, 2)
+        run.track(model=model, optimizer=torch.optim.Adam(model.parameters()))
+        run.log("val_loss", 0.5)
+        run.save_checkpoint(tmp_path / "manual.ckpt")
+    loaded = resilient.load_checkpoint(tmp_path / "manual.ckpt")
+    assert _same(loaded["model"], model.state_dict())
+    assert "optimizer" in loaded
+    assert loaded["resilient"]["metrics"] == {"val_loss": 0.5}
+    assert loaded["resilient"]["rule"] == "manual"
+
+
+def test_tracked_sampler_state_is_the_loop_position(tmp_path: Path) -> None:
+    dataset = _dataset()
+    sampler = ResumableSampler(dataset, seed=1)
+    loader = DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=2)
+    with Run(checkpoint=[], run_dir=tmp_path) as run:
+        run.track(sampler=sampler)
+        for _ in zip(range(3), run.batches(loader)):
+            pass
+    assert sampler.state_dict()["consumed"] == 8  # two completed steps: the third batch was never finished
+
+
+def _bad_runs() -> Iterator[tuple[dict, type, str]]:
+    yield {"checkpoint": "every epoch"}, TypeError, "checkpoint"
+    yield {"checkpoint": [ModelCheckpoint(), 3]}, TypeError, "checkpoint[1]"
+    yield {"checkpoint": [ModelCheckpoint(), ModelCheckpoint()]}, ValueError, "checkpoint"
+    yield {"run_dir": 42}, TypeError, "run_dir"
+    yield {"resume": "yes"}, TypeError, "resume"
+    yield {"weights_only": 1}, TypeError, "weights_only"
+    yield {"backend": 5}, TypeError, "backend"
+    yield {"clock": 3.0}, TypeError, "clock"
+
+
+@pytest.mark.parametrize("kwargs, error, name", list(_bad_runs()))
+def test_bad_run_arguments_name_the_parameter(tmp_path: Path, kwargs: dict, error: type, name: str) -> None:
+    kwargs.setdefault("run_dir", tmp_path / "run")
+    with pytest.raises(error, match=name.replace("[", r"\[")):
+        Run(**kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="run_dir"):
+        Run(run_dir=tmp_path / "file")
+
+
+def test_bad_loop_calls_name_what_is_wrong(tmp_path: Path) -> None:
+    with Run(checkpoint=[], run_dir=tmp_path) as run:
+        with pytest.raises(TypeError, match="state_dict"):
+            run.track(model=object())
+        with pytest.raises(ValueError, match="reserved"):
+            run.track(resilient=nn.Linear(1, 1))
+        with pytest.raises(TypeError, match="n must be an int"):
+            run.epochs("3")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=">= 0"):
+            run.epochs(-1)
+        with pytest.raises(TypeError, match="loader"):
+            run.batches(3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="log"):
+            run.log("x", "high")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="step"):
+            run.log("step", 1)
+    assert os.listdir(tmp_path) == []
