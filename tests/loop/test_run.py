@@ -132,14 +132,17 @@ def test_time_rule_fires_by_the_injected_clock(tmp_path: Path) -> None:
         "step=3.ckpt", "step=6.ckpt", "step=9.ckpt"]
 
 
-def test_newest_corrupt_checkpoint_falls_back_with_warning(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["flip one bit", "truncate"])
+def test_newest_corrupt_checkpoint_falls_back_with_warning(tmp_path: Path, damage: str) -> None:
     rules = lambda: [ModelCheckpoint(every_n_train_steps=5, save_top_k=-1, filename="{step}")]  # noqa: E731
     with pytest.raises(Crash):
         _train(tmp_path, rules(), crash_at=12)
-    newest = tmp_path / "checkpoints" / "step=10.ckpt"
-    payload = newest / "state.pt"
+    payload = tmp_path / "checkpoints" / "step=10.ckpt" / "state.pt"
     data = bytearray(payload.read_bytes())
-    data[len(data) // 2] ^= 0x01
+    if damage == "truncate":
+        del data[len(data) // 2:]
+    else:
+        data[len(data) // 2] ^= 0x01
     payload.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="step=10.ckpt"):
         run, _ = _train(tmp_path, rules(), epochs=1)
