@@ -8,4 +8,4 @@ from .checkpoint import CheckpointError
 from .loop import ResumableSampler, Run, load_checkpoint
 from .rules import ModelCheckpoint
 
-__all__ = ["CheckpointError", "ModelCheckpoint", "ResumableSampler", "Run", "load_checkpoint", "__version__"]
+__all__ = ["CheckpointError", "ModelCheckpoint", "ResumableSampler", "Run", "__version__", "load_checkpoint"]

@@ -92,10 +92,18 @@ def _check_info(info: object) -> None:
         raise TypeError(f"info must be the DistInfo from init_distributed(), got {type(info).__name__}")
 
 
-def shutdown(info: DistInfo) -> None:
-    """Destroy the process group if `init_distributed` created it; a user's group is theirs."""
+def shutdown(info: DistInfo, *, together: bool = True) -> None:
+    """Destroy the process group if `init_distributed` created it; a user's group is theirs.
+
+    With `together` (every rank is shutting down at the same point) ranks first meet at a
+    barrier: a rank that tears its gloo connections down while a peer still uses them makes
+    that peer abort ("terminate called without an active exception"). After a crash on one
+    rank the others are not there to meet, so it skips the barrier.
+    """
     _check_info(info)
     if info.owns_group and dist.is_initialized():
+        if together and info.world_size > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -4,4 +4,4 @@ from .load import load_checkpoint
 from .run import Run
 from .sampler import ResumableSampler
 
-__all__ = ["Run", "ResumableSampler", "load_checkpoint"]
+__all__ = ["ResumableSampler", "Run", "load_checkpoint"]

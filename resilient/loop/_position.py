@@ -10,8 +10,9 @@ it warns.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .sampler import ResumableSampler
 
@@ -25,7 +26,7 @@ class LoaderPosition:
     self_restoring: bool
 
     @classmethod
-    def of(cls, loader: Iterable[Any], tracked: Iterable[object]) -> "LoaderPosition":
+    def of(cls, loader: Iterable[Any], tracked: Iterable[object]) -> LoaderPosition:
         sampler = getattr(loader, "sampler", None)
         batch_sampler = getattr(loader, "batch_sampler", None)
         if not isinstance(sampler, ResumableSampler):

@@ -10,9 +10,10 @@ names the bad one.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..checkpoint import CheckpointError, Manifest, find_checkpoints, load_files, verify
 from ..coordination._dist import DistInfo, broadcast_object

@@ -9,9 +9,10 @@ leaving the others waiting in the next collective.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..checkpoint import CheckpointError, write_checkpoint
 from ..coordination._dist import DistInfo, broadcast_object, gather_to_main

@@ -9,7 +9,8 @@ per rank and is kept once per rank, next to that rank's RNG states, in a small f
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -10,15 +10,24 @@ stopped.
 from __future__ import annotations
 
 import os
+import signal
 import time
+import traceback
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints, link_checkpoint, recover_directory, remove_checkpoint
+from ..coordination._agreement import StepAgreement
+from ..coordination._deadline import Deadline
 from ..coordination._dist import DistInfo, broadcast_object, init_distributed, shutdown
+from ..coordination._signals import SignalRecorder, ignore_in_workers, signal_number
+from ..requeue import _conclude
+from ..requeue._host import Host, detect_host
+from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint
 from ._position import LoaderPosition
 from ._resume import Restored, restore_latest
@@ -29,7 +38,23 @@ from ._state import check_trackable, restore_objects
 T = TypeVar("T")
 
 RUN_DIR_ENV = "RESILIENT_RUN_DIR"
+EMERGENCY_DIR = "emergency"
 _AUTOMATIC_METRICS = ("epoch", "step")
+_STOP_FLAGS = 3  # warning signal, SIGTERM, deadline: the first entries of every agreement
+DEADLINE_MARGIN_S = 20.0
+
+
+class _Interrupted(BaseException):
+    """Raised at the agreed step boundary after the emergency checkpoint is committed.
+
+    A BaseException, like KeyboardInterrupt, so that a training loop's `except Exception` does
+    not swallow it on its way to `Run.__exit__`, which requeues or exits.
+    """
+
+    def __init__(self, flags: list[int], checkpoint: str) -> None:
+        super().__init__(f"stopped at a step boundary; emergency checkpoint {checkpoint}")
+        self.flags = flags
+        self.checkpoint = checkpoint
 
 
 def _rules_from(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) -> list[ModelCheckpoint]:
@@ -84,6 +109,12 @@ class Run:
         backend: torch.distributed backend when the environment asks for several ranks
             (default: nccl with CUDA, else gloo).
         clock: monotonic seconds for `train_time_interval` (injectable for tests).
+        warning_signal: the signal the cluster sends before a time limit or preemption (SLURM's
+            `--signal`); SIGTERM is always caught too. On either, every rank checkpoints at the
+            same step boundary and the job requeues (SLURM, local executor) or exits with
+            code 75 (a plain process: start it again to resume).
+        max_requeues: how often the job may requeue after preemption or time limits (None: no bound).
+        max_crash_requeues: how often after an exception in the training code (default 0: fail).
     """
 
     def __init__(
@@ -95,6 +126,9 @@ class Run:
         weights_only: bool = True,
         backend: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        warning_signal: str | int = "USR2",
+        max_requeues: int | None = None,
+        max_crash_requeues: int = 0,
     ) -> None:
         self._rules = _rules_from(checkpoint)
         keys = [rule._key for rule in self._rules]
@@ -108,10 +142,27 @@ class Run:
             raise TypeError(f"backend must be a string such as 'gloo' or 'nccl', not {backend!r}")
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
+        self._warning_signal = signal_number(warning_signal, name="warning_signal")
+        self._policy = RequeuePolicy(max_requeues, max_crash_requeues)
         for rule in self._rules:
             rule._bind(self._run_dir / "checkpoints", clock)
         self._time_rules = [rule for rule in self._rules if rule.train_time_interval is not None]
+        self._emergency_dir = self._run_dir / "checkpoints" / EMERGENCY_DIR
         self._dist: DistInfo = init_distributed(backend)
+        self._host: Host = detect_host()
+        self._closed = False
+        self._signals = SignalRecorder((self._warning_signal, signal.SIGTERM))
+        self._agreement = StepAgreement(self._dist, width=_STOP_FLAGS + len(self._time_rules))
+        self._deadline = Deadline(self._host.end_time() if self._dist.rank == 0 else None, margin_s=DEADLINE_MARGIN_S)
+        self._last_boundary = time.monotonic()
+        self._save_seconds: float | None = None
+        refusal = _conclude.begin(self._run_dir, self._host) if self._dist.rank == 0 else None
+        refusal = broadcast_object(refusal, self._dist)
+        if refusal is not None:
+            self.close()
+            _conclude.announce(refusal)
+            raise SystemExit(refusal.exit_code)
+        self._signals.install()
 
         self._tracked: dict[str, Any] = {}
         self._restored: Restored | None = None
@@ -126,7 +177,6 @@ class Run:
         self._in_batches = False
         self._batches_done_in_epoch = False
         self._train_end_saved_epoch: int | None = None
-        self._closed = False
 
     # -- public surface -------------------------------------------------------------------
 
@@ -159,8 +209,9 @@ class Run:
 
     @property
     def checkpoint_dirs(self) -> list[Path]:
-        """Every directory searched for a checkpoint to resume from."""
+        """Every directory searched for a checkpoint to resume from: the rules' and the emergency one."""
         dirs = {Path(rule.dirpath) for rule in self._rules if rule.dirpath}
+        dirs.add(self._emergency_dir)
         return sorted(dirs)
 
     def track(self, **objects: Any) -> None:
@@ -201,7 +252,8 @@ class Run:
             yield self._epoch
             if not self._batches_done_in_epoch:
                 self._fire_epoch_rules(on_train_end=True)
-            self._fire_epoch_rules(on_train_end=False)
+            stop, _ = self._agree(time_rules=False)
+            self._fire_epoch_rules(on_train_end=False, stop=stop)
             self._epoch += 1
             self._batch = 0
             self._batches_done_in_epoch = False
@@ -219,7 +271,7 @@ class Run:
         self._loop_started = True
         return self._batches(loader)
 
-    def log(self, name: str, value: float | int | torch.Tensor) -> None:
+    def log(self, name: str, value: float | torch.Tensor) -> None:
         """Record a metric for the checkpoint rules (`monitor`, filename templates).
 
         Tensors are kept as they are and read only when a rule needs the value, so logging every
@@ -248,17 +300,51 @@ class Run:
             raise ValueError(f"save_checkpoint(path): a checkpoint is a directory named *{CHECKPOINT_SUFFIX}, not {str(path)!r}")
         write_together(self._dist, self._tracked, self._snapshot, [(Path(path).absolute(), "manual")])
 
-    def close(self) -> None:
-        """Leave the process group if this run created it."""
+    def close(self, *, together: bool = True) -> None:
+        """Give the signals back and leave the process group if this run created it.
+
+        `together=False` when this rank alone is leaving (it crashed): no collective then.
+        """
         if not self._closed:
             self._closed = True
-            shutdown(self._dist)
+            self._signals.uninstall()
+            if together:
+                self._agreement.drain()
+            shutdown(self._dist, together=together)
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        """Record how the run ended; after an interruption or a crash, requeue or exit as the policy says."""
+        try:
+            outcome = self._conclude(error)
+        finally:
+            self.close(together=error is None or isinstance(error, _Interrupted))
+        if outcome is not None:
+            if self._dist.rank == 0 or not isinstance(error, _Interrupted):
+                _conclude.announce(outcome)
+            raise SystemExit(outcome.exit_code) from None
+
+    def _conclude(self, error: BaseException | None) -> _conclude.Outcome | None:
+        rank0 = self._dist.rank == 0
+        if isinstance(error, _Interrupted):
+            outcome = None
+            if rank0:
+                received = {sig for sig, flag in zip((self._warning_signal, signal.SIGTERM), error.flags) if flag}
+                cause = self._host.classify(received, self._warning_signal, deadline_hit=bool(error.flags[2]))
+                outcome = _conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
+            return broadcast_object(outcome, self._dist)
+        if error is None:
+            if rank0:
+                _conclude.finish(self._run_dir)
+            return None
+        if isinstance(error, Exception):
+            outcome = _conclude.after_crash(self._run_dir, self._host, self._policy, error)
+            if outcome is not None:
+                traceback.print_exception(error)
+            return outcome
+        return None
 
     # -- resume ---------------------------------------------------------------------------
 
@@ -320,6 +406,7 @@ class Run:
     def _batches(self, loader: Iterable[T]) -> Iterator[T]:
         self._in_batches = True
         try:
+            ignore_in_workers(loader, self._signals.signals)
             position = LoaderPosition.of(loader, self._tracked.values())
             position.start_epoch(loader, self._epoch)
             self._restore_rng_at_epoch_start()
@@ -346,33 +433,50 @@ class Run:
             self._fire_epoch_rules(on_train_end=True)
 
     def _step_boundary(self) -> None:
-        fired = [rule for rule in self._rules if rule._step_due(self._step)]
-        timed = self._time_rules_due()
-        if fired or timed:
-            self._save_by_rules([(rule, rule in timed) for rule in self._rules if rule in fired or rule in timed])
+        stop, timed = self._agree(time_rules=True)
+        fired = [(rule, rule in timed) for rule in self._rules if rule in timed or rule._step_due(self._step)]
+        if fired or stop:
+            self._save_by_rules(fired, phase="step", stop=stop)
 
-    def _time_rules_due(self) -> list[ModelCheckpoint]:
-        """Rank 0's clock decides, so every rank saves at the same step."""
-        if not self._time_rules:
-            return []
-        due = [rule._time_due() for rule in self._time_rules]
-        if self._dist.world_size > 1:
-            flags = torch.tensor(due, dtype=torch.uint8)
-            torch.distributed.broadcast(flags, src=0)
-            due = flags.tolist()
-        return [rule for rule, is_due in zip(self._time_rules, due) if is_due]
+    def _agree(self, *, time_rules: bool) -> tuple[list[int] | None, list[ModelCheckpoint]]:
+        """All ranks' view of this boundary: stop flags (None: go on) and the time rules that fire.
 
-    def _fire_epoch_rules(self, *, on_train_end: bool) -> None:
+        Signals may reach any rank; the deadline and the time rules are rank 0's decisions.
+        """
+        now = time.monotonic()
+        step_seconds, self._last_boundary = now - self._last_boundary, now
+        rank0 = self._dist.rank == 0
+        received = self._signals.received
+        flags = [
+            int(self._warning_signal in received),
+            int(signal.SIGTERM in received),
+            int(rank0 and self._deadline.near(step_seconds, self._save_seconds)),
+        ]
+        flags += [int(time_rules and rank0 and rule._time_due()) for rule in self._time_rules]
+        agreed = self._agreement.exchange(flags)
+        timed = [rule for rule, flag in zip(self._time_rules, agreed[_STOP_FLAGS:]) if flag]
+        if any(agreed[:_STOP_FLAGS]):
+            self._agreement.drain()  # nothing may be in flight when the checkpoint's collectives start
+            return agreed[:_STOP_FLAGS], timed
+        return None, timed
+
+    def _fire_epoch_rules(self, *, on_train_end: bool, stop: list[int] | None = None) -> None:
         fired = [
             (rule, False)
             for rule in self._rules
             if rule._epoch_end_on_train == on_train_end and rule._epoch_due(self._epoch)
         ]
-        if fired:
-            self._save_by_rules(fired, phase="train_end" if on_train_end else "epoch_end")
+        if fired or stop:
+            self._save_by_rules(fired, phase="train_end" if on_train_end else "epoch_end", stop=stop)
 
-    def _save_by_rules(self, fired: list[tuple[ModelCheckpoint, bool]], *, phase: str = "step") -> None:
-        """Plan on rank 0 (the file system it sees decides names), share, write, then evict."""
+    def _save_by_rules(
+        self, fired: list[tuple[ModelCheckpoint, bool]], *, phase: str, stop: list[int] | None = None
+    ) -> None:
+        """Plan on rank 0 (the file system it sees decides names), share, write, then evict.
+
+        With `stop`, the same write also commits the emergency checkpoint, then raises
+        `_Interrupted`: one write serves the rules due at this boundary and the stop.
+        """
         plans = None
         if self._dist.rank == 0:
             candidates = self._candidates()
@@ -397,16 +501,31 @@ class Run:
                 rule.load_state_dict(state)
         full = [(Path(p), rule._key) for (rule, _), plan in zip(fired, plans) if not rule._weights_only for p in plan.save]
         weights = [(Path(p), rule._key) for (rule, _), plan in zip(fired, plans) if rule._weights_only for p in plan.save]
+        emergency = self._emergency_dir / f"step={self._step}{CHECKPOINT_SUFFIX}"
+        if stop:
+            full.append((emergency, "emergency"))
         if full or weights:
-            write_together(
-                self._dist, self._tracked, lambda: self._snapshot(phase=phase), full, weights
-            )
+            started = time.monotonic()
+            write_together(self._dist, self._tracked, lambda: self._snapshot(phase=phase), full, weights)
+            if full:
+                self._save_seconds = time.monotonic() - started
         if self._dist.rank == 0:
             for plan in plans:
                 for link, target in plan.link:
                     link_checkpoint(Path(link), Path(target))
                 for path in plan.remove:
                     remove_checkpoint(Path(path))
+            if stop:
+                self._remove_older_emergency(keep=emergency)
+        if stop:
+            raise _Interrupted(stop, str(emergency))
+
+    def _remove_older_emergency(self, keep: Path) -> None:
+        """One emergency checkpoint is enough once it is committed (but the resume point stays)."""
+        protected = os.path.realpath(self._restored.path) if self._restored else None
+        for path, _ in find_checkpoints([self._emergency_dir]):
+            if os.path.realpath(path) not in (os.path.realpath(keep), protected):
+                remove_checkpoint(path)
 
     def _candidates(self) -> dict[str, float | int]:
         metrics: dict[str, float | int] = {name: float(value) for name, value in self._metrics.items()}

@@ -3,7 +3,9 @@
 It has everything that makes bitwise resume hard: shuffled data, dropout (RNG), SGD with
 momentum (optimizer state), a per-step LR schedule, metrics for a top-k rule, and, with two
 ranks, DistributedDataParallel on gloo. `--kill-at-step N` makes the process SIGKILL itself in
-the middle of step N+1 (after backward, before the optimizer step), the worst moment.
+the middle of step N+1 (after backward, before the optimizer step), the worst moment;
+`--signal-at-step N --signal NAME --signal-rank R` sends rank R a real signal at that moment
+instead, the way a cluster warns of preemption or a time limit.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--kill-at-step", type=int, default=None)
+    parser.add_argument("--signal-at-step", type=int, default=None)
+    parser.add_argument("--signal", default="USR2")
+    parser.add_argument("--signal-rank", type=int, default=0)
     args = parser.parse_args()
 
     data = torch.Generator().manual_seed(1234)
@@ -57,6 +62,8 @@ def main() -> None:
                 loss.backward()
                 if args.kill_at_step is not None and run.step == args.kill_at_step:
                     os.kill(os.getpid(), signal.SIGKILL)
+                if args.signal_at_step == run.step and args.signal_rank == run.rank:
+                    os.kill(os.getpid(), getattr(signal, "SIG" + args.signal))
                 optimizer.step()
                 schedule.step()
                 run.log("train_loss", loss)

@@ -1,0 +1,137 @@
+"""Where the job runs decides what a stop means and how it comes back.
+
+- SLURM: the cause is read from the job's own record (a preemption moves its EndTime earlier
+  and sets PreemptTime; a time limit or a user's scancel do not), and the job comes back by
+  `scontrol requeue`, or by SLURM itself when a REQUEUE-mode preemption is under way.
+- submitit's local executor: every cause is answered by exiting with submitit's requeue code,
+  on which its controller restarts all tasks.
+- A plain process: nothing can restart it; it exits with EXIT_STOPPED and its next start resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import psutil
+
+from ..slurm import _scontrol
+
+# Causes of a stop, as recorded in status.json and shown to users.
+PREEMPTED = "preempted"
+TIME_LIMIT = "time_limit"
+CANCELLED = "cancelled"
+INTERRUPTED = "interrupted"  # a plain process got a stop signal
+CRASHED = "crashed"
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: checkpointed and stopped; start it again to resume
+LOCAL_REQUEUE_EXIT = 144  # submitit's local executor restarts every task when one exits with it
+_TIME_SLACK_S = 5.0
+
+
+def _slurm_time(raw: str | None) -> float | None:
+    try:
+        return time.mktime(time.strptime(raw or "", "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def _minutes(raw: str | None) -> float | None:
+    """SLURM's TimeLimit ([days-]hours:minutes:seconds, or minutes) in seconds; None if unlimited."""
+    if not raw or raw in ("UNLIMITED", "Partition_Limit", "NONE"):
+        return None
+    days, _, rest = raw.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts[-3:]
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+@dataclass
+class Host:
+    """A plain process: no scheduler to ask, no way to come back by itself."""
+
+    job_id: str | None = None
+    kind: str = "process"
+    can_requeue: bool = False
+
+    def end_time(self) -> float | None:
+        return None
+
+    def classify(self, received: set[int], warning_signal: int, deadline_hit: bool) -> str:
+        return INTERRUPTED
+
+    def requeue(self, cause: str) -> int:
+        """Arrange for the job to come back; returns the exit code to leave with."""
+        return EXIT_STOPPED
+
+
+@dataclass
+class LocalHost(Host):
+    """A task of submitit's local executor (its controller restarts all tasks on exit 144)."""
+
+    kind: str = "local"
+    can_requeue: bool = True
+
+    def end_time(self) -> float | None:
+        # The controller times each (re)start of the tasks from when it launched them.
+        timeout = os.environ.get("SUBMITIT_LOCAL_TIMEOUT_S")
+        return psutil.Process().create_time() + float(timeout) if timeout else None
+
+    def classify(self, received: set[int], warning_signal: int, deadline_hit: bool) -> str:
+        # The controller sends the warning signal only when the timeout approaches.
+        return TIME_LIMIT if deadline_hit or warning_signal in received else PREEMPTED
+
+    def requeue(self, cause: str) -> int:
+        return LOCAL_REQUEUE_EXIT
+
+
+@dataclass
+class SlurmHost(Host):
+    """A task of a SLURM job; `job_id` is what scontrol needs (ARRAY_TASK for arrays)."""
+
+    kind: str = "slurm"
+    can_requeue: bool = True
+    partition: str | None = None
+
+    def end_time(self) -> float | None:
+        assert self.job_id is not None
+        return _slurm_time(_scontrol.show_job(self.job_id).get("EndTime"))
+
+    def classify(self, received: set[int], warning_signal: int, deadline_hit: bool) -> str:
+        assert self.job_id is not None
+        job = _scontrol.show_job(self.job_id)
+        state = job.get("JobState", "")
+        if state == "CANCELLED":
+            return CANCELLED
+        if state == "TIMEOUT" or deadline_hit:
+            return TIME_LIMIT
+        if job.get("PreemptTime", "None") not in ("None", ""):
+            return PREEMPTED
+        start, limit, end = _slurm_time(job.get("StartTime")), _minutes(job.get("TimeLimit")), _slurm_time(job.get("EndTime"))
+        if start is not None and limit is not None and end is not None and end < start + limit - _TIME_SLACK_S:
+            return PREEMPTED  # SLURM moved the end forward to now + GraceTime
+        if warning_signal in received and limit is not None:
+            return TIME_LIMIT
+        return PREEMPTED
+
+    def requeue(self, cause: str) -> int:
+        assert self.job_id is not None
+        if cause == PREEMPTED and _scontrol.preempt_mode(self.partition).startswith("REQUEUE"):
+            return 0  # SLURM requeues a preempted job itself; requeueing too would count twice
+        _scontrol.requeue(self.job_id)  # SLURM kills the job's steps right away: this must come last
+        return 0
+
+
+def detect_host(env: Mapping[str, str] = os.environ) -> Host:
+    """The host this process runs on, from the environment its launcher set."""
+    if env.get("SUBMITIT_EXECUTOR") == "local":
+        return LocalHost(job_id=env.get("SUBMITIT_LOCAL_JOB_ID"))
+    job_id = _scontrol.job_id_from_env(env)
+    if job_id is not None:
+        return SlurmHost(job_id=job_id, partition=env.get("SLURM_JOB_PARTITION"))
+    return Host()
+

@@ -1,0 +1,39 @@
+"""How often a run may come back: after preemptions and time limits, and after crashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _check_bound(name: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "an int >= 0 or None (no bound)" if allow_none else "an int >= 0"
+        raise TypeError(f"{name} must be {expected}, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, not {value}")
+
+
+@dataclass(frozen=True)
+class RequeuePolicy:
+    """Bounds on automatic requeues, counted across restarts of the same job.
+
+    Args:
+        max_requeues: requeues after preemption or a time limit; None (default) means no bound,
+            since neither is the job's fault.
+        max_crash_requeues: requeues after an exception in the training code; 0 (default) means
+            an exception fails the job, as a bug usually repeats.
+    """
+
+    max_requeues: int | None = None
+    max_crash_requeues: int = 0
+
+    def __post_init__(self) -> None:
+        _check_bound("max_requeues", self.max_requeues, allow_none=True)
+        _check_bound("max_crash_requeues", self.max_crash_requeues, allow_none=False)
+
+    def allows(self, cause: str, done_before: int) -> bool:
+        """May a run that was requeued `done_before` times for this kind of cause come back again?"""
+        bound = self.max_crash_requeues if cause == "crashed" else self.max_requeues
+        return bound is None or done_before < bound
