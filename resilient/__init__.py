@@ -7,5 +7,16 @@ from ._version import __version__
 from .checkpoint import CheckpointError
 from .loop import ResumableSampler, Run, load_checkpoint
 from .rules import ModelCheckpoint
+from .submission import JobError, JobHandle, job
 
-__all__ = ["CheckpointError", "ModelCheckpoint", "ResumableSampler", "Run", "__version__", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "JobError",
+    "JobHandle",
+    "ModelCheckpoint",
+    "ResumableSampler",
+    "Run",
+    "__version__",
+    "job",
+    "load_checkpoint",
+]

@@ -51,7 +51,7 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
         if not policy.allows(cause, done):
             bound = "max_crash_requeues" if cause == CRASHED else "max_requeues"
             record.state = status.GAVE_UP if cause != CRASHED else status.FAILED
-            record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={done})"
+            record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
             return Outcome(EXIT_FAILED, record.state, record.message)
         record.requeues[cause] = record.requeues.get(cause, 0) + 1
         record.state, record.message = status.REQUEUED, f"{detail}; requeued ({cause} #{record.requeues[cause]})"
@@ -91,5 +91,3 @@ def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseExc
 def announce(outcome: Outcome) -> None:
     print(f"resilient: {outcome.state}: {outcome.message}", file=sys.stderr, flush=True)
 
-
-__all__ = ["EXIT_STOPPED", "Outcome", "after_crash", "after_interrupt", "announce", "begin", "finish"]

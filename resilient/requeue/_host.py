@@ -82,8 +82,11 @@ class LocalHost(Host):
         return psutil.Process().create_time() + float(timeout) if timeout else None
 
     def classify(self, received: set[int], warning_signal: int, deadline_hit: bool) -> str:
-        # The controller sends the warning signal only when the timeout approaches.
-        return TIME_LIMIT if deadline_hit or warning_signal in received else PREEMPTED
+        # The controller sends the warning signal `signal_delay_s` before its timeout; earlier
+        # it can only be a fire drill or someone else's signal, which stands for a preemption.
+        end, delay = self.end_time(), float(os.environ.get("SUBMITIT_LOCAL_SIGNAL_DELAY_S", "0"))
+        near_end = end is not None and time.time() >= end - delay - _TIME_SLACK_S
+        return TIME_LIMIT if deadline_hit or (warning_signal in received and near_end) else PREEMPTED
 
     def requeue(self, cause: str) -> int:
         return LOCAL_REQUEUE_EXIT

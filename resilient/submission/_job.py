@@ -1,0 +1,98 @@
+"""`@resilient.job`: a training function that runs here, or is submitted, with resume built in."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar, overload
+
+import submitit
+
+from ..loop.run import Run
+from ._executors import make_executor
+from ._handle import JobHandle
+from ._options import JobOptions
+
+R = TypeVar("R")
+
+
+class _JobMain(Generic[R]):
+    """What runs inside each task of a submitted job (picklable for submitit)."""
+
+    def __init__(self, function: Callable[..., R], options: JobOptions, run_dir: Path,
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.function, self.options, self.run_dir = function, options, run_dir
+        self.args, self.kwargs = args, kwargs
+
+    def __call__(self) -> R:
+        environment = submitit.JobEnvironment()
+        if environment.num_tasks > 1:
+            # MASTER_ADDR is the first node, MASTER_PORT derives from the job id: both stay the
+            # same when the job is requeued, so a restarted rank finds its peers again.
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        with Run(**self.options.run_arguments(self.run_dir)) as run:
+            return self.function(run, *self.args, **self.kwargs)
+
+
+class Job(Generic[R]):
+    """A function decorated with `@resilient.job`. Call it to run here; `.submit()` to submit it."""
+
+    def __init__(self, function: Callable[..., R], options: JobOptions) -> None:
+        if not callable(function):
+            raise TypeError(f"@resilient.job decorates a function, not {function!r}")
+        self._function = function
+        self._options = options
+        functools.update_wrapper(self, function)
+
+    @property
+    def options(self) -> JobOptions:
+        return self._options
+
+    @property
+    def run_dir(self) -> Path:
+        return self._options.resolved_run_dir(self._function.__name__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        """Run the function in this process, as the rank its environment says, with resume."""
+        with Run(**self._options.run_arguments(self.run_dir)) as run:
+            return self._function(run, *args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """Submit the function through submitit (the `executor` option) and return its handle."""
+        run_dir = self.run_dir
+        executor = make_executor(self._options, run_dir / "submitit", self._function.__name__)
+        submitted = executor.submit(_JobMain(self._function, self._options, run_dir, args, kwargs))
+        return JobHandle(submitted, run_dir, self._options.executor, self._options.warning_signal)
+
+
+@overload
+def job(function: Callable[..., R], /) -> Job[R]: ...
+@overload
+def job(function: None = None, /, **options: Any) -> Callable[[Callable[..., R]], Job[R]]: ...
+
+
+def job(function: Callable[..., R] | None = None, /, **options: Any) -> Job[R] | Callable[[Callable[..., R]], Job[R]]:
+    """Make a training function `fn(run, *args, **kwargs)` resilient.
+
+    `@resilient.job` alone, or with options::
+
+        @resilient.job(checkpoint=ModelCheckpoint(every_n_train_steps=500), executor="slurm",
+                       nodes=2, tasks_per_node=4, gpus_per_node=4, timeout_min=240, partition="gpu")
+        def train(run, lr=1e-3): ...
+
+        train(lr=3e-4)                 # runs here and now
+        handle = train.submit(lr=3e-4) # submits; handle.job_id, .state, .result(), .stdout()
+
+    Options: `checkpoint` (ModelCheckpoint or list), `run_dir` (default runs/<function name>),
+    `executor` ("local" default, "slurm", "debug"), resources `nodes`, `tasks_per_node`,
+    `gpus_per_node`, `cpus_per_task`, `mem_gb`, `timeout_min`; SLURM `partition`, `account`,
+    `qos`, `warning_signal` ("USR2") and `signal_delay_s` (120), `slurm_options` (extra sbatch
+    options); requeue policy `max_requeues` (None: no bound) and `max_crash_requeues` (0).
+    """
+    unknown = sorted(set(options) - set(JobOptions.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"resilient.job() got unknown option(s): {', '.join(unknown)}")
+    settings = JobOptions(**options)
+    if function is not None:
+        return Job(function, settings)
+    return lambda decorated: Job(decorated, settings)

@@ -1,0 +1,60 @@
+"""Training jobs submitted by the tests, through `@resilient.job` (importable by submitit's tasks).
+
+`gate_step` makes every rank wait at that step until the test says go: the test can then send a
+signal at a known step and the stop happens at a step it can predict, without racing the job.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, TensorDataset
+
+import resilient
+
+
+def wait_for_gate(run: resilient.Run, gate_dir: Path) -> None:
+    """Say 'ready' and wait for 'go' (files: the test and the job may be on different processes)."""
+    if run.rank == 0:
+        (gate_dir / "ready").touch()
+    while not (gate_dir / "go").exists():
+        time.sleep(0.01)
+
+
+def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_step: int | None = None,
+                gate_dir: str | None = None, fail_at_step: int | None = None) -> dict[str, int]:
+    data = torch.Generator().manual_seed(1234)
+    inputs = torch.randn(128, 8, generator=data)
+    dataset = TensorDataset(inputs, (inputs.sum(dim=1) > 0).long())
+    torch.manual_seed(100 + run.rank)
+    model: nn.Module = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
+    if run.world_size > 1:
+        model = DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sampler = resilient.ResumableSampler(dataset, seed=7)
+    loader = DataLoader(dataset, batch_size=8, sampler=sampler)
+    run.track(model=model, optimizer=optimizer)
+    for _ in run.epochs(epochs):
+        for x, y in run.batches(loader):
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if run.step == gate_step and gate_dir is not None:
+                wait_for_gate(run, Path(gate_dir))
+            if run.step == fail_at_step:
+                raise RuntimeError(f"boom at step {run.step}")
+    if run.rank == 0:
+        weights = model.module.state_dict() if run.world_size > 1 else model.state_dict()
+        torch.save(weights, out)
+    return {"step": run.step, "world_size": run.world_size}
+
+
+def make_job(run_dir: Path, **options: object) -> resilient.submission.Job:
+    """`train_model` decorated with the given options (one decorator per test's run dir)."""
+    rules = [resilient.ModelCheckpoint(every_n_train_steps=4, filename="{step}")]
+    return resilient.job(checkpoint=rules, run_dir=run_dir, **options)(train_model)
