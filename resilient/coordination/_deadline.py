@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-# Before the first save has been timed, assume it takes this long: generous for small models,
-# and replaced by the measured duration after the first checkpoint.
-FIRST_SAVE_GUESS_S = 30.0
+# Before the first save has been timed, assume it takes this long; the measured duration of
+# each full save replaces it. Too large a guess would stop a short job before it starts.
+FIRST_SAVE_GUESS_S = 5.0
 SAVE_SAFETY_FACTOR = 1.5
 
 

@@ -48,20 +48,24 @@ def finish(run_dir: Path) -> None:
 def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, detail: str) -> Outcome:
     with status.update_status(run_dir) as record:
         done = record.count(cause) if cause == CRASHED else record.count(*_INFRASTRUCTURE)
-        if not policy.allows(cause, done):
+        allowed = policy.allows(cause, done)
+        if allowed:
+            record.requeues[cause] = record.requeues.get(cause, 0) + 1
+            record.state, record.message = status.REQUEUED, f"{detail}; requeued ({cause} #{record.requeues[cause]})"
+        else:
             bound = "max_crash_requeues" if cause == CRASHED else "max_requeues"
-            record.state = status.GAVE_UP if cause != CRASHED else status.FAILED
+            record.state = status.FAILED if cause == CRASHED else status.GAVE_UP
             record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
-            return Outcome(EXIT_FAILED, record.state, record.message)
-        record.requeues[cause] = record.requeues.get(cause, 0) + 1
-        record.state, record.message = status.REQUEUED, f"{detail}; requeued ({cause} #{record.requeues[cause]})"
+        outcome = Outcome(EXIT_FAILED, record.state, record.message)
     try:
-        code = host.requeue(cause)
+        if not allowed:
+            host.give_up()
+            return outcome
+        return Outcome(host.requeue(cause), status.REQUEUED, outcome.message)
     except SlurmCommandError as error:
         with status.update_status(run_dir) as record:
-            record.state, record.message = status.FAILED, f"{detail}; requeue failed: {error}"
+            record.state, record.message = status.FAILED, f"{detail}; {error}"
         return Outcome(EXIT_FAILED, status.FAILED, record.message)
-    return Outcome(code, status.REQUEUED, record.message)
 
 
 def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, checkpoint: str) -> Outcome:

@@ -29,6 +29,9 @@ CRASHED = "crashed"
 EXIT_STOPPED = 75  # EX_TEMPFAIL: checkpointed and stopped; start it again to resume
 LOCAL_REQUEUE_EXIT = 144  # submitit's local executor restarts every task when one exits with it
 _TIME_SLACK_S = 5.0
+# Set in jobs resilient submits: how long before the time limit SLURM sends the warning signal.
+SIGNAL_DELAY_ENV = "RESILIENT_SIGNAL_DELAY_S"
+_UNKNOWN_WARNING_WINDOW_S = 300.0
 
 
 def _slurm_time(raw: str | None) -> float | None:
@@ -68,6 +71,9 @@ class Host:
         """Arrange for the job to come back; returns the exit code to leave with."""
         return EXIT_STOPPED
 
+    def give_up(self) -> None:
+        """Make sure the job does not come back (the scheduler might requeue it on its own)."""
+
 
 @dataclass
 class LocalHost(Host):
@@ -99,34 +105,52 @@ class SlurmHost(Host):
     kind: str = "slurm"
     can_requeue: bool = True
     partition: str | None = None
+    signal_delay_s: float | None = None
+    slurm_requeues: bool = False  # set by classify(): SLURM itself is preempting with REQUEUE
 
     def end_time(self) -> float | None:
         assert self.job_id is not None
         return _slurm_time(_scontrol.show_job(self.job_id).get("EndTime"))
 
     def classify(self, received: set[int], warning_signal: int, deadline_hit: bool) -> str:
+        """Read the cause from the job's record, as observed on a real cluster (slurm/README.md).
+
+        A preemption sets PreemptTime and moves EndTime to now + GraceTime while the job is still
+        RUNNING; a user's scancel (and a foreign `scontrol requeue`) turns it COMPLETING with
+        EndTime = now; at the time limit the job is past StartTime + TimeLimit.
+        """
         assert self.job_id is not None
         job = _scontrol.show_job(self.job_id)
-        state = job.get("JobState", "")
-        if state == "CANCELLED":
-            return CANCELLED
-        if state == "TIMEOUT" or deadline_hit:
-            return TIME_LIMIT
-        if job.get("PreemptTime", "None") not in ("None", ""):
-            return PREEMPTED
+        state, now = job.get("JobState", ""), time.time()
         start, limit, end = _slurm_time(job.get("StartTime")), _minutes(job.get("TimeLimit")), _slurm_time(job.get("EndTime"))
-        if start is not None and limit is not None and end is not None and end < start + limit - _TIME_SLACK_S:
-            return PREEMPTED  # SLURM moved the end forward to now + GraceTime
-        if warning_signal in received and limit is not None:
+        natural_end = start + limit if start is not None and limit is not None else None
+        preempting = job.get("PreemptTime", "None") not in ("None", "") or (
+            state == "RUNNING" and natural_end is not None and end is not None and end < natural_end - _TIME_SLACK_S
+        )
+        at_limit = natural_end is not None and now >= natural_end - _TIME_SLACK_S
+        if preempting:
+            self.slurm_requeues = _scontrol.preempt_mode(self.partition).startswith("REQUEUE")
+            return PREEMPTED
+        if state == "TIMEOUT" or at_limit or deadline_hit:
             return TIME_LIMIT
-        return PREEMPTED
+        if state in ("COMPLETING", "CANCELLED"):
+            return CANCELLED
+        window = self.signal_delay_s if self.signal_delay_s is not None else _UNKNOWN_WARNING_WINDOW_S
+        if warning_signal in received and natural_end is not None and natural_end - now <= window + 60:
+            return TIME_LIMIT
+        return PREEMPTED  # a signal with no preemption under way: a fire drill or a site's own tooling
 
     def requeue(self, cause: str) -> int:
         assert self.job_id is not None
-        if cause == PREEMPTED and _scontrol.preempt_mode(self.partition).startswith("REQUEUE"):
-            return 0  # SLURM requeues a preempted job itself; requeueing too would count twice
+        if cause == PREEMPTED and self.slurm_requeues:
+            return 0  # SLURM requeues a job it preempts in REQUEUE mode; requeueing too would count twice
         _scontrol.requeue(self.job_id)  # SLURM kills the job's steps right away: this must come last
         return 0
+
+    def give_up(self) -> None:
+        if self.slurm_requeues:  # else SLURM would requeue the preempted job once more
+            assert self.job_id is not None
+            _scontrol.cancel(self.job_id)
 
 
 def detect_host(env: Mapping[str, str] = os.environ) -> Host:
@@ -135,6 +159,8 @@ def detect_host(env: Mapping[str, str] = os.environ) -> Host:
         return LocalHost(job_id=env.get("SUBMITIT_LOCAL_JOB_ID"))
     job_id = _scontrol.job_id_from_env(env)
     if job_id is not None:
-        return SlurmHost(job_id=job_id, partition=env.get("SLURM_JOB_PARTITION"))
+        delay = env.get(SIGNAL_DELAY_ENV)
+        return SlurmHost(job_id=job_id, partition=env.get("SLURM_JOB_PARTITION"),
+                         signal_delay_s=float(delay) if delay else None)
     return Host()
 

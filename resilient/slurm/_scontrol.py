@@ -1,4 +1,4 @@
-"""Thin, typed wrappers around the `scontrol` calls a job makes about itself.
+"""Thin, typed wrappers around the `scontrol` (and `scancel`) calls a job makes about itself.
 
 Only called at start and when stopping (never per step): each is a round trip to slurmctld.
 """
@@ -18,8 +18,8 @@ class SlurmCommandError(RuntimeError):
     """An scontrol call failed; the message carries its command line and stderr."""
 
 
-def _run(*args: str) -> str:
-    command = ["scontrol", *args]
+def _run(*args: str, program: str = "scontrol") -> str:
+    command = [program, *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -66,6 +66,11 @@ def end_time(job_id: str) -> float | None:
 
 def requeue(job_id: str) -> None:
     _run("requeue", job_id)
+
+
+def cancel(job_id: str) -> None:
+    """End the job for good (scancel), e.g. so that a preemption does not requeue it."""
+    _run(job_id, program="scancel")
 
 
 def preempt_mode(partition: str | None) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import submitit
 
 from ..coordination._signals import signal_number
+from ..requeue._host import SIGNAL_DELAY_ENV
 from ._options import JobOptions
 
 
@@ -42,6 +43,7 @@ def make_executor(options: JobOptions, folder: Path, name: str) -> submitit.Exec
         "time": options.timeout_min,
         "signal_delay_s": options.signal_delay_s,
         "additional_parameters": {"requeue": True, "signal": signal_option(options), **options.slurm_options},
+        "setup": [f"export {SIGNAL_DELAY_ENV}={options.signal_delay_s}"],
     }
     if options.gpus_per_node:
         parameters["gpus_per_node"] = options.gpus_per_node

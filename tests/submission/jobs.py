@@ -1,7 +1,9 @@
 """Training jobs submitted by the tests, through `@resilient.job` (importable by submitit's tasks).
 
-`gate_step` makes every rank wait at that step until the test says go: the test can then send a
-signal at a known step and the stop happens at a step it can predict, without racing the job.
+`gate_steps` make every rank wait at those steps until the test says go, or until a stop signal
+reaches any rank: the test can make the cluster signal the job at a known step, and the stop
+happens at a step it can predict, without racing the job. `step_seconds` stands in for compute,
+for tests that need a job to run into its time limit.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ import resilient
 
 
 def wait_for_gate(run: resilient.Run, gate_dir: Path) -> None:
-    """Say 'ready' and wait for 'go' (files: the test and the job may be on different processes)."""
+    """Say 'ready-N', then wait for 'go-N' from the test, or for a signal to any rank (which says go)."""
+    ready, go = gate_dir / f"ready-{run.step}", gate_dir / f"go-{run.step}"
     if run.rank == 0:
-        (gate_dir / "ready").touch()
-    while not (gate_dir / "go").exists():
+        ready.touch()
+    while not go.exists():
+        if run._signals.received:  # the test peeks at the recorder: a stop signal has arrived here
+            go.touch()
         time.sleep(0.01)
 
 
-def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_step: int | None = None,
-                gate_dir: str | None = None, fail_at_step: int | None = None) -> dict[str, int]:
+def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_steps: tuple[int, ...] = (),
+                gate_dir: str | None = None, fail_at_step: int | None = None,
+                step_seconds: float = 0.0) -> dict[str, int]:
     data = torch.Generator().manual_seed(1234)
     inputs = torch.randn(128, 8, generator=data)
     dataset = TensorDataset(inputs, (inputs.sum(dim=1) > 0).long())
@@ -44,7 +50,8 @@ def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_step: int | 
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if run.step == gate_step and gate_dir is not None:
+            time.sleep(step_seconds)
+            if run.step in gate_steps and gate_dir is not None:
                 wait_for_gate(run, Path(gate_dir))
             if run.step == fail_at_step:
                 raise RuntimeError(f"boom at step {run.step}")

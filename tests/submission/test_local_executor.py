@@ -25,10 +25,10 @@ def test_preempting_one_local_task_restarts_all_and_resumes_bitwise(tmp_path: Pa
     gate = tmp_path / "gate"
     gate.mkdir()
     job = make_job(tmp_path / "run", tasks_per_node=2, timeout_min=5)
-    handle = job.submit(out=str(tmp_path / "out.pt"), gate_step=10, gate_dir=str(gate))
-    _wait_for(gate / "ready", handle)
+    handle = job.submit(out=str(tmp_path / "out.pt"), gate_steps=(10,), gate_dir=str(gate))
+    _wait_for(gate / "ready-10", handle)
     handle.preempt(rank=1)  # only the second task gets the signal
-    (gate / "go").touch()
+    (gate / "go-10").touch()
 
     assert handle.result(timeout=300) == {"step": 24, "world_size": 2}
     status = handle.status

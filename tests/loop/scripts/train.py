@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import signal
+import time
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--signal-at-step", type=int, default=None)
     parser.add_argument("--signal", default="USR2")
     parser.add_argument("--signal-rank", type=int, default=0)
+    parser.add_argument("--step-seconds", type=float, default=0.0, help="simulated compute per step")
     args = parser.parse_args()
 
     data = torch.Generator().manual_seed(1234)
@@ -66,6 +68,7 @@ def main() -> None:
                     os.kill(os.getpid(), getattr(signal, "SIG" + args.signal))
                 optimizer.step()
                 schedule.step()
+                time.sleep(args.step_seconds)
                 run.log("train_loss", loss)
             model.eval()
             with torch.no_grad():
