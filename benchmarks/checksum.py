@@ -19,16 +19,7 @@ import zlib
 from collections.abc import Callable
 
 import xxhash
-
-
-def _best_seconds(work: Callable[[], object], repeats: int) -> float:
-    """Best of several runs: the least disturbed by other processes on a shared node."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - start)
-    return best
+from _timing import best_seconds
 
 
 def _write_and_fsync(data: bytes, directory: str) -> float:
@@ -58,7 +49,7 @@ def main() -> None:
         "sha256 (hashlib)": lambda: hashlib.sha256(data).hexdigest(),
         "crc32 (zlib)": lambda: zlib.crc32(data),
     }
-    speeds = {name: gigabytes / _best_seconds(work, args.repeats) for name, work in hashes.items()}
+    speeds = {name: gigabytes / best_seconds(work, args.repeats) for name, work in hashes.items()}
     disk = gigabytes / _write_and_fsync(data, args.dir)
     speeds[f"write + fsync ({os.path.abspath(args.dir)})"] = disk
 

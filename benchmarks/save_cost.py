@@ -19,22 +19,12 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import best_seconds
 
 from resilient.checkpoint import write_checkpoint
-
-
-def _best(work: Callable[[], None], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -63,9 +53,9 @@ def main() -> None:
             write_checkpoint([(work / "safe.ckpt", "bench")], {"state.pt": state}, step=0, epoch=0,
                              metrics={}, world_size=1)
 
-        rows = [("torch.save", _best(torch_save, args.repeats)),
-                ("torch.save + fsync", _best(torch_save_fsync, args.repeats)),
-                ("resilient (atomic, checksummed, fsynced)", _best(resilient_save, args.repeats))]
+        rows = [("torch.save", best_seconds(torch_save, args.repeats)),
+                ("torch.save + fsync", best_seconds(torch_save_fsync, args.repeats)),
+                ("resilient (atomic, checksummed, fsynced)", best_seconds(resilient_save, args.repeats))]
     finally:
         shutil.rmtree(work)
 
