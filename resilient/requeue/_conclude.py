@@ -57,10 +57,9 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
             record.state = status.FAILED if cause == CRASHED else status.GAVE_UP
             record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
         outcome = Outcome(EXIT_FAILED, record.state, record.message)
+    if not allowed:
+        return outcome
     try:
-        if not allowed:
-            host.give_up()
-            return outcome
         return Outcome(host.requeue(cause), status.REQUEUED, outcome.message)
     except SlurmCommandError as error:
         with status.update_status(run_dir) as record:

@@ -1,8 +1,7 @@
 """Where the job runs decides what a stop means and how it comes back.
 
-- SLURM: the cause is read from the job's own record (a preemption moves its EndTime earlier
-  and sets PreemptTime; a time limit or a user's scancel do not), and the job comes back by
-  `scontrol requeue`, or by SLURM itself when a REQUEUE-mode preemption is under way.
+- SLURM: the cause is read from the job's own record (a preemption sets PreemptTime; a time
+  limit or a user's scancel do not), and the job comes back by its own `scontrol requeue`.
 - submitit's local executor: every cause is answered by exiting with submitit's requeue code,
   on which its controller restarts all tasks.
 - A plain process: nothing can restart it; it exits with EXIT_STOPPED and its next start resumes.
@@ -32,6 +31,7 @@ _TIME_SLACK_S = 5.0
 # Set in jobs resilient submits: how long before the time limit SLURM sends the warning signal.
 SIGNAL_DELAY_ENV = "RESILIENT_SIGNAL_DELAY_S"
 _UNKNOWN_WARNING_WINDOW_S = 300.0
+_EARLY_WARNING_S = 60.0  # SLURM checks limits in a ~30 s loop: warnings come up to that much early
 
 
 def _slurm_time(raw: str | None) -> float | None:
@@ -71,9 +71,6 @@ class Host:
         """Arrange for the job to come back; returns the exit code to leave with."""
         return EXIT_STOPPED
 
-    def give_up(self) -> None:
-        """Make sure the job does not come back (the scheduler might requeue it on its own)."""
-
 
 @dataclass
 class LocalHost(Host):
@@ -104,9 +101,7 @@ class SlurmHost(Host):
 
     kind: str = "slurm"
     can_requeue: bool = True
-    partition: str | None = None
     signal_delay_s: float | None = None
-    slurm_requeues: bool = False  # set by classify(): SLURM itself is preempting with REQUEUE
 
     def end_time(self) -> float | None:
         assert self.job_id is not None
@@ -115,42 +110,34 @@ class SlurmHost(Host):
     def classify(self, received: set[int], warning_signal: int, deadline_hit: bool) -> str:
         """Read the cause from the job's record, as observed on a real cluster (slurm/README.md).
 
-        A preemption sets PreemptTime and moves EndTime to now + GraceTime while the job is still
-        RUNNING; a user's scancel (and a foreign `scontrol requeue`) turns it COMPLETING with
-        EndTime = now; at the time limit the job is past StartTime + TimeLimit.
+        A preemption sets PreemptTime while the job still runs; the time limit shows as
+        Reason=TimeLimit (or the clock is past StartTime + TimeLimit); a user's scancel turns the
+        job COMPLETING with none of these; the warning signal close to the limit is the time-limit
+        warning, and anywhere else a fire drill, which is treated as a preemption.
         """
         assert self.job_id is not None
         job = _scontrol.show_job(self.job_id)
         state, now = job.get("JobState", ""), time.time()
-        start, limit, end = _slurm_time(job.get("StartTime")), _minutes(job.get("TimeLimit")), _slurm_time(job.get("EndTime"))
+        start, limit = _slurm_time(job.get("StartTime")), _minutes(job.get("TimeLimit"))
         natural_end = start + limit if start is not None and limit is not None else None
-        preempting = job.get("PreemptTime", "None") not in ("None", "") or (
-            state == "RUNNING" and natural_end is not None and end is not None and end < natural_end - _TIME_SLACK_S
-        )
-        at_limit = natural_end is not None and now >= natural_end - _TIME_SLACK_S
-        if preempting:
-            self.slurm_requeues = _scontrol.preempt_mode(self.partition).startswith("REQUEUE")
+        if job.get("PreemptTime", "None") not in ("None", ""):
             return PREEMPTED
-        if state == "TIMEOUT" or at_limit or deadline_hit:
+        if deadline_hit or job.get("Reason") == "TimeLimit" or (natural_end is not None and now >= natural_end - _TIME_SLACK_S):
             return TIME_LIMIT
         if state in ("COMPLETING", "CANCELLED"):
             return CANCELLED
         window = self.signal_delay_s if self.signal_delay_s is not None else _UNKNOWN_WARNING_WINDOW_S
-        if warning_signal in received and natural_end is not None and natural_end - now <= window + 60:
+        if warning_signal in received and natural_end is not None and natural_end - now <= window + _EARLY_WARNING_S:
             return TIME_LIMIT
-        return PREEMPTED  # a signal with no preemption under way: a fire drill or a site's own tooling
+        return PREEMPTED
 
     def requeue(self, cause: str) -> int:
+        # Always the job's own request, in every PreemptMode: SLURM requeues only jobs it kills at
+        # the end of the grace time, and one that exits earlier (as we do, once checkpointed)
+        # would be finished. SLURM kills the job's steps at once: this must come last.
         assert self.job_id is not None
-        if cause == PREEMPTED and self.slurm_requeues:
-            return 0  # SLURM requeues a job it preempts in REQUEUE mode; requeueing too would count twice
-        _scontrol.requeue(self.job_id)  # SLURM kills the job's steps right away: this must come last
+        _scontrol.requeue(self.job_id)
         return 0
-
-    def give_up(self) -> None:
-        if self.slurm_requeues:  # else SLURM would requeue the preempted job once more
-            assert self.job_id is not None
-            _scontrol.cancel(self.job_id)
 
 
 def detect_host(env: Mapping[str, str] = os.environ) -> Host:
@@ -160,7 +147,6 @@ def detect_host(env: Mapping[str, str] = os.environ) -> Host:
     job_id = _scontrol.job_id_from_env(env)
     if job_id is not None:
         delay = env.get(SIGNAL_DELAY_ENV)
-        return SlurmHost(job_id=job_id, partition=env.get("SLURM_JOB_PARTITION"),
-                         signal_delay_s=float(delay) if delay else None)
+        return SlurmHost(job_id=job_id, signal_delay_s=float(delay) if delay else None)
     return Host()
 

@@ -1,4 +1,4 @@
-"""Thin, typed wrappers around the `scontrol` (and `scancel`) calls a job makes about itself.
+"""Thin, typed wrappers around the `scontrol` calls a job makes about itself.
 
 Only called at start and when stopping (never per step): each is a round trip to slurmctld.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import time
 from collections.abc import Mapping
 
 SCONTROL_TIMEOUT_S = 60  # slurmctld can be slow when busy; a requeue must not be given up lightly
@@ -18,8 +17,8 @@ class SlurmCommandError(RuntimeError):
     """An scontrol call failed; the message carries its command line and stderr."""
 
 
-def _run(*args: str, program: str = "scontrol") -> str:
-    command = [program, *args]
+def _run(*args: str) -> str:
+    command = ["scontrol", *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -55,32 +54,5 @@ def show_job(job_id: str) -> dict[str, str]:
     return _fields(_run("show", "job", "--oneliner", job_id).strip())
 
 
-def end_time(job_id: str) -> float | None:
-    """Unix time at which SLURM will end the job (None for no time limit)."""
-    raw = show_job(job_id).get("EndTime", "")
-    try:
-        return time.mktime(time.strptime(raw, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None  # "Unknown" or "None": no limit
-
-
 def requeue(job_id: str) -> None:
     _run("requeue", job_id)
-
-
-def cancel(job_id: str) -> None:
-    """End the job for good (scancel), e.g. so that a preemption does not requeue it."""
-    _run(job_id, program="scancel")
-
-
-def preempt_mode(partition: str | None) -> str:
-    """The PreemptMode that applies to jobs in `partition` (its own, else the cluster's), upper case."""
-    if partition:
-        mode = _fields(_run("show", "partition", "--oneliner", partition).strip()).get("PreemptMode", "")
-        if mode and mode.upper() != "OFF":
-            return mode.upper()
-    for line in _run("show", "config").splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == "PreemptMode":
-            return value.strip().upper()
-    return "OFF"

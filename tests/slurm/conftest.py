@@ -9,6 +9,7 @@ poll ``scontrol show job`` (there is no accounting database) and wait on events 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import time
@@ -20,6 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "slurm" / "local-cluster.sh"
 STATE_DIR = Path(os.environ.get("RESILIENT_SLURM_STATE", "/var/tmp/resilient-slurm"))
+SESSION_LOCK = Path(f"{STATE_DIR}.session.lock")
 
 # States after which a job never runs again (a requeued job passes through COMPLETING to PENDING).
 FINAL_STATES = frozenset(
@@ -32,12 +34,26 @@ PREEMPT_SIGNALS = ("user", "term")
 
 def _run(args: list[str], timeout: float, cwd: Path | None = None,
          env: Mapping[str, str] | None = None) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                            check=False)
     if result.returncode != 0:
         raise RuntimeError(
             f"{' '.join(args)} exited with {result.returncode}\n{result.stdout}{result.stderr}"
         )
     return result.stdout
+
+
+def _wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """A deadline on an event, not a timing assertion: ``timeout`` only bounds how long a broken
+    cluster can hang the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.2)
 
 
 def _cluster_script(*args: str, timeout: float = 180) -> str:
@@ -50,6 +66,8 @@ class SlurmCluster:
     Jobs run as the current user (root) on this machine, so a job's files are the test's files:
     scripts and default outputs go to ``workdir`` (a per-test ``tmp_path`` where given).
     """
+
+    script = SCRIPT  #: slurm/local-cluster.sh, for tests that drive the daemons themselves
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -67,7 +85,7 @@ class SlurmCluster:
         """
         if not isinstance(script, str):
             raise TypeError(f"script must be the batch script's text, got {type(script).__name__}")
-        workdir = workdir or self.workdir
+        workdir = Path(workdir) if workdir is not None else self.workdir
         if not script.startswith("#!"):
             script = "#!/bin/bash\n" + script
         self._scripts += 1
@@ -122,19 +140,8 @@ class SlurmCluster:
 
     def wait_until(self, condition: Callable[[], object], timeout: float = 60.0,
                    what: str = "condition") -> object:
-        """Poll ``condition`` until it returns something truthy, and return that.
-
-        A deadline on an event, not a timing assertion: ``timeout`` only bounds how long a
-        broken cluster can hang the test.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            result = condition()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(0.2)
+        """Poll ``condition`` until it returns something truthy, and return that."""
+        return _wait_until(condition, timeout, what)
 
     def wait_for(self, job_id: int, states: str | Collection[str], timeout: float = 60.0) -> str:
         """Wait until the job is in one of ``states`` and return that state.
@@ -210,24 +217,53 @@ class SlurmCluster:
 
 
 def _cluster_running() -> bool:
-    return subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True,
-                          timeout=60).returncode == 0
+    return subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, timeout=60,
+                          check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def _one_session_at_a_time(timeout: float = 240.0) -> Iterator[None]:
+    """Hold the cluster for this pytest session alone.
+
+    Tests preempt whatever runs in ``low``, switch the preemption mode and cancel leftover
+    jobs: two sessions on one machine would wreck each other's jobs, so a second one waits,
+    and gives up (within pytest's per-test timeout) naming the session that holds the cluster.
+    """
+    with SESSION_LOCK.open("a+") as handle:
+
+        def acquired() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        try:
+            _wait_until(acquired, timeout, f"the SLURM cluster ({SESSION_LOCK})")
+        except TimeoutError as exc:
+            handle.seek(0)
+            raise TimeoutError(f"{exc}: held by pytest pid {handle.read().strip() or '?'}") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     """The running local cluster, installed and started if needed; stopped again only if this
     session started it, so a cluster someone brought up by hand is left as it was."""
-    was_running = _cluster_running()
-    _cluster_script("install", timeout=900)
-    _cluster_script("start")
-    # Jobs and client commands find the cluster through /etc/slurm/slurm.conf when the script
-    # could link it there; SLURM_CONF covers a machine whose /etc/slurm belongs to someone else.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SLURM_CONF", str(STATE_DIR / "etc" / "slurm.conf"))
-        yield SlurmCluster(tmp_path_factory.mktemp("slurm-jobs"))
-    if not was_running:
-        _cluster_script("stop")
+    with _one_session_at_a_time():
+        was_running = _cluster_running()
+        _cluster_script("install", timeout=900)
+        _cluster_script("start")
+        # Jobs and client commands find the cluster through /etc/slurm/slurm.conf when the
+        # script could link it there; SLURM_CONF covers a machine whose /etc/slurm is not ours.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SLURM_CONF", str(STATE_DIR / "etc" / "slurm.conf"))
+            yield SlurmCluster(tmp_path_factory.mktemp("slurm-jobs"))
+        if not was_running:
+            _cluster_script("stop")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,57 @@
+"""Steps the SLURM tests share: a gated job, waiting for its requeue, letting it come back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import resilient
+
+from .conftest import FINAL_STATES, SlurmCluster
+
+REQUEUE_WAIT_S = 120
+
+
+def gate_dir(tmp_path: Path) -> Path:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    return gate
+
+
+def wait_ready(cluster: SlurmCluster, handle: resilient.JobHandle, gate: Path, step: int) -> None:
+    """Until the job holds at its gate at `step` (it has started training and checkpointed)."""
+    cluster.wait_until(lambda: (gate / f"ready-{step}").exists(), 180, f"job {handle.job_id} to reach step {step}")
+
+
+def release_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> None:
+    """Wait until the job has been requeued `restarts` times and is pending, then lift SLURM's
+    2-minute requeue hold (Reason=BeginTime), repeating the release until the job has started.
+    """
+
+    def requeued() -> bool:
+        job = cluster.job(job_id)
+        if job["JobState"] in FINAL_STATES:
+            raise AssertionError(f"job {job_id} ended {job['JobState']} instead of being requeued")
+        return int(job.get("Restarts", "0")) >= restarts and job["JobState"] == "PENDING"
+
+    def released() -> bool:
+        job = cluster.job(job_id)
+        if job["JobState"] != "PENDING":
+            return True
+        if job.get("Reason") == "BeginTime":
+            cluster.release(job_id)
+        return False
+
+    cluster.wait_until(requeued, REQUEUE_WAIT_S, f"job {job_id} to be requeued")
+    cluster.wait_until(released, 60, f"job {job_id}'s requeue hold to be lifted")
+
+
+def come_back(cluster: SlurmCluster, handle: resilient.JobHandle, timeout: float = 300) -> Any:
+    """Let the requeued job come back at once; return its result."""
+    release_requeued(cluster, int(handle.job_id))
+    return handle.result(timeout=timeout)
+
+
+def emergency_steps(run_dir: Path) -> list[int]:
+    found = (run_dir / "checkpoints" / "emergency").glob("step=*.ckpt")
+    return sorted(resilient.load_checkpoint(path)["resilient"]["step"] for path in found)
