@@ -58,3 +58,24 @@ def test_calling_the_job_runs_it_here(tmp_path: Path) -> None:
     assert job(out=str(tmp_path / "out.pt")) == {"step": 48, "world_size": 1}
     assert job.run_dir == tmp_path and (tmp_path / "out.pt").exists()
     assert train_model.__name__ == job.__name__
+
+
+def test_the_debug_executor_runs_at_result(tmp_path: Path) -> None:
+    handle = make_job(tmp_path, executor="debug").submit(out=str(tmp_path / "out.pt"), epochs=1)
+    assert handle.result() == {"step": 16, "world_size": 1}
+    assert handle.state == "completed"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"executor": "kubernetes"}, "executor"),
+    ({"nodes": 0}, "nodes"),
+    ({"tasks_per_node": "2"}, "tasks_per_node"),
+    ({"partition": "low; rm -rf /"}, "partition"),
+    ({"executor": "local", "nodes": 2}, "nodes"),
+    ({"warning_signal": "USR9"}, "warning_signal"),
+    ({"max_requeues": -1}, "max_requeues"),
+    ({"timeout": 5}, "timeout"),
+])
+def test_bad_job_options_name_the_option(options: dict, message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        resilient.job(**options)(train_model)
