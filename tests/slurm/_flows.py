@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ def wait_ready(cluster: SlurmCluster, handle: resilient.JobHandle, gate: Path, s
 def release_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> None:
     """Wait until the job has been requeued `restarts` times and is pending, then lift SLURM's
     2-minute requeue hold (Reason=BeginTime), repeating the release until the job has started.
+
+    The hold exists because the requeue revokes the job's credentials by timestamp, with
+    one-second resolution: a job released in the same second as its requeue starts with a
+    revoked credential and FAILS ("Job credential revoked", in slurmctld.log). So the release
+    waits until the clock is 2 s past the requeue (SubmitTime is set to the requeue time).
     """
 
     def requeued() -> bool:
@@ -38,7 +44,8 @@ def release_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> N
         job = cluster.job(job_id)
         if job["JobState"] != "PENDING":
             return True
-        if job.get("Reason") == "BeginTime":
+        requeued_at = time.mktime(time.strptime(job["SubmitTime"], "%Y-%m-%dT%H:%M:%S"))
+        if job.get("Reason") == "BeginTime" and time.time() >= requeued_at + 2:
             cluster.release(job_id)
         return False
 

@@ -39,7 +39,7 @@ def test_time_limit_without_warning_signal_is_met_by_deadline_awareness(
                    check=True, cwd=REPO, capture_output=True)
     out, run_dir = tmp_path / "out.pt", tmp_path / "run"
     command = f"{sys.executable} {SCRIPT} --run-dir {run_dir} --out {out} --step-seconds 1.0"
-    job_id = slurm_cluster.sbatch(f"cd {REPO}\nexec {command}\n", "--partition=low", "--time=1", "--requeue",
+    job_id = slurm_cluster.sbatch(f"cd {REPO}\nexec {command}\n", "--partition=low", "--time=1", "--requeue", "--open-mode=append",
                                   f"--output={tmp_path}/slurm-%j.out", workdir=tmp_path)
 
     release_requeued(slurm_cluster, job_id)  # 48 one-second steps cannot fit in one minute
