@@ -42,7 +42,7 @@ def main() -> None:
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         _loop(data[:100], model, optimizer)  # warm up
         timings = {"plain loop": float("inf"), "run.batches()": float("inf")}
-        for _ in range(args.rounds):  # alternate the two, keep each one's best round
+        for _ in run.epochs(args.rounds):  # alternate the two, keep each one's best round
             for name in timings:
                 start = time.perf_counter()
                 _loop(data if name == "plain loop" else run.batches(data), model, optimizer)
