@@ -13,11 +13,11 @@ from pathlib import Path
 
 from ..slurm._scontrol import SlurmCommandError
 from . import _status as status
-from ._host import CANCELLED, CRASHED, EXIT_STOPPED, Host
+from ._host import CANCELLED, CRASHED, EXIT_STOPPED, PREEMPTED, TIME_LIMIT, Host
 from ._policy import RequeuePolicy
 
 EXIT_FAILED = 1
-_INFRASTRUCTURE = ("preempted", "time_limit")
+_INFRASTRUCTURE = (PREEMPTED, TIME_LIMIT)  # counted together against max_requeues
 
 
 @dataclass(frozen=True)

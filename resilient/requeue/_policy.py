@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._host import CRASHED
+
 
 def _check_bound(name: str, value: object, *, allow_none: bool) -> None:
     if value is None and allow_none:
@@ -35,5 +37,5 @@ class RequeuePolicy:
 
     def allows(self, cause: str, done_before: int) -> bool:
         """May a run that was requeued `done_before` times for this kind of cause come back again?"""
-        bound = self.max_crash_requeues if cause == "crashed" else self.max_requeues
+        bound = self.max_crash_requeues if cause == CRASHED else self.max_requeues
         return bound is None or done_before < bound
