@@ -157,6 +157,9 @@ start_munged() {
         dd if=/dev/urandom of="$STATE/munge/munge.key" bs=1024 count=1 status=none
         chmod 400 "$STATE/munge/munge.key"
     fi
+    # A munged killed without `stop` (as CI ends a session's processes) leaves its socket and
+    # lock behind; ours is not running, so they are stale and would make the new one refuse.
+    rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock" "$STATE/munge/munged.pid"
     munged --socket="$MUNGE_SOCKET" --key-file="$STATE/munge/munge.key" \
         --pid-file="$STATE/munge/munged.pid" --seed-file="$STATE/munge/munged.seed" \
         --log-file="$STATE/log/munged.log" {LOCK_FD}>&-
@@ -175,6 +178,12 @@ start_slurm_daemons() {
             log "started slurmd -N $node"
         fi
     done
+}
+
+munged_answers() {  # (re)start munged if it is not running (one killed a moment ago may still
+    # have looked alive), then check that it answers
+    start_munged
+    munge -n -S "$MUNGE_SOCKET" -o /dev/null 2>/dev/null
 }
 
 wait_until() {  # wait_until WHAT COMMAND...: poll COMMAND until it succeeds or START_TIMEOUT passes
@@ -223,8 +232,7 @@ start() {
     write_conf "$MODE" "$SIGNAL" "$GRACE"
     link_system_conf
     ensure_node_names
-    start_munged
-    wait_until "munged" munge -n -S "$MUNGE_SOCKET" -o /dev/null
+    wait_until "munged" munged_answers
     if (( CONF_CHANGED )) && alive slurmctld; then
         # Reconfigure in place rather than restart, so running jobs and their state are kept.
         scontrol reconfigure
