@@ -15,6 +15,7 @@ from ._manifest import (
     CheckpointError,
     FileEntry,
     Manifest,
+    UntrustedCheckpointError,
     read_manifest,
 )
 from ._read import find_checkpoints, load_files, verify
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "FileEntry",
     "Manifest",
+    "UntrustedCheckpointError",
     "find_checkpoints",
     "link_checkpoint",
     "load_files",

@@ -35,6 +35,10 @@ class CheckpointError(Exception):
     """A checkpoint is missing, incomplete, corrupt or of an unknown format; str() names the path and why."""
 
 
+class UntrustedCheckpointError(CheckpointError):
+    """A sound checkpoint that holds arbitrary pickled objects, refused under weights_only loading."""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One payload file as committed: its size in bytes and xxh3-128 hex checksum."""

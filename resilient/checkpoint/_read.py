@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ._hashing import checksum_bytes, checksum_file
-from ._manifest import CHECKPOINT_SUFFIX, CheckpointError, Manifest, read_manifest
+from ._manifest import CHECKPOINT_SUFFIX, CheckpointError, Manifest, UntrustedCheckpointError, read_manifest
 
 
 def verify(path: Path, *, full: bool = False) -> Manifest:
@@ -82,7 +82,7 @@ def load_files(
         except pickle.UnpicklingError as error:
             if not weights_only:
                 raise
-            raise CheckpointError(
+            raise UntrustedCheckpointError(
                 f"checkpoint {path}: payload file {name} holds non-tensor objects{_weights_only_detail(error)}; "
                 "loading them requires weights_only=False, which can run arbitrary code: "
                 "use it only for checkpoints you trust"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError, Manifest, find_checkpoints, load_files, verify
+from ..checkpoint import CheckpointError, Manifest, UntrustedCheckpointError, load_files, verify
 from ..coordination._dist import DistInfo, broadcast_object
 from ._state import STATE_FILE, rank_file
 
@@ -35,24 +35,26 @@ def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool) -> Rest
     return Restored(path, manifest, files[STATE_FILE], files[rank_file(rank)])
 
 
-def _choose(dirs: Iterable[Path], weights_only: bool) -> Restored | None:
-    for path, manifest in find_checkpoints(dirs):
+def _choose(found: Iterable[tuple[Path, Manifest]], weights_only: bool) -> Restored | None:
+    for path, manifest in found:
         if manifest.kind != "full":
             continue
         try:
             restored = _read(path, manifest, 0, weights_only)
             verify(path, full=True)  # the other ranks' files: small, and must be sound too
             return restored
+        except UntrustedCheckpointError:
+            raise  # sound but unsafe to load: the user must decide, not a fallback
         except CheckpointError as error:
-            if "weights_only=False" in str(error):
-                raise
             warnings.warn(f"skipping checkpoint {path}: {error}; trying the next older one", stacklevel=4)
     return None
 
 
-def restore_latest(dirs: Iterable[Path], dist: DistInfo, *, weights_only: bool) -> Restored | None:
-    """The newest valid full checkpoint in `dirs`, as seen by rank 0, read on every rank."""
-    chosen = _choose(dirs, weights_only) if dist.rank == 0 else None
+def restore_latest(
+    found: Iterable[tuple[Path, Manifest]], dist: DistInfo, *, weights_only: bool
+) -> Restored | None:
+    """The newest valid full checkpoint among rank 0's `found` (newest first), read on every rank."""
+    chosen = _choose(found, weights_only) if dist.rank == 0 else None
     found = broadcast_object((str(chosen.path), chosen.manifest.world_size) if chosen else None, dist)
     if found is None:
         return None

@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints, link_checkpoint, recover_directory, remove_checkpoint
+from ..checkpoint import (
+    CHECKPOINT_SUFFIX,
+    Manifest,
+    find_checkpoints,
+    link_checkpoint,
+    recover_directory,
+    remove_checkpoint,
+)
 from ..coordination._agreement import StepAgreement
 from ..coordination._deadline import Deadline
 from ..coordination._dist import DistInfo, broadcast_object, init_distributed, shutdown
@@ -354,7 +361,9 @@ class Run:
                 recover_directory(directory)
         if not self._resume:
             return
-        self._restored = restore_latest(self.checkpoint_dirs, self._dist, weights_only=self._weights_only)
+        # One scan of the directories serves both the choice and the orphan clean-up (rank 0 only).
+        found = find_checkpoints(self.checkpoint_dirs) if self._dist.rank == 0 else []
+        self._restored = restore_latest(found, self._dist, weights_only=self._weights_only)
         if self._restored is None:
             return
         state, own = self._restored.state, self._restored.own
@@ -366,9 +375,9 @@ class Run:
             self._train_end_saved_epoch = self._epoch
         self._metrics = dict(state["metrics"])
         self._pending_rng = {"rng": own["rng"], "epoch_rng": own["epoch_rng"]}
-        self._restore_rules(state["rules"])
+        self._restore_rules(state["rules"], found)
 
-    def _restore_rules(self, saved: dict[str, Any]) -> None:
+    def _restore_rules(self, saved: dict[str, Any], found: list[tuple[Path, Manifest]]) -> None:
         assert self._restored is not None
         protected = os.path.realpath(self._restored.path)
         for rule in self._rules:
@@ -379,11 +388,10 @@ class Run:
             rule.load_state_dict(saved[rule._key])
             rule._reconcile(os.path.lexists)
         if self._dist.rank == 0:
-            self._remove_orphans(protected)
+            self._remove_orphans(protected, found)
 
-    def _remove_orphans(self, protected: str) -> None:
-        """Delete checkpoints a rule had already evicted when the job died, before deleting them."""
-        found = find_checkpoints(self.checkpoint_dirs)
+    def _remove_orphans(self, protected: str, found: list[tuple[Path, Manifest]]) -> None:
+        """Delete checkpoints a rule had evicted but not yet deleted when the job died."""
         for rule in self._rules:
             if rule.save_top_k == -1:
                 continue

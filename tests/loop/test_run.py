@@ -224,3 +224,30 @@ def test_bad_loop_calls_name_what_is_wrong(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="step"):
             run.log("step", 1)
     assert not (tmp_path / "checkpoints").exists()
+
+
+class _Opaque:
+    """A user object whose state is an arbitrary Python object (not loadable with weights_only)."""
+
+    def __init__(self) -> None:
+        self.value = Crash("state")
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
+
+
+def test_untrusted_checkpoint_is_refused_not_skipped(tmp_path: Path) -> None:
+    rules = lambda: [ModelCheckpoint(every_n_train_steps=1, filename="{step}")]  # noqa: E731
+    with Run(checkpoint=rules(), run_dir=tmp_path) as run:
+        run.track(thing=_Opaque())
+        for _ in run.batches(range(2)):
+            pass
+    with Run(checkpoint=rules(), run_dir=tmp_path) as run:
+        with pytest.raises(resilient.checkpoint.UntrustedCheckpointError, match="weights_only=False"):
+            run.track(thing=_Opaque())
+    with Run(checkpoint=rules(), run_dir=tmp_path, weights_only=False) as run:
+        run.track(thing=_Opaque())
+        assert run.resumed_from is not None and run.resumed_from.endswith("step=2.ckpt")
