@@ -11,6 +11,10 @@ closes: the requeue must happen after the rank-coordinated checkpoint, not befor
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util
+import os
 import signal
 import threading
 import time
@@ -86,6 +90,7 @@ def ignore_in_workers(loader: object, signals: tuple[int, ...]) -> None:
     """
     if not getattr(loader, "num_workers", 0) or getattr(loader, "_resilient_signals_ignored", False):
         return
+    _kill_workers_at_exit()
     user_init: Callable[[int], None] | None = getattr(loader, "worker_init_fn", None)
     loader.worker_init_fn = _IgnoreSignals(signals, user_init)  # type: ignore[attr-defined]
     object.__setattr__(loader, "_resilient_signals_ignored", True)
@@ -103,3 +108,33 @@ class _IgnoreSignals:
             signal.signal(signum, signal.SIG_IGN)
         if self._then is not None:
             self._then(worker_id)
+
+
+def _kill_daemonic_children() -> None:
+    """SIGKILL daemonic children, so that interpreter exit cannot hang on a DataLoader worker.
+
+    At exit, multiprocessing terminates its daemonic children with SIGTERM and then joins them.
+    A worker that ignores SIGTERM (our doing) and was never shut down (its iterator still
+    referenced, e.g. by the traceback of the exception that ends the script) would make that
+    join wait forever: a crashed job would hang instead of failing or requeueing. SIGKILL is what
+    multiprocessing means to do anyway; a worker still starting up may not ignore SIGTERM yet,
+    so checking which ones ignore it would race.
+    """
+    children = [child for child in multiprocessing.active_children() if child.daemon and child.pid is not None]
+    if children and threading.current_thread() is threading.main_thread():
+        # DataLoader's SIGCHLD handler would report each kill as a worker failure.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+
+
+_exit_guard_registered = False
+
+
+def _kill_workers_at_exit() -> None:
+    # atexit runs handlers last-registered first: registered after multiprocessing's own (its
+    # module is imported above), ours runs before its terminate-and-join.
+    global _exit_guard_registered
+    if not _exit_guard_registered:
+        _exit_guard_registered = True
+        atexit.register(_kill_daemonic_children)
