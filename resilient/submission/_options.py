@@ -35,7 +35,7 @@ def _safe_text(name: str, value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise TypeError(f"{name} must be a non-empty string, not {value!r}")
-    if not _SAFE_VALUE.match(value):
+    if not _SAFE_VALUE.fullmatch(value):
         raise ValueError(f"{name}={value!r} contains characters that are not allowed in a batch script option")
     return value
 

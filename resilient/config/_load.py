@@ -1,0 +1,216 @@
+"""From a job file (plus overrides) to a `JobSpec` that submission can use as it is.
+
+The order of the stages is the order in which a mistake can be noticed: YAML first, then the
+overrides, then the schema (types, ranges, unknown keys), and only then what needs the outside
+world (importing the entrypoint, the run directory), so a typo is never hidden behind an import
+error. Nothing is created on disk, successful or not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..rules import ModelCheckpoint
+from ..submission._options import JobOptions
+from ._entrypoint import check_args, import_entrypoint
+from ._errors import ConfigError, Invalid, KeyPath, Origins
+from ._messages import explain
+from ._model import Checkpoint, JobFile
+from ._overrides import apply_overrides, set_value
+from ._run_dir import check_run_dir
+from ._values import NAME, to_minutes, to_seconds
+from ._yaml import parse
+
+# Where the file sets each JobOptions field (run_dir is computed separately: it has a default
+# that depends on the name).
+_FIELDS: dict[str, KeyPath] = {
+    "checkpoint": ("checkpoint",),
+    "run_dir": ("run_dir",),
+    "executor": ("executor",),
+    "nodes": ("resources", "nodes"),
+    "tasks_per_node": ("resources", "tasks_per_node"),
+    "gpus_per_node": ("resources", "gpus_per_node"),
+    "cpus_per_task": ("resources", "cpus_per_task"),
+    "mem_gb": ("resources", "mem_gb"),
+    "timeout_min": ("resources", "time"),
+    "partition": ("slurm", "partition"),
+    "account": ("slurm", "account"),
+    "qos": ("slurm", "qos"),
+    "warning_signal": ("slurm", "signal"),
+    "signal_delay_s": ("slurm", "signal_delay"),
+    "slurm_options": ("slurm", "options"),
+    "max_requeues": ("requeue", "max_requeues"),
+    "max_crash_requeues": ("requeue", "max_crash_requeues"),
+}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job file, resolved and checked: everything needed to run or submit the job."""
+
+    source: Path                   # the job file, absolute
+    name: str                      # `name`, default: the entrypoint function's __name__
+    entrypoint: str                # "package.module:function" as written
+    function: Callable[..., Any]   # the plain function (a @resilient.job Job is unwrapped)
+    args: dict[str, Any]           # keyword arguments for the function (after `run`)
+    options: JobOptions            # ready for submission; run_dir absolute
+    fire_drill_step: int | None    # fire_drill.preempt_at_step
+    resolved: dict[str, Any]       # the whole config as plain YAML data (defaults filled,
+                                   # overrides applied, durations as written), for the run dir
+
+
+def load_job_file(path: str | os.PathLike[str], overrides: Sequence[str] = (),
+                  executor: str | None = None) -> JobSpec:
+    """Read, override, validate and resolve a job file; any mistake is a one-line ConfigError.
+
+    `overrides` are "key.path=value" strings (the value read as YAML); `executor`, when given,
+    acts as one more override of `executor`, applied last.
+    """
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ConfigError(f"cannot read the job file: {reason}", origin=source) from None
+    data, lines = parse(text, source)
+    origins = Origins(source, lines)
+    apply_overrides(data, origins, overrides)
+    if executor is not None:
+        set_value(data, origins, ("executor",), executor, f"executor argument {executor!r}")
+    # A key written without a value (`checkpoint:`) means its default, as if it were absent.
+    data = {key: value for key, value in data.items() if value is not None}
+    single_checkpoint = isinstance(data.get("checkpoint"), dict)
+    if single_checkpoint:
+        data["checkpoint"] = [data["checkpoint"]]
+
+    def as_written(problem: Invalid) -> Invalid:
+        """Report a single checkpoint mapping's keys as `checkpoint.x`, where they were written."""
+        if single_checkpoint and problem.path[:2] == ("checkpoint", 0):
+            return Invalid(("checkpoint", *problem.path[2:]), problem.message)
+        return problem
+
+    try:
+        model = JobFile.model_validate(data)
+    except ValidationError as error:
+        raise origins.first(as_written(explain(details)) for details in error.errors()) from None
+    try:
+        return _resolve(model, Path(source).absolute())
+    except Invalid as problem:
+        raise origins.locate(as_written(problem)) from None
+
+
+def _resolve(model: JobFile, source: Path) -> JobSpec:
+    function, decorated = import_entrypoint(model.entrypoint)
+    check_args(function, model.args)
+    name = model.name or function.__name__
+    if not NAME.fullmatch(name):  # a lambda's "<lambda>", say: it would become the sbatch job name
+        raise Invalid(("name",), f"the function's name {name!r} cannot name a job; set name")
+    written = {field: _is_set(model, path) for field, path in _FIELDS.items()}
+    settings: dict[str, Any] = {field: _option(model, field) for field in _FIELDS}
+    if decorated is not None:  # the file overrides the decorator, field by field
+        settings.update({field: getattr(decorated, field) for field in _FIELDS if not written[field]})
+    _check_combinations(settings, written)
+    run_dir = Path(os.path.abspath(settings["run_dir"] or Path("runs") / name))
+    check_run_dir(run_dir)
+    settings["run_dir"] = run_dir
+    options = JobOptions(**settings)
+
+    resolved = model.model_dump()
+    for field, path in _FIELDS.items():
+        if not written[field] and decorated is not None:
+            _put(resolved, path, _as_file_value(field, getattr(decorated, field)))
+    resolved.update(name=name, run_dir=str(run_dir))
+    for rule in resolved["checkpoint"] or ():
+        if rule["dirpath"] is not None:
+            rule["dirpath"] = os.path.abspath(rule["dirpath"])
+    return JobSpec(
+        source=source, name=name, entrypoint=model.entrypoint, function=function,
+        args=dict(model.args), options=options,
+        fire_drill_step=None if model.fire_drill is None else model.fire_drill.preempt_at_step,
+        resolved=resolved,
+    )
+
+
+def _is_set(model: BaseModel, path: KeyPath) -> bool:
+    """Whether the file (or an override) wrote the key at `path`, rather than left the default."""
+    for part in path:
+        if part not in model.model_fields_set:
+            return False
+        model = getattr(model, str(part))
+    return True
+
+
+def _option(model: JobFile, field: str) -> Any:
+    """The JobOptions value of `field` as the file gives it (or its default)."""
+    value: Any = model
+    for part in _FIELDS[field]:
+        value = getattr(value, str(part))
+    if field == "timeout_min":
+        return to_minutes(value)
+    if field == "signal_delay_s":
+        return to_seconds(value)
+    if field == "checkpoint":
+        return None if value is None else [_rule(index, entry) for index, entry in enumerate(value)]
+    if field == "slurm_options":
+        return dict(value)
+    return value
+
+
+def _rule(index: int, entry: Checkpoint) -> ModelCheckpoint:
+    """The ModelCheckpoint for one entry; its own checks report at the parameter they name."""
+    try:
+        return ModelCheckpoint(**entry.model_dump())
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        named = [(match.start(), name) for name in Checkpoint.model_fields
+                 if (match := re.search(rf"\b{name}\b", message))]
+        path: KeyPath = ("checkpoint", index, min(named)[1]) if named else ("checkpoint", index)
+        raise Invalid(path, message) from None
+
+
+def _check_combinations(settings: dict[str, Any], written: dict[str, bool]) -> None:
+    """Checks across sections, reported at the key the file wrote (the other may be a default)."""
+    nodes, executor = settings["nodes"], settings["executor"]
+    if nodes > 1 and executor != "slurm":
+        path = _FIELDS["nodes"] if written["nodes"] else _FIELDS["executor"]
+        raise Invalid(path, f"{nodes} nodes need executor slurm; the {executor} executor runs on one node")
+    delay, minutes = settings["signal_delay_s"], settings["timeout_min"]
+    if delay >= minutes * 60:
+        only_time = written["timeout_min"] and not written["signal_delay_s"]
+        path = _FIELDS["timeout_min"] if only_time else _FIELDS["signal_delay_s"]
+        raise Invalid(path, (
+            f"slurm.signal_delay ({delay} s) must be shorter than resources.time ({minutes} min), "
+            "or the warning signal would come before the job could do any work"))
+
+
+def _as_file_value(field: str, value: Any) -> Any:
+    """A decorator's JobOptions value written as the job file would write it."""
+    if field == "checkpoint" and value is not None:
+        rules = [value] if isinstance(value, ModelCheckpoint) else list(value)
+        return [_rule_settings(rule) for rule in rules]
+    if field == "slurm_options":
+        return dict(value)
+    return value
+
+
+def _rule_settings(rule: ModelCheckpoint) -> dict[str, Any]:
+    """A ModelCheckpoint's parameters, which it keeps under their own names."""
+    settings = {name: getattr(rule, name) for name in Checkpoint.model_fields}
+    interval: timedelta | None = settings["train_time_interval"]
+    if interval is not None:
+        settings["train_time_interval"] = f"{interval.total_seconds():.6f}".rstrip("0").rstrip(".") + "s"
+    return settings
+
+
+def _put(tree: dict[str, Any], path: KeyPath, value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree[str(part)]
+    tree[str(path[-1])] = value

@@ -1,0 +1,133 @@
+"""The job file's keys, their types, defaults and documentation, as pydantic models.
+
+pydantic v2 because one set of definitions yields both the validation, with the precise location
+of every mistake, and the JSON Schema that `resilient schema` prints for editors; hand-written
+checks would need a second schema that drifts from them. Models are strict (`"3"` is not an int,
+`1.0` is not an int, `true` is not a number) and forbid unknown keys: in a job file a lenient
+coercion or an ignored typo changes a run silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..submission._options import EXECUTORS
+from ._values import (
+    Entrypoint,
+    Minutes,
+    Name,
+    OptionName,
+    OptionValue,
+    SafeToken,
+    Seconds,
+    Signal,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Resources(_Section):
+    """What the job asks the cluster for."""
+
+    nodes: int = Field(1, ge=1, description="Nodes (>= 1); more than one needs executor slurm.")
+    tasks_per_node: int = Field(1, ge=1, description="Processes per node, one per rank (>= 1).")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (>= 0).")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per process (>= 1), or null for the cluster's default.")
+    mem_gb: int | None = Field(None, ge=1, description="Memory per node in GB (>= 1), or null for the cluster's default.")
+    time: Minutes = Field(60, description=(
+        "Time limit: an integer is minutes (as sbatch --time), or a duration such as '4h' or "
+        "'1h30m'; whole minutes, >= 1."))
+
+
+class Slurm(_Section):
+    """SLURM settings; ignored by the local and debug executors."""
+
+    partition: SafeToken | None = Field(None, description="Partition (sbatch --partition), or null for the default.")
+    account: SafeToken | None = Field(None, description="Account to charge (sbatch --account), or null.")
+    qos: SafeToken | None = Field(None, description="Quality of service (sbatch --qos), or null.")
+    signal: Signal = Field("USR2", description=(
+        "Warning signal SLURM sends before the time limit, by name ('USR2', 'SIGUSR1') or number."))
+    signal_delay: Seconds = Field(120, description=(
+        "How long before the time limit the warning signal comes: an integer is seconds, or a "
+        "duration such as '2m'; shorter than resources.time."))
+    options: dict[OptionName, OptionValue] = Field(default_factory=dict, description=(
+        "Extra #SBATCH options, e.g. {constraint: a100, exclusive: true}: names are lowercase "
+        "sbatch options, values plain tokens, numbers, or true for a flag. Options resilient sets "
+        "itself (time, signal, requeue, output, job-name, ...) are refused with the key to use instead."))
+
+
+class Checkpoint(_Section):
+    """One ModelCheckpoint rule; the keys are its constructor's parameters, as in Lightning."""
+
+    dirpath: SafeToken | None = Field(None, description=(
+        "Directory of this rule's checkpoints (relative: from the current directory); null: "
+        "<run_dir>/checkpoints."))
+    filename: str | None = Field(None, description=(
+        "Name template, e.g. '{epoch:02d}-{val_loss:.2f}'; null: '{epoch}-{step}'."))
+    monitor: str | None = Field(None, description="Logged metric to rank checkpoints by; null: keep the latest.")
+    verbose: bool = Field(False, description="Log each save and deletion.")
+    save_last: Literal[True, False, "link"] | None = Field(None, description=(
+        "Also keep 'last.ckpt' (true), as a link to the newest top-k file ('link'), or not."))
+    save_top_k: int = Field(1, ge=-1, description="How many best checkpoints to keep: -1 all, 0 none, k best.")
+    save_weights_only: bool = Field(False, description="Save only the model's weights.")
+    mode: Literal["min", "max"] = Field("min", description="Whether a lower or a higher monitored value is better.")
+    auto_insert_metric_name: bool = Field(True, description="Write 'name=' before each metric in file names.")
+    every_n_train_steps: int | None = Field(None, ge=0, description="Save every N training steps (0: never).")
+    train_time_interval: str | None = Field(None, description="Save at this interval, a duration such as '30m' or '1h30m'.")
+    every_n_epochs: int | None = Field(None, ge=0, description=(
+        "Save every N epochs (0: never); when no trigger is set, every epoch."))
+    save_on_train_epoch_end: bool | None = Field(None, description=(
+        "Run the epoch trigger at the end of the training epoch rather than after validation."))
+    enable_version_counter: bool = Field(True, description="Add '-v1', '-v2', ... instead of overwriting a name in use.")
+
+
+class Requeue(_Section):
+    """How often the job may come back on its own."""
+
+    max_requeues: int | None = Field(None, ge=0, description=(
+        "Requeues after preemption or the time limit (>= 0); null: no bound."))
+    max_crash_requeues: int = Field(0, ge=0, description=(
+        "Requeues after an exception in the training code (>= 0); 0: a crash ends the job."))
+
+
+class FireDrill(_Section):
+    """Preempt the job once, on purpose, to see it come back."""
+
+    preempt_at_step: int = Field(ge=1, description="The training step (>= 1) at which the drill preempts the job.")
+
+
+class JobFile(_Section):
+    """A resilient job: what to run, where, with what, and how it may come back."""
+
+    name: Name | None = Field(None, description=(
+        "Job name: a letter or digit, then letters, digits, '_', '.' or '-'; at most 64 "
+        "characters. Default: the entrypoint function's name."))
+    entrypoint: Entrypoint = Field(description=(
+        "The training function, 'package.module:function', imported with the current directory "
+        "first on sys.path (as python -m would). It takes the Run as its first parameter."))
+    args: dict[str, Any] = Field(default_factory=dict, description=(
+        "Keyword arguments for the function (after run), checked against its signature."))
+    executor: Literal[EXECUTORS] = Field("local", description=(  # type: ignore[valid-type]
+        "Where the job runs: local (this machine, the default), slurm, or debug (in this process)."))
+    run_dir: SafeToken | None = Field(None, description=(
+        "Directory of the run's logs and checkpoints (relative: from the current directory). "
+        "Default: runs/<name>."))
+    resources: Resources = Field(default_factory=Resources, description=Resources.__doc__)
+    slurm: Slurm = Field(default_factory=Slurm, description=Slurm.__doc__)
+    checkpoint: list[Checkpoint] | None = Field(None, description=(
+        "One ModelCheckpoint rule or a list of them; none: the default rule (every epoch)."))
+    requeue: Requeue = Field(default_factory=Requeue, description=Requeue.__doc__)
+    fire_drill: FireDrill | None = Field(None, description=FireDrill.__doc__)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the job file, for editors and `resilient schema`."""
+    schema = JobFile.model_json_schema()
+    # The loader accepts a single checkpoint mapping and wraps it into a list before validation;
+    # the schema says so, or an editor would flag the short form that the docs recommend.
+    schema["properties"]["checkpoint"]["anyOf"].insert(0, {"$ref": "#/$defs/Checkpoint"})
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -1,0 +1,136 @@
+"""The job file's value types that plain pydantic types cannot say: tokens, durations, signals.
+
+Each type refuses a bad value with a message that says what would be right, and keeps the value
+as written (`"4h"` stays `"4h"`) so the resolved config saved in the run directory reads like the
+file; `to_minutes`/`to_seconds` convert when the value is used. Values that reach the generated
+batch script are restricted to `_SAFE_VALUE`, the set the submission code itself enforces, so a
+value accepted here is also accepted there.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, PlainValidator, WithJsonSchema
+
+from ..coordination._signals import signal_number
+from ..rules._duration import parse_duration
+from ..submission._options import _SAFE_VALUE
+from ._errors import given
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ENTRYPOINT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+_OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+SAFE_CHARACTERS = _SAFE_VALUE.pattern.strip("^$*")  # the character class, for messages
+
+# sbatch options resilient writes itself: setting them again would contradict the job's own
+# settings (or break requeue and logging), so each is refused with the key to use instead.
+_RESERVED_OPTIONS = {
+    "job-name": "use name",
+    "time": "use resources.time",
+    "nodes": "use resources.nodes",
+    "ntasks-per-node": "use resources.tasks_per_node",
+    "gpus-per-node": "use resources.gpus_per_node",
+    "cpus-per-task": "use resources.cpus_per_task",
+    "mem": "use resources.mem_gb",
+    "partition": "use slurm.partition",
+    "account": "use slurm.account",
+    "qos": "use slurm.qos",
+    "signal": "use slurm.signal and slurm.signal_delay",
+    "requeue": "resilient always requeues; bound it with requeue.max_requeues",
+    "no-requeue": "resilient always requeues; bound it with requeue.max_requeues",
+    "output": "resilient writes the logs under run_dir",
+    "error": "resilient writes the logs under run_dir",
+    "open-mode": "resilient appends to the logs so that a requeued job keeps its history",
+    "array": "resilient submits one job, not an array",
+}
+
+
+def _text(pattern: re.Pattern[str], explanation: str) -> Any:
+    """A string type matching `pattern`, refused with `explanation` (the schema keeps the pattern)."""
+    def check(value: str) -> str:
+        if not value or not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is refused: {explanation}")
+        return value
+
+    anchored = pattern.pattern if pattern.pattern.startswith("^") else f"^(?:{pattern.pattern})$"
+    schema = {"type": "string", "pattern": anchored, "minLength": 1}
+    return Annotated[str, AfterValidator(check), WithJsonSchema(schema)]
+
+
+def _scalar(check: Any, schema: dict[str, Any]) -> Any:
+    """A value of several YAML types, kept as written after `check` accepts it."""
+    def validate(value: Any) -> Any:
+        try:
+            check(value)
+        except TypeError as error:  # pydantic reports only a ValueError as a validation error
+            raise ValueError(str(error)) from None
+        return value
+
+    return Annotated[Any, PlainValidator(validate), WithJsonSchema(schema)]
+
+
+def to_minutes(value: Any) -> int:
+    """`resources.time` in minutes: an int is minutes, as for sbatch --time, or a duration."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"must be >= 1 minute, not {value}")
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"must be minutes (an integer) or a duration such as '4h' or '1h30m', not {given(value)}")
+    duration = parse_duration(value, name="time")
+    if duration % timedelta(minutes=1):
+        raise ValueError(f"{value!r} is not a whole number of minutes, the unit of SLURM's time limit")
+    return duration // timedelta(minutes=1)
+
+
+def to_seconds(value: Any) -> int:
+    """`slurm.signal_delay` in seconds: an int is seconds, or a duration such as "2m"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"must be >= 1 second, not {value}")
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"must be seconds (an integer) or a duration such as '2m', not {given(value)}")
+    duration = parse_duration(value, name="signal_delay")
+    if duration % timedelta(seconds=1):
+        raise ValueError(f"{value!r} is not a whole number of seconds")
+    return duration // timedelta(seconds=1)
+
+
+def _check_signal(value: Any) -> None:
+    signal_number(value, name="signal")
+
+
+def _check_option_name(name: str) -> str:
+    advice = _RESERVED_OPTIONS.get(name.replace("_", "-"))
+    if advice is not None:
+        raise ValueError(f"--{name} is set by resilient; {advice}")
+    return name
+
+
+def _check_option_value(value: Any) -> None:
+    if value is True or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return
+    if value is False:
+        raise ValueError("false is not an sbatch value; write true for a flag, or leave the option out")
+    if not isinstance(value, str):
+        raise TypeError(f"must be a string, a number or true (a flag), not {given(value)}")
+    if not value or not _SAFE_VALUE.fullmatch(value):
+        raise ValueError(f"{value!r} is refused: only {SAFE_CHARACTERS} may appear in a batch script value")
+
+
+Name = _text(NAME, "a name is a letter or digit, then letters, digits, '_', '.' or '-', at most 64 in all")
+Entrypoint = _text(_ENTRYPOINT, "write 'package.module:function', e.g. 'examples.train:main'")
+SafeToken = _text(_SAFE_VALUE, f"only {SAFE_CHARACTERS} may appear in a value written into the batch script")
+OptionName = Annotated[
+    _text(_OPTION_NAME, "an sbatch option name is lowercase letters, digits, '_' and '-'"),
+    AfterValidator(_check_option_name),
+]
+OptionValue = _scalar(_check_option_value, {"anyOf": [
+    {"type": "string", "pattern": _SAFE_VALUE.pattern, "minLength": 1}, {"type": "number"}, {"const": True}]})
+Minutes = _scalar(to_minutes, {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]})
+Seconds = _scalar(to_seconds, {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]})
+Signal = _scalar(_check_signal, {"anyOf": [{"type": "string"}, {"type": "integer"}]})
