@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError, write_checkpoint
+from ..checkpoint import CheckpointError, Manifest, write_checkpoint
 from ..coordination._dist import DistInfo, broadcast_object, gather_to_main
 from ._rng import capture_rng
 from ._state import STATE_FILE, module_states, rank_file, split_states
@@ -38,14 +38,18 @@ def write_together(
     snapshot: Callable[[], Snapshot],
     full: Sequence[tuple[Path, str]],
     weights: Sequence[tuple[Path, str]] = (),
-) -> None:
-    """Commit `full` (resumable) and `weights` (model only) targets; every rank must call this."""
+) -> list[tuple[Path, Manifest]]:
+    """Commit `full` (resumable) and `weights` (model only) targets; every rank must call this.
+
+    Returns what rank 0 committed, target by target (nothing on the other ranks).
+    """
     snap = snapshot()
     replicated, own = split_states(tracked, rank=dist.rank) if full else ({}, {})
     gathered = (
         gather_to_main({"objects": own, "rng": capture_rng(), "epoch_rng": snap.epoch_rng}, dist) if full else None
     )
     failure: BaseException | None = None
+    committed: list[tuple[Path, Manifest]] = []
     if dist.rank == 0:
         try:
             if full:
@@ -54,11 +58,12 @@ def write_together(
                     STATE_FILE: {"objects": replicated, "loop": snap.loop, "rules": snap.rules, "metrics": snap.metrics}
                 }
                 files.update({rank_file(rank): part for rank, part in enumerate(gathered)})
-                write_checkpoint(
+                manifests = write_checkpoint(
                     full, files, step=snap.step, epoch=snap.epoch, metrics=snap.metrics, world_size=dist.world_size
                 )
+                committed += zip((path for path, _ in full), manifests)
             if weights:
-                write_checkpoint(
+                manifests = write_checkpoint(
                     weights,
                     {STATE_FILE: {"objects": module_states(tracked)}},
                     step=snap.step,
@@ -67,6 +72,7 @@ def write_together(
                     world_size=dist.world_size,
                     kind="weights",
                 )
+                committed += zip((path for path, _ in weights), manifests)
         except BaseException as error:  # re-raised below, after the other ranks have been told
             failure = error
     status = broadcast_object(None if failure is None else f"{type(failure).__name__}: {failure}", dist)
@@ -74,3 +80,4 @@ def write_together(
         raise failure
     if status is not None:
         raise CheckpointError(f"rank 0 could not write the checkpoint: {status}")
+    return committed

@@ -36,6 +36,8 @@ from ..requeue import _conclude
 from ..requeue._host import Host, detect_host
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint
+from ..rundir import _events as events
+from ..rundir._lock import RunDirInUse, RunLock
 from ._position import LoaderPosition
 from ._resume import Restored, restore_latest
 from ._rng import capture_rng, restore_rng
@@ -159,14 +161,20 @@ class Run:
         self._host: Host = detect_host()
         self._closed = False
         self._signals = SignalRecorder((self._warning_signal, signal.SIGTERM))
+        # How events.jsonl names the stop flags, in the agreement's order.
+        self._stop_reasons = (signal.Signals(self._warning_signal).name, "SIGTERM", "deadline")
         self._agreement = StepAgreement(self._dist, width=_STOP_FLAGS + len(self._time_rules))
         self._deadline = Deadline(self._host.end_time() if self._dist.rank == 0 else None, margin_s=DEADLINE_MARGIN_S)
         self._last_boundary = time.monotonic()
         self._save_seconds: float | None = None
-        refusal = _conclude.begin(self._run_dir, self._host) if self._dist.rank == 0 else None
+        self._fire_drill_at: int | None = None  # set by a submitted job whose file asks for a drill
+        self._lock = RunLock(self._run_dir)
+        refusal = self._begin() if self._dist.rank == 0 else None
         refusal = broadcast_object(refusal, self._dist)
         if refusal is not None:
             self.close()
+            if isinstance(refusal, RunDirInUse):
+                raise refusal
             _conclude.announce(refusal)
             raise SystemExit(refusal.exit_code)
         self._signals.install()
@@ -184,6 +192,14 @@ class Run:
         self._in_batches = False
         self._batches_done_in_epoch = False
         self._train_end_saved_epoch: int | None = None
+
+    def _begin(self) -> _conclude.Outcome | RunDirInUse | None:
+        """Rank 0 takes the run directory and records the start; what it returns stops every rank."""
+        try:
+            self._lock.acquire(self._host.job_id)
+        except RunDirInUse as error:
+            return error
+        return _conclude.begin(self._run_dir, self._host)
 
     # -- public surface -------------------------------------------------------------------
 
@@ -305,7 +321,7 @@ class Run:
             raise TypeError(f"save_checkpoint(path): path must be a file system path, not {path!r}")
         if not str(path).endswith(CHECKPOINT_SUFFIX):
             raise ValueError(f"save_checkpoint(path): a checkpoint is a directory named *{CHECKPOINT_SUFFIX}, not {str(path)!r}")
-        write_together(self._dist, self._tracked, self._snapshot, [(Path(path).absolute(), "manual")])
+        self._write(self._snapshot, [(Path(path).absolute(), "manual")])
 
     def close(self, *, together: bool = True) -> None:
         """Give the signals back and leave the process group if this run created it.
@@ -318,6 +334,7 @@ class Run:
             if together:
                 self._agreement.drain()
             shutdown(self._dist, together=together)
+            self._lock.release()
 
     def __enter__(self) -> Run:
         return self
@@ -344,7 +361,7 @@ class Run:
             return broadcast_object(outcome, self._dist)
         if error is None:
             if rank0:
-                _conclude.finish(self._run_dir)
+                _conclude.finish(self._run_dir, self._host, self._step)
             return None
         if isinstance(error, Exception):
             outcome = _conclude.after_crash(self._run_dir, self._host, self._policy, error)
@@ -376,6 +393,9 @@ class Run:
         self._metrics = dict(state["metrics"])
         self._pending_rng = {"rng": own["rng"], "epoch_rng": own["epoch_rng"]}
         self._restore_rules(state["rules"], found)
+        if self._dist.rank == 0:
+            events.append_event(self._run_dir, events.RESUMED, job_id=self._host.job_id,
+                                checkpoint=str(self._restored.path), step=self._step, epoch=self._epoch)
 
     def _restore_rules(self, saved: dict[str, Any], found: list[tuple[Path, Manifest]]) -> None:
         assert self._restored is not None
@@ -441,6 +461,9 @@ class Run:
             self._fire_epoch_rules(on_train_end=True)
 
     def _step_boundary(self) -> None:
+        if self._step == self._fire_drill_at and self._dist.rank == 0:
+            events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self._host.job_id, step=self._step)
+            os.kill(os.getpid(), self._warning_signal)
         stop, timed = self._agree(time_rules=True)
         fired = [(rule, rule in timed) for rule in self._rules if rule in timed or rule._step_due(self._step)]
         if fired or stop:
@@ -465,6 +488,10 @@ class Run:
         timed = [rule for rule, flag in zip(self._time_rules, agreed[_STOP_FLAGS:]) if flag]
         if any(agreed[:_STOP_FLAGS]):
             self._agreement.drain()  # nothing may be in flight when the checkpoint's collectives start
+            if rank0:
+                reasons = [name for name, flag in zip(self._stop_reasons, agreed) if flag]
+                events.append_event(self._run_dir, events.SIGNAL, job_id=self._host.job_id, step=self._step,
+                                    reasons=reasons)
             return agreed[:_STOP_FLAGS], timed
         return None, timed
 
@@ -513,10 +540,9 @@ class Run:
         if stop:
             full.append((emergency, "emergency"))
         if full or weights:
-            started = time.monotonic()
-            write_together(self._dist, self._tracked, lambda: self._snapshot(phase=phase), full, weights)
+            seconds = self._write(lambda: self._snapshot(phase=phase), full, weights)
             if full:
-                self._save_seconds = time.monotonic() - started
+                self._save_seconds = seconds
         if self._dist.rank == 0:
             for plan in plans:
                 for link, target in plan.link:
@@ -527,6 +553,20 @@ class Run:
                 self._remove_older_emergency(keep=emergency)
         if stop:
             raise _Interrupted(stop, str(emergency))
+
+    def _write(self, snapshot: Callable[[], Snapshot], full: list[tuple[Path, str]],
+               weights: list[tuple[Path, str]] | None = None) -> float:
+        """Write with every rank, record each committed checkpoint as an event; returns the seconds taken."""
+        started = time.monotonic()
+        committed = write_together(self._dist, self._tracked, snapshot, full, weights or [])
+        seconds = time.monotonic() - started
+        for path, manifest in committed:
+            events.append_event(
+                self._run_dir, events.CHECKPOINT, job_id=self._host.job_id, rule=manifest.rule, path=str(path),
+                step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
+                bytes=sum(entry.size for entry in manifest.files.values()),
+            )
+        return seconds
 
     def _remove_older_emergency(self, keep: Path) -> None:
         """One emergency checkpoint is enough once it is committed (but the resume point stays)."""

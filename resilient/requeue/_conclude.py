@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..rundir import _events as events
 from ..slurm._scontrol import SlurmCommandError
 from . import _status as status
 from ._host import CANCELLED, CRASHED, EXIT_STOPPED, PREEMPTED, TIME_LIMIT, Host
@@ -29,20 +30,41 @@ class Outcome:
     message: str
 
 
+# The event that records each state a run can end a start in.
+_EVENT_OF_STATE = {
+    status.COMPLETED: events.FINISHED,
+    status.REQUEUED: events.REQUEUED,
+    status.FAILED: events.FAILED,
+    status.GAVE_UP: events.GAVE_UP,
+    status.CANCELLED: events.CANCELLED,
+    status.STOPPED: events.STOPPED,
+}
+
+
+def _record_end(run_dir: Path, host: Host, record: status.Status, **fields: object) -> None:
+    """The event for the state just written: before any requeue request, which kills the job."""
+    events.append_event(run_dir, _EVENT_OF_STATE[record.state], job_id=host.job_id, message=record.message,
+                        requeues=dict(record.requeues), **fields)
+
+
 def begin(run_dir: Path, host: Host) -> Outcome | None:
     """Mark the run as running; an Outcome means it must not run (it gave up before a requeue)."""
     with status.update_status(run_dir) as record:
         if host.job_id is None or record.job_id != host.job_id:
             record.job_id, record.requeues = host.job_id, {}  # a new submission counts afresh
+            record.cancel_requested = False
         elif record.state == status.GAVE_UP:
             return Outcome(EXIT_FAILED, status.GAVE_UP, record.message)
         record.state, record.message = status.RUNNING, ""
+        restarts = sum(record.requeues.values())
+    events.append_event(run_dir, events.STARTED, job_id=host.job_id, host=host.kind, restarts=restarts)
     return None
 
 
-def finish(run_dir: Path) -> None:
+def finish(run_dir: Path, host: Host, step: int) -> None:
     with status.update_status(run_dir) as record:
         record.state, record.message = status.COMPLETED, ""
+    _record_end(run_dir, host, record, step=step)
 
 
 def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, detail: str) -> Outcome:
@@ -57,6 +79,7 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
             record.state = status.FAILED if cause == CRASHED else status.GAVE_UP
             record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
         outcome = Outcome(EXIT_FAILED, record.state, record.message)
+    _record_end(run_dir, host, record, cause=cause)
     if not allowed:
         return outcome
     try:
@@ -64,16 +87,20 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
     except SlurmCommandError as error:
         with status.update_status(run_dir) as record:
             record.state, record.message = status.FAILED, f"{detail}; {error}"
+        _record_end(run_dir, host, record, cause=cause)
         return Outcome(EXIT_FAILED, status.FAILED, record.message)
 
 
 def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, checkpoint: str) -> Outcome:
     """The emergency checkpoint is committed; stop for good, or come back."""
+    if status.read_status(run_dir).cancel_requested:
+        cause = CANCELLED  # `resilient cancel` of a local job: its SIGTERM alone reads as a preemption
     detail = f"{cause}: emergency checkpoint {checkpoint}"
     if cause == CANCELLED or not host.can_requeue:
         state = status.CANCELLED if cause == CANCELLED else status.STOPPED
         with status.update_status(run_dir) as record:
             record.state, record.message = state, detail
+        _record_end(run_dir, host, record, cause=cause)
         return Outcome(0 if cause == CANCELLED else EXIT_STOPPED, state, detail)
     return _requeue_or_give_up(run_dir, host, policy, cause, detail)
 
@@ -88,6 +115,7 @@ def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseExc
         return None
     with status.update_status(run_dir) as record:
         record.state, record.message = status.FAILED, detail
+    _record_end(run_dir, host, record, cause=CRASHED)
     return None
 
 

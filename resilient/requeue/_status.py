@@ -38,6 +38,7 @@ class Status:
     requeues: dict[str, int] = field(default_factory=dict)  # cause -> times requeued for it
     message: str = ""
     updated: float = 0.0
+    cancel_requested: bool = False  # set by `resilient cancel` before it signals a local job
 
     def count(self, *causes: str) -> int:
         return sum(self.requeues.get(cause, 0) for cause in causes)

@@ -1,0 +1,91 @@
+"""One live job per run directory: an flock on `<run_dir>/.lock`, held by rank 0 while it runs.
+
+Two jobs writing checkpoints and status into one directory would corrupt each other's
+bookkeeping silently. The kernel drops an flock when its process dies, however it dies, so a
+lock left behind by a killed job never blocks the next one: stale locks recover by themselves,
+and the file's content (pid, host, job id) only serves to name the holder in the error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+LOCK_FILE = ".lock"
+_PATIENCE_S = 5.0  # `resilient submit` probes the lock for an instant; a starting job waits that out
+
+
+class RunDirInUse(RuntimeError):
+    """Another live job (or process) is working in this run directory."""
+
+
+def _describe(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "another process"
+    job = f", job {holder['job_id']}" if holder.get("job_id") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}{job}"
+
+
+def _read_holder(descriptor: int) -> dict[str, Any] | None:
+    try:
+        text = os.pread(descriptor, 4096, 0).decode()
+        holder = json.loads(text)
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+class RunLock:
+    """Held from the start of a Run to its end, by rank 0 only."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self._path = run_dir / LOCK_FILE
+        self._descriptor: int | None = None
+
+    def acquire(self, job_id: str | None) -> None:
+        """Take the lock or raise RunDirInUse naming its holder."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + _PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = _read_holder(descriptor)
+                    os.close(descriptor)
+                    raise RunDirInUse(
+                        f"run_dir {self._path.parent} is in use by {_describe(holder)}; "
+                        "two jobs must not share a run directory"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(descriptor, 0)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "job_id": job_id, "since": time.time()}
+        os.pwrite(descriptor, json.dumps(holder).encode(), 0)
+        self._descriptor = descriptor
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing drops the flock
+            self._descriptor = None
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the run directory's lock right now (None: nobody), without waiting."""
+    try:
+        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe(_read_holder(descriptor))
+    finally:
+        os.close(descriptor)
+    return None

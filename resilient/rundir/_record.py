@@ -1,0 +1,83 @@
+"""`job.json`: which job currently owns the run directory, and whether it is still alive.
+
+Written by whoever submits (the CLI or `.submit()`), read by `resilient status`, `logs`,
+`cancel` and `preempt`, and by the next submission, which refuses to start a second live job
+on the same directory. Liveness is asked of the scheduler (SLURM's queue, or the local
+controller process), because a job that was killed outright never gets to say it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+RECORD_FILE = "job.json"
+# squeue states in which a job will not run again.
+ENDED_STATES = frozenset({"", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                    "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    executor: str
+    name: str
+    submitted: float  # time.time() of the submission
+    host: str  # where it was submitted: a local job's controller runs there
+    tasks: int
+    warning_signal: int
+
+
+def write_record(run_dir: Path, record: JobRecord) -> None:
+    path = run_dir / RECORD_FILE
+    temporary = path.with_name(f".{RECORD_FILE}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(asdict(record), indent=1) + "\n")
+    os.replace(temporary, path)
+
+
+def read_record(run_dir: Path) -> JobRecord | None:
+    """The run's submission record; None if nothing was ever submitted there."""
+    try:
+        raw = json.loads((run_dir / RECORD_FILE).read_text())
+        return JobRecord(**{name: raw[name] for name in JobRecord.__dataclass_fields__})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{run_dir / RECORD_FILE} is unreadable ({error})") from None
+
+
+def slurm_state(job_id: str) -> str:
+    """The job's state in SLURM's queue ('' once it has left the queue, UNKNOWN without squeue)."""
+    try:
+        listed = subprocess.run(["squeue", "--noheader", "--jobs", job_id, "--format", "%T"],
+                                capture_output=True, text=True, check=False)
+    except OSError:
+        return "UNKNOWN"
+    return listed.stdout.strip().splitlines()[0] if listed.stdout.strip() else ""
+
+
+def local_controller(record: JobRecord) -> psutil.Process | None:
+    """The local job's controller process, if it still runs (and is not a reused pid)."""
+    if record.host != socket.gethostname():
+        return None
+    try:
+        process = psutil.Process(int(record.job_id))
+        alive = process.create_time() <= record.submitted + 1 and "submitit.local._local" in " ".join(process.cmdline())
+    except (psutil.Error, ValueError):
+        return None
+    return process if alive else None
+
+
+def is_alive(record: JobRecord) -> bool:
+    """Whether the recorded job may still run (queued, running or between requeues)."""
+    if record.executor == "slurm":
+        return slurm_state(record.job_id) not in ENDED_STATES
+    if record.executor == "local":
+        return local_controller(record) is not None
+    return False  # the debug executor runs inside the submitting process
