@@ -7,10 +7,14 @@ the job back, and a time limit for the local executor (submitit's default kills 
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import submitit
+from submitit.local.local import LocalJob
 
 from ..coordination._signals import signal_number
 from ..requeue._host import SIGNAL_DELAY_ENV
@@ -23,11 +27,48 @@ def signal_option(options: JobOptions) -> str:
     return f"{name.removeprefix('SIG')}@{options.signal_delay_s}"
 
 
+CONTROLLER_LOG = "controller.log"
+
+
+class _DetachedLocalExecutor(submitit.LocalExecutor):
+    """submitit's local executor, with its controller detached from the submitting process.
+
+    submitit starts the controller with the submitter's stdin, stdout and stderr, in its process
+    group. Then a pipe reading the submitter's output (CI, `resilient submit ... | tee`) stays
+    open until the job ends, and Ctrl-C on `resilient submit --follow` would interrupt the
+    training itself. Here the controller gets its own session and writes to
+    `<folder>/controller.log`; the environment is the one submitit's controller reads.
+    """
+
+    def _submit_command(self, command: str) -> LocalJob[object]:
+        tasks = self.parameters.get("tasks_per_node", 1)
+        env = dict(os.environ)
+        env.update(
+            SUBMITIT_LOCAL_NTASKS=str(tasks),
+            SUBMITIT_LOCAL_COMMAND=command,
+            SUBMITIT_LOCAL_TIMEOUT_S=str(int(60 * self.parameters["timeout_min"])),
+            SUBMITIT_LOCAL_SIGNAL_DELAY_S=str(int(self.parameters["signal_delay_s"])),
+            SUBMITIT_LOCAL_NODEID="0",
+            SUBMITIT_LOCAL_JOB_NUM_NODES="1",
+            SUBMITIT_STDERR_TO_STDOUT="",
+            SUBMITIT_EXECUTOR="local",
+            SUBMITIT_LOCAL_WITH_SHELL="",
+            CUDA_VISIBLE_DEVICES=",".join(str(gpu) for gpu in range(self.parameters.get("gpus_per_node", 0))),
+        )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / CONTROLLER_LOG, "ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and submitit's module
+                [sys.executable, "-m", "submitit.local._local", str(self.folder)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=list(range(tasks)))
+
+
 def make_executor(options: JobOptions, folder: Path, name: str) -> submitit.Executor:
     if options.executor == "debug":
         return submitit.DebugExecutor(folder)
     if options.executor == "local":
-        executor = submitit.LocalExecutor(folder)
+        executor = _DetachedLocalExecutor(folder)
         executor.update_parameters(
             tasks_per_node=options.tasks_per_node,
             gpus_per_node=options.gpus_per_node,
@@ -56,3 +97,13 @@ def make_executor(options: JobOptions, folder: Path, name: str) -> submitit.Exec
             parameters[key] = getattr(options, key)
     executor.update_parameters(**parameters)
     return executor
+
+
+def batch_script(options: JobOptions, folder: Path, name: str) -> str:
+    """The sbatch script a SLURM submission of these options would use (`--dry-run`).
+
+    submitit builds it only inside `submit()`; its two private hooks are the one way to see the
+    very text it would hand to sbatch, rather than an imitation that could drift from it.
+    """
+    executor = make_executor(options, folder, name)
+    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")  # type: ignore[attr-defined]

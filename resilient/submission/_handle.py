@@ -3,7 +3,8 @@
 submitit's own `job.state` comes from `sacct`, which many clusters (and a cluster without an
 accounting database) cannot answer, and it cannot tell "requeued" from "gave up". The run's
 status file can, so the handle reads that, and asks the scheduler only whether the job is still
-there.
+there. A handle can be rebuilt from the run directory alone (`JobHandle.attach`), which is how
+the command line reaches a job submitted by another process.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from typing import Any
 
 import psutil
 import submitit
+from submitit.local.local import LocalJob
 
-from ..coordination._signals import signal_number
 from ..requeue import _status
+from ..rundir import _events as events
+from ..rundir import submitit_folder
+from ..rundir._record import JobRecord, is_alive, local_controller, read_record
 
 TERMINAL_STATES = (_status.COMPLETED, _status.FAILED, _status.GAVE_UP, _status.CANCELLED, _status.STOPPED)
+PENDING = "pending"
+LOST = "lost"  # the scheduler no longer has the job, but it never said how it ended
 _POLL_S = 0.5
 
 
@@ -29,21 +35,44 @@ class JobError(RuntimeError):
     """The job ended without a result: failed, gave up after its requeue bound, or was cancelled."""
 
 
-class JobHandle:
-    """A submitted job: id, state, result, logs, and a fire drill."""
+def _submitit_job(run_dir: Path, record: JobRecord) -> submitit.Job[Any]:
+    folder, tasks = submitit_folder(run_dir), list(range(record.tasks))
+    if record.executor == "slurm":
+        return submitit.SlurmJob(folder, record.job_id, tasks=tasks)
+    return LocalJob(folder, record.job_id, tasks=tasks)
 
-    def __init__(self, job: submitit.Job[Any], run_dir: Path, executor: str, warning_signal: str | int) -> None:
-        self._job = job
+
+class JobHandle:
+    """A submitted job: id, state, result, logs, cancel, and a fire drill."""
+
+    def __init__(self, run_dir: Path, record: JobRecord, job: submitit.Job[Any] | None = None) -> None:
         self._run_dir = run_dir
-        self._executor = executor
-        self._warning_signal = signal_number(warning_signal, name="warning_signal")
+        self._record = record
+        self._job = job if job is not None else _submitit_job(run_dir, record)
+
+    @classmethod
+    def attach(cls, run_dir: str | os.PathLike[str]) -> JobHandle:
+        """The handle of the job last submitted in `run_dir` (ValueError if there is none)."""
+        path = Path(run_dir).absolute()
+        record = read_record(path)
+        if record is None:
+            raise ValueError(f"{path} holds no submitted job (no job.json)")
+        return cls(path, record)
 
     def __repr__(self) -> str:
-        return f"JobHandle(job_id={self.job_id!r}, executor={self._executor!r}, state={self.state!r})"
+        return f"JobHandle(job_id={self.job_id!r}, executor={self.executor!r}, state={self.state!r})"
 
     @property
     def job_id(self) -> str:
-        return str(self._job.job_id)
+        return self._record.job_id
+
+    @property
+    def executor(self) -> str:
+        return self._record.executor
+
+    @property
+    def record(self) -> JobRecord:
+        return self._record
 
     @property
     def run_dir(self) -> Path:
@@ -56,24 +85,27 @@ class JobHandle:
 
     @property
     def state(self) -> str:
-        """pending, running, requeued, completed, failed, gave_up, cancelled or stopped."""
+        """pending, running, requeued, completed, failed, gave_up, cancelled, stopped, or lost."""
         record = self.status
-        return record.state if record.job_id == self.job_id or self._executor == "debug" else "pending"
+        if self.executor == "debug":
+            return record.state  # it runs inside this process, when its result is asked for
+        ours = record.job_id == self.job_id
+        if ours and record.state in TERMINAL_STATES:
+            return record.state
+        if self._alive():
+            return record.state if ours else PENDING
+        return LOST
 
-    def _scheduler_has_it(self) -> bool:
-        if self._executor == "slurm":
-            listed = subprocess.run(
-                ["squeue", "--noheader", "--jobs", self.job_id, "--format", "%T"],
-                capture_output=True, text=True, check=False,
-            )
-            return listed.stdout.strip() not in ("", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY")
-        return not self._job.done()
+    def _alive(self) -> bool:
+        if self.executor == "local" and self._job is not None and getattr(self._job, "_process", None) is not None:
+            return not self._job.done()  # our own child: polling it also reaps it
+        return is_alive(self._record)
 
     def done(self) -> bool:
         """True once the job has ended for good (not merely stopped for a requeue)."""
-        if self._executor == "debug":
+        if self.executor == "debug":
             return self._job.done()
-        return not self._scheduler_has_it()
+        return not self._alive()
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the job ends for good; returns its final state."""
@@ -86,26 +118,49 @@ class JobHandle:
 
     def result(self, timeout: float | None = None) -> Any:
         """The function's return value (rank 0's); JobError if the job did not complete."""
-        if self._executor == "debug":
+        if self.executor == "debug":
             return self._job.result()
         state = self.wait(timeout)
         if state != _status.COMPLETED:
             raise JobError(f"job {self.job_id} {state}: {self.status.message or 'see its logs'} (run dir {self._run_dir})")
-        results = self._job.results()
-        return results[0]
+        return self._job.results()[0]
 
     def cancel(self) -> None:
-        self._job.cancel()
+        """Stop the job for good: it takes an emergency checkpoint and ends as `cancelled`.
+
+        SLURM's scancel sends SIGTERM, which the job recognises as a cancellation. A local job
+        gets SIGTERM too, after the status file says it was cancelled, since a local SIGTERM
+        alone cannot be told from a preemption.
+        """
+        events.append_event(self._run_dir, events.CANCEL_REQUESTED, job_id=self.job_id)
+        if self.executor == "slurm":
+            subprocess.run(["scancel", self.job_id], check=True, capture_output=True)
+            return
+        if self.executor != "local":
+            raise ValueError(f"cancel() needs a slurm or local job, not the {self.executor} executor")
+        with _status.update_status(self._run_dir) as record:
+            record.cancel_requested = True
+        try:
+            tasks = _local_tasks(self._record, None)
+        except ValueError:  # between restarts: ask the controller itself, as submitit would
+            controller = local_controller(self._record)
+            if controller is not None:
+                controller.send_signal(signal.SIGINT)
+            return
+        for task in tasks:
+            task.send_signal(signal.SIGTERM)
+
+    def log_path(self, rank: int = 0, stream: str = "stdout") -> Path:
+        """Where rank `rank`'s stdout or stderr goes (the same file across requeues)."""
+        paths = submitit.core.utils.JobPaths(submitit_folder(self._run_dir), self.job_id, rank)
+        return paths.stdout if stream == "stdout" else paths.stderr
 
     def stdout(self, rank: int = 0) -> str:
-        return self._log(rank, "stdout")
+        path = self.log_path(rank, "stdout")
+        return path.read_text() if path.exists() else ""
 
     def stderr(self, rank: int = 0) -> str:
-        return self._log(rank, "stderr")
-
-    def _log(self, rank: int, stream: str) -> str:
-        paths = self._job.paths if rank == 0 else submitit.core.utils.JobPaths(self._job.paths.folder, self.job_id, rank)
-        path = paths.stdout if stream == "stdout" else paths.stderr
+        path = self.log_path(rank, "stderr")
         return path.read_text() if path.exists() else ""
 
     def preempt(self, rank: int | None = None) -> None:
@@ -113,20 +168,25 @@ class JobHandle:
 
         On SLURM it reaches every task; on the local executor `rank` picks one task (None: all).
         """
-        if self._executor == "slurm":
-            name = signal.Signals(self._warning_signal).name.removeprefix("SIG")
+        warning = self._record.warning_signal
+        if self.executor == "slurm":
+            events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
+            name = signal.Signals(warning).name.removeprefix("SIG")
             subprocess.run(["scancel", f"--signal={name}", self.job_id], check=True, capture_output=True)
             return
-        if self._executor != "local":
-            raise ValueError(f"preempt() needs a running slurm or local job, not the {self._executor} executor")
-        for process in _local_tasks(int(self.job_id), rank):
-            os.kill(process.pid, self._warning_signal)
+        if self.executor != "local":
+            raise ValueError(f"preempt() needs a running slurm or local job, not the {self.executor} executor")
+        tasks = _local_tasks(self._record, rank)
+        events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
+        for task in tasks:
+            task.send_signal(warning)
 
 
-def _local_tasks(controller_pid: int, rank: int | None) -> list[psutil.Process]:
+def _local_tasks(record: JobRecord, rank: int | None) -> list[psutil.Process]:
     """The task processes of a local job, by the rank submitit gave them."""
+    controller = local_controller(record)
     tasks = []
-    for process in psutil.Process(controller_pid).children(recursive=True):
+    for process in controller.children(recursive=True) if controller is not None else []:
         try:
             global_id = process.environ().get("SUBMITIT_LOCAL_GLOBALID")
         except psutil.Error:
@@ -134,5 +194,5 @@ def _local_tasks(controller_pid: int, rank: int | None) -> list[psutil.Process]:
         if global_id is not None and (rank is None or int(global_id) == rank):
             tasks.append(process)
     if not tasks:
-        raise ValueError(f"no running task{'' if rank is None else f' of rank {rank}'} in local job {controller_pid}")
+        raise ValueError(f"no running task{'' if rank is None else f' of rank {rank}'} in local job {record.job_id}")
     return tasks

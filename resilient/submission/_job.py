@@ -7,32 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
-import submitit
-
 from ..loop.run import Run
-from ._executors import make_executor
 from ._handle import JobHandle
+from ._launch import launch
 from ._options import JobOptions
 
 R = TypeVar("R")
-
-
-class _JobMain(Generic[R]):
-    """What runs inside each task of a submitted job (picklable for submitit)."""
-
-    def __init__(self, function: Callable[..., R], options: JobOptions, run_dir: Path,
-                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.function, self.options, self.run_dir = function, options, run_dir
-        self.args, self.kwargs = args, kwargs
-
-    def __call__(self) -> R:
-        environment = submitit.JobEnvironment()
-        if environment.num_tasks > 1:
-            # MASTER_ADDR is the first node, MASTER_PORT derives from the job id: both stay the
-            # same when the job is requeued, so a restarted rank finds its peers again.
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        with Run(**self.options.run_arguments(self.run_dir)) as run:
-            return self.function(run, *self.args, **self.kwargs)
 
 
 class Job(Generic[R]):
@@ -59,11 +39,12 @@ class Job(Generic[R]):
             return self._function(run, *args, **kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
-        """Submit the function through submitit (the `executor` option) and return its handle."""
-        run_dir = self.run_dir
-        executor = make_executor(self._options, run_dir / "submitit", self._function.__name__)
-        submitted = executor.submit(_JobMain(self._function, self._options, run_dir, args, kwargs))
-        return JobHandle(submitted, run_dir, self._options.executor, self._options.warning_signal)
+        """Submit the function through submitit (the `executor` option) and return its handle.
+
+        Submitting again once the previous job has ended resumes the run from its checkpoints;
+        while it still runs, this raises `RunDirInUse`.
+        """
+        return launch(self._function, self._options, name=self._function.__name__, args=args, kwargs=kwargs)
 
 
 @overload
