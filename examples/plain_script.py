@@ -1,10 +1,11 @@
-"""Quickstart: a small classifier trained with checkpoint rules; kill it and run it again to resume.
+"""A plain script with `resilient.Run` (no submission): kill it and run it again to resume.
 
-    python examples/quickstart.py                 # trains 5 epochs in a few seconds on CPU
-    python examples/quickstart.py --stop-at 23    # simulate a crash at step 23 ...
-    python examples/quickstart.py                 # ... and this run resumes at step 20
+    python examples/plain_script.py                 # trains 5 epochs in a few seconds on CPU
+    python examples/plain_script.py --stop-at 23    # simulate a crash at step 23 ...
+    python examples/plain_script.py                 # ... and this run resumes at step 20
 
-Checkpoints go to runs/quickstart/checkpoints (override with --run-dir).
+A SIGTERM (or SIGUSR2) instead makes it checkpoint at the next step and exit with code 75;
+starting it again resumes from that very step. Checkpoints go to runs/plain_script/checkpoints.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import resilient
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", default="runs/quickstart")
+    parser.add_argument("--run-dir", default="runs/plain_script")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--stop-at", type=int, default=None, help="SIGKILL this process during that step")
     args = parser.parse_args()

@@ -1,0 +1,54 @@
+"""The `resilient` command: submit a job file, then watch, steer and inspect the run.
+
+Every command turns a user's mistake (a bad job file, an unknown run, a job that is not
+running) into one line on stderr and exit code 2, without a traceback; exit code 1 means the
+job itself failed (or a checkpoint is invalid); 0 means all is well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..config import ConfigError
+from ..rundir._lock import RunDirInUse
+from . import _checkpoints, _control, _inspect, _submit
+from ._common import EXIT_USAGE, UsageError
+
+_EXAMPLES = """\
+examples:
+  resilient submit examples/quickstart.yaml --follow   # runs here, on the local executor
+  resilient status                                     # every run under ./runs
+  resilient logs quickstart -f
+  resilient preempt quickstart                         # a fire drill
+  resilient checkpoints runs/quickstart --verify
+
+`resilient COMMAND --help` describes each command.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resilient", description="Training jobs that survive preemption, time limits and crashes.",
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"resilient {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in (_submit, _inspect, _control, _checkpoints):
+        module.add_parsers(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (0 ok, 1 job failed, 2 usage or configuration error)."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, UsageError, RunDirInUse) as error:
+        print(f"resilient: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("resilient: interrupted; a submitted job goes on (resilient status)", file=sys.stderr)
+        return 130

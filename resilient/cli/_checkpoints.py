@@ -1,0 +1,94 @@
+"""`resilient checkpoints DIR [--verify]`: every checkpoint under a directory, and whether it is sound."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from ..checkpoint import CHECKPOINT_SUFFIX, CheckpointError, verify
+from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, size, table
+
+_TIMEDELTA = re.compile(r"datetime\.timedelta\([^)]*\)")  # how train_time_interval appears in a rule's key
+_ARGUMENT = re.compile(r"(\w+)=([\d.]+)")
+_HEADERS = ("CHECKPOINT", "STEP", "EPOCH", "RULE", "METRICS", "SIZE", "CREATED", "VALID")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    checkpoints = commands.add_parser(
+        "checkpoints", help="list checkpoints with step, metrics and validity",
+        description="List every checkpoint under DIR (a run directory or any checkpoint folder), newest "
+                    "step first. Exit code 1 if one of them is not valid.",
+        epilog="examples:\n  resilient checkpoints runs/quickstart\n  resilient checkpoints runs/quickstart --verify",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    checkpoints.add_argument("directory", metavar="DIR", help="where to look, recursively")
+    checkpoints.add_argument("--verify", action="store_true",
+                             help="re-check every file's checksum (reads everything), not only sizes")
+    checkpoints.set_defaults(handler=_checkpoints)
+
+
+def _rule_label(rule: str) -> str:
+    """A rule's identity (`ModelCheckpoint{...}`, Lightning's state key) in a few words."""
+    if not rule.startswith("ModelCheckpoint{"):
+        return rule  # emergency, manual
+    text = _TIMEDELTA.sub(lambda m: repr(str(timedelta(**{k: float(v) for k, v in _ARGUMENT.findall(m[0])}))), rule)
+    try:
+        settings = ast.literal_eval(text.removeprefix("ModelCheckpoint"))
+    except (ValueError, SyntaxError):
+        return rule
+    parts = []
+    if settings.get("every_n_train_steps"):
+        parts.append(f"every {settings['every_n_train_steps']} steps")
+    if settings.get("every_n_epochs"):
+        parts.append(f"every {settings['every_n_epochs']} epochs")
+    if settings.get("train_time_interval"):
+        parts.append(f"every {settings['train_time_interval']}")
+    if settings.get("monitor"):
+        parts.append(f"by {settings['monitor']} ({settings.get('mode')})")
+    return ", ".join(parts) or "rule"
+
+
+def _walk(directory: Path) -> Iterator[Path]:
+    """Checkpoint directories under `directory`, not descending into them or into temporaries."""
+    for root, subdirs, _ in os.walk(directory):
+        for name in sorted(subdirs):
+            if name.endswith(CHECKPOINT_SUFFIX) and not name.startswith("."):
+                yield Path(root) / name
+        subdirs[:] = [name for name in subdirs if not name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")]
+
+
+def _checkpoints(args: argparse.Namespace) -> int:
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise UsageError(f"{args.directory}: no such directory")
+    rows: list[tuple[tuple[int, float], list[str]]] = []
+    invalid = 0
+    for path in _walk(directory):
+        name = str(path.relative_to(directory))
+        if path.is_symlink():
+            name += f" -> {os.readlink(path)}"
+        try:
+            manifest = verify(path, full=args.verify)
+        except CheckpointError as error:
+            invalid += 1
+            reason = str(error).removeprefix(f"checkpoint {path}: ")
+            rows.append(((-1, 0.0), [name, "-", "-", "-", "-", "-", "-", f"NO: {reason}"]))
+            continue
+        metrics = " ".join(f"{key}={value:.4g}" for key, value in sorted(manifest.metrics.items()))
+        rows.append(((manifest.step, manifest.created), [
+            name, str(manifest.step), str(manifest.epoch), _rule_label(manifest.rule), metrics or "-",
+            size(sum(entry.size for entry in manifest.files.values())),
+            datetime.fromtimestamp(manifest.created).strftime("%Y-%m-%d %H:%M:%S"),
+            "yes (checksums)" if args.verify else "yes",
+        ]))
+    if not rows:
+        print(f"no checkpoints under {directory}")
+        return EXIT_OK
+    rows.sort(key=lambda item: item[0], reverse=True)
+    print(table(_HEADERS, [row for _, row in rows]))
+    return EXIT_JOB_FAILED if invalid else EXIT_OK

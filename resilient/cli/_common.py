@@ -1,0 +1,96 @@
+"""What every command shares: exit codes, the user-mistake error, finding a run, printing tables."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..submission import JobHandle
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1  # the job (or a checkpoint) is not what it should be
+EXIT_USAGE = 2  # the command line or the job file is wrong: nothing was done
+
+RUNS_DIR = Path("runs")  # where run directories go by default (runs/<name>)
+
+
+class UsageError(Exception):
+    """A mistake on the command line; its message is printed as one line, with exit code 2."""
+
+
+def find_run(name: str) -> Path:
+    """RUN as given on the command line: a run directory, or the name of one under ./runs."""
+    for candidate in (Path(name), RUNS_DIR / name):
+        if (candidate / "job.json").is_file() or (candidate / "status.json").is_file():
+            return candidate.absolute()
+    raise UsageError(f"no run directory {name!r} (looked for ./{name} and ./{RUNS_DIR / name})")
+
+
+def attach(run: str) -> JobHandle:
+    """The handle of the job last submitted in RUN."""
+    try:
+        return JobHandle.attach(find_run(run))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart, as `squeue` prints them."""
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def when(iso_time: str | None) -> str:
+    """An event's time as people read it: the time today, else the date too."""
+    if not iso_time:
+        return "-"
+    moment = datetime.fromisoformat(iso_time)
+    same_day = moment.date() == datetime.now(moment.tzinfo).date()
+    return moment.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M")
+
+
+def size(num_bytes: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if num_bytes < 1000:
+            return f"{num_bytes:.0f} B" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    return f"{num_bytes:.1f} GB"
+
+
+def checkpoint_name(event: dict[str, Any]) -> str:
+    """A checkpoint event's path as short as still tells the rules apart: `emergency/step=30.ckpt`."""
+    path = Path(str(event.get("path")))
+    return f"{path.parent.name}/{path.name}" if event.get("rule") in ("emergency", "manual") else path.name
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One event as a short phrase, for `status` and `--follow`."""
+    kind = event.get("event", "?")
+    if kind == "submitted":
+        return f"submitted job {event.get('job_id')} ({event.get('executor')})"
+    if kind == "started":
+        restarts = event.get("restarts") or 0
+        return f"started job {event.get('job_id')}" + (f" (restart {restarts})" if restarts else "")
+    if kind == "resumed":
+        return f"resumed at step {event.get('step')} from {Path(str(event.get('checkpoint'))).name}"
+    if kind == "checkpoint":
+        return (f"checkpoint at step {event.get('step')}: {checkpoint_name(event)}, "
+                f"{size(event.get('bytes') or 0)} in {event.get('seconds')} s")
+    if kind == "signal":
+        return f"stop agreed at step {event.get('step')}: {', '.join(event.get('reasons') or [])}"
+    if kind == "fire_drill":
+        return "fire drill: preemption signal sent" + (f" at step {event['step']}" if "step" in event else "")
+    if kind == "finished":
+        return f"finished at step {event.get('step')}"
+    if kind == "cancel_requested":
+        return "cancel requested"
+    return f"{kind}: {event.get('message', '')}".rstrip(": ")
+
+
+def say(message: str) -> None:
+    """A line about what resilient did, on stderr, apart from the output a script would parse."""
+    print(f"resilient: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,86 @@
+"""`resilient submit JOB.yaml` and `resilient schema`: from a job file to a running job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import yaml
+
+from ..config import json_schema, load_job_file
+from ..requeue._status import COMPLETED
+from ..rundir import submitit_folder
+from ..submission._executors import batch_script
+from ..submission._launch import launch
+from ..submission._options import EXECUTORS
+from ._common import EXIT_JOB_FAILED, EXIT_OK, say
+from ._follow import follow
+
+SUBMIT_EXAMPLES = """\
+examples:
+  resilient submit examples/quickstart.yaml --follow
+  resilient submit job.yaml -o args.lr=0.1 -o resources.nodes=2 --executor slurm
+  resilient submit job.yaml --dry-run > job.sbatch && sbatch --test-only job.sbatch
+
+Submitting a file again resumes its run from the latest valid checkpoint, once the previous
+job has ended; --fresh moves the old run directory aside (nothing is deleted) and starts over.
+"""
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    submit = commands.add_parser(
+        "submit", help="submit the job a YAML file describes", epilog=SUBMIT_EXAMPLES,
+        description="Validate JOB.yaml, then submit it through submitit (local, slurm or debug executor).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    submit.add_argument("job_file", metavar="JOB.yaml", help="the job file (see `resilient schema`)")
+    submit.add_argument("-o", "--override", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="change one value of the file, e.g. -o args.lr=0.1 or -o checkpoint[0].save_top_k=3")
+    submit.add_argument("--executor", choices=EXECUTORS, help="run with this executor instead of the file's")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="validate and print the batch script (slurm) or the resolved file; submit nothing")
+    submit.add_argument("-f", "--follow", action="store_true",
+                        help="stream rank 0's log and the run's events until the job ends")
+    submit.add_argument("--fresh", action="store_true",
+                        help="start over instead of resuming: move the previous run directory aside")
+    submit.set_defaults(handler=_submit)
+
+    schema = commands.add_parser(
+        "schema", help="print the JSON Schema of job files, for editors",
+        description="Print a JSON Schema (draft 2020-12) describing job.yaml files.",
+        epilog="example:\n  resilient schema > resilient-job.schema.json\n"
+               "  # then, in VS Code's YAML extension: # yaml-language-server: $schema=resilient-job.schema.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    schema.set_defaults(handler=_schema)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def _submit(args: argparse.Namespace) -> int:
+    spec = load_job_file(args.job_file, args.override, args.executor)
+    options = spec.options
+    run_dir = options.resolved_run_dir(spec.name)
+    if args.dry_run:
+        if options.executor == "slurm":
+            print(batch_script(options, submitit_folder(run_dir), spec.name), end="")
+        else:
+            print(f"# {options.executor} executor: no batch script; the resolved job file:")
+            print(yaml.safe_dump(spec.resolved, sort_keys=False), end="")
+        say(f"{args.job_file} is valid; nothing was submitted (--dry-run)")
+        return EXIT_OK
+    handle = launch(spec.function, options, name=spec.name, kwargs=spec.args, fire_drill_step=spec.fire_drill_step,
+                    config=spec.resolved, fresh=args.fresh)
+    print(f"submitted job {handle.job_id} ({options.executor}), run directory {run_dir}")
+    if options.executor == "debug":  # the debug executor runs the job here, now
+        handle.result()
+        return EXIT_OK
+    if not args.follow:
+        print(f"  resilient status {run_dir}\n  resilient logs {run_dir} -f\n  resilient cancel {run_dir}")
+        return EXIT_OK
+    state = follow(handle)
+    say(f"job {handle.job_id} {state}" + (f": {handle.status.message}" if handle.status.message else ""))
+    return EXIT_OK if state == COMPLETED else EXIT_JOB_FAILED
