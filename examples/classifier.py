@@ -27,6 +27,7 @@ def train(run: resilient.Run, lr: float = 3e-3, epochs: int = 5, step_seconds: f
     if run.resumed_from:
         print(f"resumed from {run.resumed_from} at epoch {run.epoch}, step {run.step}", flush=True)
 
+    val_loss = float("nan")  # a run resumed after its last epoch trains no more
     for epoch in run.epochs(epochs):
         model.train()
         for x, y in run.batches(loader):  # each step boundary: checkpoint rules, preemption

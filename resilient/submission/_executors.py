@@ -57,7 +57,7 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
         )
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / CONTROLLER_LOG, "ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and submitit's module
+            process = subprocess.Popen(
                 [sys.executable, "-m", "submitit.local._local", str(self.folder)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )

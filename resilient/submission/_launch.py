@@ -7,7 +7,6 @@ same directory, both resume a run whose previous job has ended, and both leave `
 
 from __future__ import annotations
 
-import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -19,11 +18,11 @@ import yaml
 
 from ..checkpoint import find_checkpoints
 from ..coordination._signals import signal_number
+from ..rules import ModelCheckpoint
 from ..rundir import CONFIG_FILE, submitit_folder
 from ..rundir import _events as events
 from ..rundir._lock import RunDirInUse, RunLock
 from ..rundir._record import JobRecord, is_alive, read_record, write_record
-from ..rules import ModelCheckpoint
 from ._executors import make_executor
 from ._handle import JobHandle
 from ._main import JobMain
