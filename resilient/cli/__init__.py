@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..config import ConfigError
-from ..rundir._lock import RunDirInUse
+from ..rundir._lock import RunDirError
 from . import _checkpoints, _control, _inspect, _submit
 from ._common import EXIT_USAGE, UsageError
 
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, UsageError, RunDirInUse) as error:
+    except (ConfigError, UsageError, RunDirError) as error:
         print(f"resilient: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -37,8 +37,11 @@ def append_event(run_dir: Path, event: str, **fields: Any) -> None:
     record = {"time": datetime.now().astimezone().isoformat(timespec="milliseconds"), "event": event, **fields}
     line = (json.dumps(record, default=str) + "\n").encode()
     run_dir.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(run_dir / EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    descriptor = os.open(run_dir / EVENTS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        end = os.fstat(descriptor).st_size
+        if end and os.pread(descriptor, 1, end - 1) != b"\n":
+            line = b"\n" + line  # after a torn line, start a new one rather than extend it
         os.write(descriptor, line)
     finally:
         os.close(descriptor)

@@ -20,7 +20,11 @@ LOCK_FILE = ".lock"
 _PATIENCE_S = 5.0  # `resilient submit` probes the lock for an instant; a starting job waits that out
 
 
-class RunDirInUse(RuntimeError):
+class RunDirError(RuntimeError):
+    """The run directory cannot take this job (as it is now)."""
+
+
+class RunDirInUse(RunDirError):
     """Another live job (or process) is working in this run directory."""
 
 

@@ -21,7 +21,7 @@ from ..coordination._signals import signal_number
 from ..rules import ModelCheckpoint
 from ..rundir import CONFIG_FILE, submitit_folder
 from ..rundir import _events as events
-from ..rundir._lock import RunDirInUse, RunLock
+from ..rundir._lock import RunDirError, RunDirInUse, RunLock
 from ..rundir._record import JobRecord, is_alive, read_record, write_record
 from ._executors import make_executor
 from ._handle import JobHandle
@@ -41,7 +41,7 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
     for rule in _rules(options):
         outside = rule.dirpath and not Path(rule.dirpath).resolve().is_relative_to(run_dir.resolve())
         if outside and find_checkpoints([Path(rule.dirpath)]):
-            raise RunDirInUse(
+            raise RunDirError(
                 f"a fresh start would still resume from the checkpoints in {rule.dirpath} (a dirpath outside "
                 f"the run directory); move them away first"
             )
