@@ -1,8 +1,8 @@
 """`events.jsonl`: the run's history, one JSON object per line, for people and for `resilient status`.
 
 Each event is one `write()` of one line to a file opened with O_APPEND, so lines from the job and
-from the CLI never interleave, and a crash mid-write can only leave a torn last line, which
-readers skip. Events are a record, not a control channel: nothing decides anything from them,
+from the CLI never interleave, and a crash mid-write can only leave a torn line, which readers
+skip and the next event does not extend. Events are a record, not a control channel: nothing decides anything from them,
 so they are not fsynced (a checkpoint's own commit is what makes it durable).
 """
 
