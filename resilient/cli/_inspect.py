@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..requeue._status import read_status
+from ..requeue._status import RUNNING, read_status
 from ..rundir._events import read_events
+from ..rundir._lock import lock_holder
 from ..rundir._record import read_record
 from ..submission import JobHandle
+from ..submission._handle import LOST
 from ._common import EXIT_OK, RUNS_DIR, UsageError, attach, checkpoint_name, describe, find_run, table, when
 from ._follow import follow
 
@@ -50,7 +52,10 @@ def _row(run_dir: Path) -> tuple[list[str], str]:
     """The run's table row, and its status message."""
     record = read_record(run_dir)
     status = read_status(run_dir)
-    state = JobHandle(run_dir, record).state if record is not None else status.state
+    if record is not None:
+        state = JobHandle(run_dir, record).state
+    else:  # a plain process: it runs while it holds the run directory's lock
+        state = LOST if status.state == RUNNING and lock_holder(run_dir) is None else status.state
     history = read_events(run_dir)
     checkpoints = [event for event in history if event.get("event") == "checkpoint"]
     last_checkpoint: dict[str, Any] | None = checkpoints[-1] if checkpoints else None
