@@ -58,6 +58,11 @@ class SignalRecorder:
         return self._signals
 
     @property
+    def active(self) -> bool:
+        """Whether the handlers are installed (not when the Run lives outside the main thread)."""
+        return bool(self._previous)
+
+    @property
     def received(self) -> dict[int, float]:
         """Signal number -> time.time() of its first arrival."""
         return self._received

@@ -461,7 +461,7 @@ class Run:
             self._fire_epoch_rules(on_train_end=True)
 
     def _step_boundary(self) -> None:
-        if self._step == self._fire_drill_at and self._dist.rank == 0:
+        if self._step == self._fire_drill_at and self._dist.rank == 0 and self._signals.active:
             events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self._host.job_id, step=self._step)
             os.kill(os.getpid(), self._warning_signal)
         stop, timed = self._agree(time_rules=True)
