@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._version import __version__
 from ..config import ConfigError
@@ -29,8 +30,16 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a command-line mistake is one line like every other usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"resilient: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resilient", description="Training jobs that survive preemption, time limits and crashes.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )

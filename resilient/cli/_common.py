@@ -61,10 +61,10 @@ def size(num_bytes: float) -> str:
     return f"{num_bytes:.1f} GB"
 
 
-def checkpoint_name(event: dict[str, Any]) -> str:
-    """A checkpoint event's path as short as still tells the rules apart: `emergency/step=30.ckpt`."""
-    path = Path(str(event.get("path")))
-    return f"{path.parent.name}/{path.name}" if event.get("rule") in ("emergency", "manual") else path.name
+def checkpoint_name(path: str) -> str:
+    """A checkpoint path as short as still tells rule and emergency checkpoints apart."""
+    checkpoint = Path(path)
+    return f"{checkpoint.parent.name}/{checkpoint.name}" if checkpoint.parent.name == "emergency" else checkpoint.name
 
 
 def describe(event: dict[str, Any]) -> str:
@@ -76,9 +76,9 @@ def describe(event: dict[str, Any]) -> str:
         restarts = event.get("restarts") or 0
         return f"started job {event.get('job_id')}" + (f" (restart {restarts})" if restarts else "")
     if kind == "resumed":
-        return f"resumed at step {event.get('step')} from {Path(str(event.get('checkpoint'))).name}"
+        return f"resumed at step {event.get('step')} from {checkpoint_name(str(event.get('checkpoint')))}"
     if kind == "checkpoint":
-        return (f"checkpoint at step {event.get('step')}: {checkpoint_name(event)}, "
+        return (f"checkpoint at step {event.get('step')}: {checkpoint_name(str(event.get('path')))}, "
                 f"{size(event.get('bytes') or 0)} in {event.get('seconds')} s")
     if kind == "signal":
         return f"stop agreed at step {event.get('step')}: {', '.join(event.get('reasons') or [])}"
@@ -88,7 +88,11 @@ def describe(event: dict[str, Any]) -> str:
         return f"finished at step {event.get('step')}"
     if kind == "cancel_requested":
         return "cancel requested"
-    return f"{kind}: {event.get('message', '')}".rstrip(": ")
+    if kind == "requeued":
+        cause = event.get("cause", "?")
+        return f"requeued ({cause} #{(event.get('requeues') or {}).get(cause, '?')})"
+    message = event.get("message", "")
+    return message if message.startswith(f"{kind}:") else f"{kind.replace('_', ' ')}: {message}".rstrip(": ")
 
 
 def say(message: str) -> None:

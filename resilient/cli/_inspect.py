@@ -66,7 +66,7 @@ def _row(run_dir: Path) -> tuple[list[str], str]:
         record.executor if record else "-",
         state,
         _restarts(status.requeues),
-        f"{when(last_checkpoint['time'])} step {last_checkpoint['step']} {checkpoint_name(last_checkpoint)}"
+        f"{when(last_checkpoint['time'])} step {last_checkpoint['step']} {checkpoint_name(last_checkpoint['path'])}"
         if last_checkpoint else "-",
         f"{when(last['time'])} {describe(last)}" if last else "-",
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 LOCK_FILE = ".lock"
-_PATIENCE_S = 5.0  # `resilient submit` probes the lock for an instant; a starting job waits that out
+_PATIENCE_S = 5.0  # a job starting while `resilient submit` holds the lock to submit waits that out
 
 
 class RunDirError(RuntimeError):
@@ -51,17 +51,17 @@ class RunLock:
         self._path = run_dir / LOCK_FILE
         self._descriptor: int | None = None
 
-    def acquire(self, job_id: str | None) -> None:
-        """Take the lock or raise RunDirInUse naming its holder."""
+    def acquire(self, job_id: str | None, *, wait: bool = True) -> None:
+        """Take the lock or raise RunDirInUse naming its holder; `wait=False` gives up at once."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + _PATIENCE_S
+        deadline = time.monotonic() + (_PATIENCE_S if wait else 0.0)
         while True:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     holder = _read_holder(descriptor)
                     os.close(descriptor)
                     raise RunDirInUse(

@@ -7,6 +7,7 @@ same directory, both resume a run whose previous job has ended, and both leave `
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +48,12 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
             )
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return None
-    aside = run_dir.with_name(f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S}")
+    stamp = f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S}"
+    aside = run_dir.with_name(stamp)
+    for number in itertools.count(1):
+        if not aside.exists():
+            break
+        aside = run_dir.with_name(f"{stamp}-{number}")  # two fresh starts within a second
     run_dir.rename(aside)
     return aside
 
@@ -69,21 +75,21 @@ def launch(
     both find the directory free; a job that starts meanwhile waits for it.
     """
     run_dir = options.resolved_run_dir(name)
+    previous = read_record(run_dir)
+    if previous is not None and is_alive(previous):
+        raise RunDirInUse(
+            f"run_dir {run_dir} already has a live {previous.executor} job {previous.job_id}; "
+            f"cancel it (resilient cancel {run_dir}) or choose another run_dir"
+        )
     lock = RunLock(run_dir)
-    lock.acquire(job_id=None)
+    lock.acquire(job_id=None, wait=False)  # held: a live process runs there (a plain script, say)
     try:
-        previous = read_record(run_dir)
-        if previous is not None and is_alive(previous):
-            raise RunDirInUse(
-                f"run_dir {run_dir} already has a live {previous.executor} job {previous.job_id}; "
-                f"cancel it (resilient cancel {run_dir}) or choose another run_dir"
-            )
         set_aside = None
         if fresh:
             lock.release()
             set_aside = _set_aside(run_dir, options)
             lock = RunLock(run_dir)
-            lock.acquire(job_id=None)
+            lock.acquire(job_id=None, wait=False)
         if config is not None:
             (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(dict(config), sort_keys=False))
         executor = make_executor(options, submitit_folder(run_dir), name)
