@@ -42,7 +42,8 @@ def command(*args: object) -> list[str]:
 
 def cli(*args: object, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run one `resilient` command to its end."""
-    return subprocess.run(command(*args), cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=BOUND_S)
+    return subprocess.run(command(*args), cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=BOUND_S,
+                          check=False)
 
 
 def cli_many(arguments: list[tuple[object, ...]], cwd: Path = REPO,
