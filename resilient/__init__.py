@@ -7,6 +7,7 @@ from ._version import __version__
 from .checkpoint import CheckpointError
 from .loop import ResumableSampler, Run, load_checkpoint
 from .rules import ModelCheckpoint
+from .rundir import RunDirInUse
 from .submission import JobError, JobHandle, job
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "ModelCheckpoint",
     "ResumableSampler",
     "Run",
+    "RunDirInUse",
     "__version__",
     "job",
     "load_checkpoint",

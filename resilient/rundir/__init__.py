@@ -15,9 +15,12 @@ story, and lets a second submission find the first and resume it.
 
 from pathlib import Path
 
+from ._lock import RunDirInUse
+
+__all__ = ["CONFIG_FILE", "RunDirInUse", "submitit_folder"]
+
 CONFIG_FILE = "config.yaml"
 SUBMITIT_DIR = "submitit"
-CHECKPOINTS_DIR = "checkpoints"
 
 
 def submitit_folder(run_dir: Path) -> Path:

@@ -42,7 +42,7 @@ class Job(Generic[R]):
         """Submit the function through submitit (the `executor` option) and return its handle.
 
         Submitting again once the previous job has ended resumes the run from its checkpoints;
-        while it still runs, this raises `RunDirInUse`.
+        while it still runs, this raises `resilient.RunDirInUse`.
         """
         return launch(self._function, self._options, name=self._function.__name__, args=args, kwargs=kwargs)
 
