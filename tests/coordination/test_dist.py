@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 import resilient
+from resilient.coordination import _dist
 from resilient.coordination._dist import (
     DistInfo,
     barrier,
@@ -117,13 +118,16 @@ def test_backend_choice_and_device(clean_env, cuda, backend):
     clean_env.setattr(torch.cuda, "is_available", lambda: cuda)
     clean_env.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
     clean_env.setattr(dist, "init_process_group", lambda **kwargs: calls.append(("init", kwargs)))
+    clean_env.setattr(dist, "TCPStore", lambda *args, **kwargs: calls.append(("store", args, kwargs)) or "store")
+    clean_env.setattr(_dist, "_store", None)
     env = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
     for name, value in env.items():
         clean_env.setenv(name, value)
     info = init_distributed(timeout=timedelta(minutes=3))
     assert info == DistInfo(rank=3, world_size=4, local_rank=1, owns_group=True)
-    init = {"backend": backend, "init_method": "env://", "rank": 3, "world_size": 4, "timeout": timedelta(minutes=3)}
-    assert calls == ([("set_device", 1)] if cuda else []) + [("init", init)]
+    store = ("store", ("h", 29500, 4), {"is_master": False, "timeout": timedelta(minutes=3)})
+    init = {"backend": backend, "store": "store", "rank": 3, "world_size": 4, "timeout": timedelta(minutes=3)}
+    assert calls == ([("set_device", 1)] if cuda else []) + [store, ("init", init)]
 
 
 def test_multi_process_without_torch_distributed(clean_env):
@@ -159,7 +163,8 @@ def test_adopts_a_group_the_user_created(tmp_path, monkeypatch):
         dist.destroy_process_group()
 
 
-def test_real_two_process_gloo_job(tmp_path):
+def _run_pair(script: str, tmp_path: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Both ranks of a real 2-process gloo job running `script` (`-c`), to their end."""
     package_root = Path(resilient.__file__).resolve().parent.parent
     base = {name: value for name, value in os.environ.items() if name not in TORCHRUN_VARS}
     base |= {
@@ -172,7 +177,7 @@ def test_real_two_process_gloo_job(tmp_path):
     envs = [base | {"RANK": "0", "LOCAL_RANK": "0"}, base | {"RANK": "1"}]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tmp_path)],
+            [sys.executable, "-c", script, str(tmp_path)],
             cwd=tmp_path,  # `-c` puts the working directory first on sys.path: import resilient from package_root
             env=env,
             stdout=subprocess.PIPE,
@@ -181,17 +186,45 @@ def test_real_two_process_gloo_job(tmp_path):
         )
         for env in envs
     ]
-    results = []
     try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)  # a guard against a hung rendezvous, not a timing check
-            assert proc.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
+        outputs = [proc.communicate(timeout=120) for proc in procs]  # a guard against a hung rendezvous
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    return [subprocess.CompletedProcess(proc.args, proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs)]
+
+
+_LEAVE = r"""
+import sys, torch, resilient
+with resilient.Run(checkpoint=[], run_dir=sys.argv[1]) as run:
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run.track(model=model, optimizer=optimizer)
+    for _ in run.epochs(1):
+        for x in run.batches([torch.randn(3, 4) for _ in range(5)]):
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+"""
+
+
+def test_two_ranks_that_finish_together_both_exit_cleanly(tmp_path):
+    """gloo aborts a rank whose peer closes connections with a message still in flight; with a
+    barrier before the teardown that still hit about one 2-rank job in ten (gloo#155)."""
+    for attempt in range(12):
+        (tmp_path / str(attempt)).mkdir()
+        for done in _run_pair(_LEAVE, tmp_path / str(attempt)):
+            assert done.returncode == 0 and "terminate called" not in done.stderr, (attempt, done.stderr)
+
+
+def test_real_two_process_gloo_job(tmp_path):
+    finished = _run_pair(WORKER, tmp_path)
+    results = []
+    for done in finished:
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     rank0, rank1 = results
     assert rank0["info"] == [0, 2, 0, True]
     assert rank1["info"] == [1, 2, 1, True]
