@@ -20,6 +20,9 @@ import torch.distributed as dist
 
 from ._dist import DistInfo
 
+# The buffers of a Run's last reduces, kept until the interpreter exits (a few bytes per Run).
+_KEPT_UNTIL_EXIT: list[object] = []
+
 
 class StepAgreement:
     """`exchange(flags)` returns flags OR-ed over all ranks (one exchange late with several ranks)."""
@@ -31,6 +34,8 @@ class StepAgreement:
         if info.world_size > 1 and dist.get_backend() != "gloo":
             self._group = dist.new_group(backend="gloo")
         self._in_flight: tuple[torch.Tensor, dist.Work] | None = None
+        # Buffers of finished reduces, released one exchange late; see `drain`.
+        self._finished: tuple[torch.Tensor, dist.Work] | None = None
 
     def exchange(self, flags: Sequence[int]) -> list[int]:
         """Contribute this boundary's flags; get the agreed flags every rank acts on now."""
@@ -49,4 +54,17 @@ class StepAgreement:
         buffer, work = self._in_flight
         self._in_flight = None
         work.wait()
+        # gloo's worker thread destroys its side of the work a moment after `wait()` returns. If
+        # Python has let go of the buffer by then, that destruction must take the GIL to free
+        # the tensor's Python object, and a worker thread taking the GIL while the interpreter
+        # exits aborts the whole process ("terminate called without an active exception"). So
+        # each buffer stays referenced one exchange longer, by which time its work is long gone.
+        self._finished = (buffer, work)
         return buffer.tolist()
+
+    def close(self) -> None:
+        """Drain, then keep the last buffer alive until exit: no exchange follows to outlast its work."""
+        self.drain()
+        if self._finished is not None:
+            _KEPT_UNTIL_EXIT.append(self._finished)
+            self._finished = None

@@ -18,8 +18,6 @@ import torch.distributed as dist
 
 T = TypeVar("T")
 
-_store: dist.Store | None = None  # the rendezvous store of the group init_distributed created
-
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -84,12 +82,8 @@ def init_distributed(backend: str | None = None, timeout: timedelta | None = Non
     if "nccl" in backend:
         # Before the group exists, so NCCL's communicators are created on this rank's own GPU.
         torch.cuda.set_device(local_rank)
-    global _store
-    # Our own store (rather than init_method="env://") so that `shutdown` can meet on it.
-    _store = dist.TCPStore(address, port, world_size, is_master=rank == 0,
-                           timeout=timeout or dist.default_pg_timeout)
     options = {} if timeout is None else {"timeout": timeout}
-    dist.init_process_group(backend=backend, store=_store, rank=rank, world_size=world_size, **options)
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size, **options)
     return DistInfo(rank, world_size, local_rank, owns_group=True)
 
 
@@ -101,31 +95,16 @@ def _check_info(info: object) -> None:
 def shutdown(info: DistInfo, *, together: bool = True) -> None:
     """Destroy the process group if `init_distributed` created it; a user's group is theirs.
 
-    A rank that tears its gloo connections down while a peer still has a message in flight on
-    them makes that peer abort ("terminate called without an active exception"), and a barrier
-    before the teardown does not prevent it (gloo#155; one 2-rank run in ten aborted here). So
-    with `together` (every rank is shutting down at the same point) ranks meet on the
-    rendezvous store instead, which is not a gloo connection: each says it is done with its
-    collectives, waits until all are, and rank 0, which serves the store, leaves last. After a
-    crash on one rank the others are not there to meet, so it skips the meeting.
+    With `together` (every rank is shutting down at the same point) ranks first meet at a
+    barrier: a rank that tears its gloo connections down while a peer still uses them makes
+    that peer abort ("terminate called without an active exception"). After a crash on one
+    rank the others are not there to meet, so it skips the barrier.
     """
-    global _store
     _check_info(info)
     if info.owns_group and dist.is_initialized():
-        if together and info.world_size > 1 and _store is not None:
-            _leave_together(_store, info.rank, info.world_size)
+        if together and info.world_size > 1:
+            dist.barrier()
         dist.destroy_process_group()
-    if info.owns_group:
-        _store = None
-
-
-def _leave_together(store: dist.Store, rank: int, world_size: int) -> None:
-    store.set(f"resilient/done/{rank}", "1")
-    store.wait([f"resilient/done/{peer}" for peer in range(world_size)])
-    if rank != 0:
-        store.set(f"resilient/left/{rank}", "1")  # after this, this rank never asks the store again
-    else:
-        store.wait([f"resilient/left/{peer}" for peer in range(1, world_size)])
 
 
 def broadcast_object(obj: T, info: DistInfo, src: int = 0) -> T:

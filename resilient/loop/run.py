@@ -332,7 +332,7 @@ class Run:
             self._closed = True
             self._signals.uninstall()
             if together:
-                self._agreement.drain()
+                self._agreement.close()
             shutdown(self._dist, together=together)
             self._lock.release()
 

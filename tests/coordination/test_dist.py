@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import torch
 import torch.distributed as dist
 
 import resilient
-from resilient.coordination import _dist
 from resilient.coordination._dist import (
     DistInfo,
     barrier,
@@ -118,16 +118,13 @@ def test_backend_choice_and_device(clean_env, cuda, backend):
     clean_env.setattr(torch.cuda, "is_available", lambda: cuda)
     clean_env.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
     clean_env.setattr(dist, "init_process_group", lambda **kwargs: calls.append(("init", kwargs)))
-    clean_env.setattr(dist, "TCPStore", lambda *args, **kwargs: calls.append(("store", args, kwargs)) or "store")
-    clean_env.setattr(_dist, "_store", None)
     env = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
     for name, value in env.items():
         clean_env.setenv(name, value)
     info = init_distributed(timeout=timedelta(minutes=3))
     assert info == DistInfo(rank=3, world_size=4, local_rank=1, owns_group=True)
-    store = ("store", ("h", 29500, 4), {"is_master": False, "timeout": timedelta(minutes=3)})
-    init = {"backend": backend, "store": "store", "rank": 3, "world_size": 4, "timeout": timedelta(minutes=3)}
-    assert calls == ([("set_device", 1)] if cuda else []) + [store, ("init", init)]
+    init = {"backend": backend, "init_method": "env://", "rank": 3, "world_size": 4, "timeout": timedelta(minutes=3)}
+    assert calls == ([("set_device", 1)] if cuda else []) + [("init", init)]
 
 
 def test_multi_process_without_torch_distributed(clean_env):
@@ -171,6 +168,7 @@ def _run_pair(script: str, tmp_path: Path) -> list[subprocess.CompletedProcess[s
         "WORLD_SIZE": "2",
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(free_port()),
+        "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(package_root), base.get("PYTHONPATH", "")]),
     }
     # Rank 1 gets no LOCAL_RANK, so it must default to RANK.
@@ -211,12 +209,18 @@ with resilient.Run(checkpoint=[], run_dir=sys.argv[1]) as run:
 
 
 def test_two_ranks_that_finish_together_both_exit_cleanly(tmp_path):
-    """gloo aborts a rank whose peer closes connections with a message still in flight; with a
-    barrier before the teardown that still hit about one 2-rank job in ten (gloo#155)."""
-    for attempt in range(12):
-        (tmp_path / str(attempt)).mkdir()
-        for done in _run_pair(_LEAVE, tmp_path / str(attempt)):
-            assert done.returncode == 0 and "terminate called" not in done.stderr, (attempt, done.stderr)
+    """A gloo worker thread that frees a reduce's buffer while the interpreter exits must take the
+    GIL, and that aborts the process; before the agreement kept its buffers, one 2-rank Run+DDP
+    job in ten died that way after completing."""
+    def attempt(number: int) -> list[subprocess.CompletedProcess[str]]:
+        (tmp_path / str(number)).mkdir()
+        return _run_pair(_LEAVE, tmp_path / str(number))
+
+    # Two jobs at a time load the cores, which makes a late worker thread (the failure) likelier.
+    with ThreadPoolExecutor(2) as pool:
+        for number, pair in enumerate(pool.map(attempt, range(12))):
+            for done in pair:
+                assert done.returncode == 0 and "terminate called" not in done.stderr, (number, done.stderr)
 
 
 def test_real_two_process_gloo_job(tmp_path):
