@@ -40,7 +40,10 @@ def _live_handle(run: str) -> JobHandle:
 
 def _cancel(args: argparse.Namespace) -> int:
     handle = _live_handle(args.run)
-    handle.cancel()
+    try:
+        handle.cancel()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     say(f"cancelling job {handle.job_id}: it checkpoints, then stops")
     return EXIT_OK
 

@@ -134,7 +134,7 @@ class JobHandle:
         """
         events.append_event(self._run_dir, events.CANCEL_REQUESTED, job_id=self.job_id)
         if self.executor == "slurm":
-            subprocess.run(["scancel", self.job_id], check=True, capture_output=True)
+            _scancel(self.job_id)
             return
         if self.executor != "local":
             raise ValueError(f"cancel() needs a slurm or local job, not the {self.executor} executor")
@@ -172,7 +172,7 @@ class JobHandle:
         if self.executor == "slurm":
             events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
             name = signal.Signals(warning).name.removeprefix("SIG")
-            subprocess.run(["scancel", f"--signal={name}", self.job_id], check=True, capture_output=True)
+            _scancel(f"--signal={name}", self.job_id)
             return
         if self.executor != "local":
             raise ValueError(f"preempt() needs a running slurm or local job, not the {self.executor} executor")
@@ -180,6 +180,12 @@ class JobHandle:
         events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
         for task in tasks:
             task.send_signal(warning)
+
+
+def _scancel(*args: str) -> None:
+    done = subprocess.run(["scancel", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ValueError(f"scancel {' '.join(args)}: {done.stderr.strip() or f'exit code {done.returncode}'}")
 
 
 def _local_tasks(record: JobRecord, rank: int | None) -> list[psutil.Process]:
