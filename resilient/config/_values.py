@@ -72,32 +72,28 @@ def _scalar(check: Any, schema: dict[str, Any]) -> Any:
     return Annotated[Any, PlainValidator(validate), WithJsonSchema(schema)]
 
 
-def to_minutes(value: Any) -> int:
-    """`resources.time` in minutes: an int is minutes, as for sbatch --time, or a duration."""
+def _whole(value: Any, unit: timedelta, unit_name: str, key: str, example: str) -> int:
+    """An int already in `unit`s, or a duration that is a whole number of them."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
-            raise ValueError(f"must be >= 1 minute, not {value}")
+            raise ValueError(f"must be >= 1 {unit_name}, not {value}")
         return value
     if not isinstance(value, str):
-        raise TypeError(f"must be minutes (an integer) or a duration such as '4h' or '1h30m', not {given(value)}")
-    duration = parse_duration(value, name="time")
-    if duration % timedelta(minutes=1):
-        raise ValueError(f"{value!r} is not a whole number of minutes, the unit of SLURM's time limit")
-    return duration // timedelta(minutes=1)
+        raise TypeError(f"must be {unit_name}s (an integer) or a duration such as {example}, not {given(value)}")
+    duration = parse_duration(value, name=key)
+    if duration % unit:
+        raise ValueError(f"{value!r} is not a whole number of {unit_name}s")
+    return duration // unit
+
+
+def to_minutes(value: Any) -> int:
+    """`resources.time` in minutes (SLURM's unit of time limits): an int is minutes, as for sbatch --time."""
+    return _whole(value, timedelta(minutes=1), "minute", "time", "'4h' or '1h30m'")
 
 
 def to_seconds(value: Any) -> int:
     """`slurm.signal_delay` in seconds: an int is seconds, or a duration such as "2m"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ValueError(f"must be >= 1 second, not {value}")
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"must be seconds (an integer) or a duration such as '2m', not {given(value)}")
-    duration = parse_duration(value, name="signal_delay")
-    if duration % timedelta(seconds=1):
-        raise ValueError(f"{value!r} is not a whole number of seconds")
-    return duration // timedelta(seconds=1)
+    return _whole(value, timedelta(seconds=1), "second", "signal_delay", "'2m'")
 
 
 def _check_signal(value: Any) -> None:

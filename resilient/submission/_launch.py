@@ -19,7 +19,7 @@ import yaml
 
 from ..checkpoint import find_checkpoints
 from ..coordination._signals import signal_number
-from ..rules import ModelCheckpoint
+from ..loop.run import _rules_from
 from ..rundir import CONFIG_FILE, submitit_folder
 from ..rundir import _events as events
 from ..rundir._lock import RunDirError, RunDirInUse, RunLock
@@ -30,16 +30,9 @@ from ._main import JobMain
 from ._options import JobOptions
 
 
-def _rules(options: JobOptions) -> list[ModelCheckpoint]:
-    checkpoint = options.checkpoint
-    if checkpoint is None:
-        return []
-    return [checkpoint] if isinstance(checkpoint, ModelCheckpoint) else list(checkpoint)
-
-
 def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
     """`--fresh`: move the previous run out of the way (nothing is deleted); returns where to."""
-    for rule in _rules(options):
+    for rule in _rules_from(options.checkpoint):
         outside = rule.dirpath and not Path(rule.dirpath).resolve().is_relative_to(run_dir.resolve())
         if outside and find_checkpoints([Path(rule.dirpath)]):
             raise RunDirError(
