@@ -37,6 +37,11 @@ class LoaderPosition:
         self_restoring = any(obj is loader for obj in tracked)
         return cls(sampler, batch_size, self_restoring)
 
+    def seed_worker_samples(self, loader: Iterable[Any]) -> None:
+        """With workers, let the sampler hand out per-sample seeds (see `_workers.py`)."""
+        if self.sampler is not None and getattr(loader, "num_workers", 0):
+            self.sampler._give_samples_seeds()
+
     def start_epoch(self, loader: Iterable[Any], epoch: int) -> None:
         """Tell a DistributedSampler-like sampler which epoch's order to draw (users often forget)."""
         for sampler in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ._workers import SampleIndex, epoch_seed
+
 # Settings that, together with the epoch, fix the per-rank order. They are checked rather than
 # restored on load: the code constructing the sampler is the authority on them.
 _ORDER_KEYS = ("dataset_size", "num_replicas", "shuffle", "seed", "drop_last")
@@ -91,6 +93,7 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self.epoch = 0
         self._consumed = 0  # noted by the loop; what state_dict() reports
         self._start = 0  # where the next __iter__ begins; reset to 0 once used
+        self._seed_samples = False  # set by Run when DataLoader workers load the samples
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next `__iter__` draws, from its first sample."""
@@ -119,9 +122,17 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         start, self._start = self._start, 0
         self._consumed = start
-        # A list, not a generator: the one-shot start is consumed when iteration begins, even if
-        # the DataLoader only pulls the first index later.
-        return iter(self._order()[start:])
+        # Computed now, not in a generator: the one-shot start is consumed when iteration begins,
+        # even if the DataLoader only pulls the first index later.
+        order = self._order()[start:]
+        if not self._seed_samples:
+            return iter(order)
+        base = epoch_seed(self.seed, self.epoch)
+        return (SampleIndex.of(index, base) for index in order)
+
+    def _give_samples_seeds(self) -> None:
+        """Yield `SampleIndex`es from now on, for DataLoader workers to seed each sample with."""
+        self._seed_samples = True
 
     def __len__(self) -> int:
         return self.num_samples

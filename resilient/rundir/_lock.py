@@ -4,6 +4,11 @@ Two jobs writing checkpoints and status into one directory would corrupt each ot
 bookkeeping silently. The kernel drops an flock when its process dies, however it dies, so a
 lock left behind by a killed job never blocks the next one: stale locks recover by themselves,
 and the file's content (pid, host, job id) only serves to name the holder in the error.
+
+An flock belongs to the open file, not the process, and a forked child (a DataLoader worker)
+shares it: the lock would outlive a killed job for as long as any of its workers did. Every
+forked child therefore closes its copy at once (`os.register_at_fork`); the parent's lock is
+unaffected, since the kernel only drops it when the last descriptor closes.
 """
 
 from __future__ import annotations
@@ -44,12 +49,25 @@ def _read_holder(descriptor: int) -> dict[str, Any] | None:
     return holder if isinstance(holder, dict) else None
 
 
+_held: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_in_child() -> None:
+    for descriptor in _held:
+        os.close(descriptor)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
 class RunLock:
     """Held from the start of a Run to its end, by rank 0 only."""
 
     def __init__(self, run_dir: Path) -> None:
         self._path = run_dir / LOCK_FILE
         self._descriptor: int | None = None
+        self._owner: int | None = None  # the pid that took it: a forked copy of this object holds nothing
 
     def acquire(self, job_id: str | None, *, wait: bool = True) -> None:
         """Take the lock or raise RunDirInUse naming its holder; `wait=False` gives up at once."""
@@ -72,12 +90,14 @@ class RunLock:
         os.ftruncate(descriptor, 0)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "job_id": job_id, "since": time.time()}
         os.pwrite(descriptor, json.dumps(holder).encode(), 0)
-        self._descriptor = descriptor
+        self._descriptor, self._owner = descriptor, os.getpid()
+        _held.add(descriptor)
 
     def release(self) -> None:
-        if self._descriptor is not None:
+        if self._descriptor is not None and self._owner == os.getpid():
+            _held.discard(self._descriptor)
             os.close(self._descriptor)  # closing drops the flock
-            self._descriptor = None
+        self._descriptor = None
 
 
 def lock_holder(run_dir: Path) -> str | None:

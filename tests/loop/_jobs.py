@@ -39,9 +39,10 @@ def launch(
     return procs
 
 
-def run_to_end(run_dir: Path, out: Path, world_size: int, kill_at: int | None = None) -> str:
+def run_to_end(run_dir: Path, out: Path, world_size: int, kill_at: int | None = None,
+               extra: tuple[str, ...] = ()) -> str:
     """Run the job once; with `kill_at`, rank 0 kills itself and the other ranks are killed after it."""
-    procs = launch(run_dir, out, world_size, kill_at)
+    procs = launch(run_dir, out, world_size, kill_at, extra)
     if kill_at is None:
         outputs = [proc.communicate(timeout=240) for proc in procs]
         for proc, (stdout, stderr) in zip(procs, outputs):

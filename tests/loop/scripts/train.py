@@ -5,7 +5,9 @@ momentum (optimizer state), a per-step LR schedule, metrics for a top-k rule, an
 ranks, DistributedDataParallel on gloo. `--kill-at-step N` makes the process SIGKILL itself in
 the middle of step N+1 (after backward, before the optimizer step), the worst moment;
 `--signal-at-step N --signal NAME --signal-rank R` sends rank R a real signal at that moment
-instead, the way a cluster warns of preemption or a time limit.
+instead, the way a cluster warns of preemption or a time limit. `--augment` adds what vision
+and audio training does in DataLoader workers (`--workers N`): random noise drawn from torch,
+numpy and `random` in `__getitem__`, plus gradient clipping.
 """
 
 from __future__ import annotations
@@ -13,15 +15,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import time
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import resilient
+
+
+class Augmented(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Random augmentation from all three generators a dataset author reaches for."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        assert type(index) is int  # the per-sample seed never reaches user code
+        noise = 0.3 * torch.randn(self.inputs.shape[1]) + random.gauss(0, 0.1)
+        scale = float(np.random.uniform(0.8, 1.2))
+        return self.inputs[index] * scale + noise, self.targets[index]
 
 
 def main() -> None:
@@ -34,12 +54,15 @@ def main() -> None:
     parser.add_argument("--signal", default="USR2")
     parser.add_argument("--signal-rank", type=int, default=0)
     parser.add_argument("--step-seconds", type=float, default=0.0, help="simulated compute per step")
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--persistent-workers", action="store_true")
     args = parser.parse_args()
 
     data = torch.Generator().manual_seed(1234)
     inputs = torch.randn(96, 8, generator=data)
     targets = (inputs.sum(dim=1) > 0).long()
-    dataset = TensorDataset(inputs, targets)
+    dataset = Augmented(inputs, targets) if args.augment else TensorDataset(inputs, targets)
 
     rules = [
         resilient.ModelCheckpoint(every_n_train_steps=2, filename="{step}"),
@@ -53,7 +76,8 @@ def main() -> None:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.7)
         sampler = resilient.ResumableSampler(dataset, shuffle=True, seed=7)
-        loader = DataLoader(dataset, batch_size=8, sampler=sampler)
+        loader = DataLoader(dataset, batch_size=8, sampler=sampler, num_workers=args.workers,
+                            persistent_workers=args.persistent_workers)
         run.track(model=model, optimizer=optimizer, schedule=schedule, sampler=sampler)
 
         for _ in run.epochs(args.epochs):
@@ -62,6 +86,8 @@ def main() -> None:
                 loss = nn.functional.cross_entropy(model(x), y)
                 optimizer.zero_grad()
                 loss.backward()
+                if args.augment:
+                    nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5)
                 if args.kill_at_step is not None and run.step == args.kill_at_step:
                     os.kill(os.getpid(), signal.SIGKILL)
                 if args.signal_at_step == run.step and args.signal_rank == run.rank:

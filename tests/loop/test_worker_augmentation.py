@@ -1,0 +1,63 @@
+"""Random augmentation inside DataLoader workers resumes bit for bit.
+
+The loop most vision and audio training runs: a dataset that draws from torch, numpy and
+`random` in `__getitem__`, two or three workers (persistent or not), gradient clipping, an LR
+schedule, one or two ranks. Stopped five times mid-epoch, alternately by SIGKILL and by the
+warning signal, it must end with exactly the weights of a run that never stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ._jobs import assert_bitwise_equal, launch, run_to_end
+
+EXIT_STOPPED = 75
+# (how, step): "kill" SIGKILLs rank 0 during step+1; "signal" sends the warning signal then.
+STOPS = {
+    1: [("kill", 5), ("signal", 14), ("kill", 27), ("signal", 31), ("kill", 40)],  # 12 steps an epoch
+    2: [("kill", 3), ("signal", 8), ("kill", 11), ("signal", 15), ("kill", 21)],  # 6 steps an epoch
+}
+
+
+def _stopped_by_signal(run_dir: Path, out: Path, world_size: int, step: int, extra: tuple[str, ...]) -> None:
+    rank = world_size - 1  # with two ranks, only the one that is not rank 0 is told
+    procs = launch(run_dir, out, world_size, None,
+                   (*extra, "--signal-at-step", str(step), "--signal", "USR2", "--signal-rank", str(rank)))
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == EXIT_STOPPED, stderr
+
+
+@pytest.mark.parametrize(
+    "world_size, workers, persistent",
+    [(1, 2, False), (1, 3, True), (2, 2, True), (2, 3, False)],
+)
+def test_augmenting_workers_resume_bitwise_after_five_stops(
+    tmp_path: Path, world_size: int, workers: int, persistent: bool
+) -> None:
+    extra = ("--augment", "--workers", str(workers), *(("--persistent-workers",) if persistent else ()))
+    reference = tmp_path / "reference.pt"
+    run_to_end(tmp_path / "reference-run", reference, world_size, extra=extra)
+
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    for how, step in STOPS[world_size]:
+        if how == "kill":
+            run_to_end(run_dir, out, world_size, kill_at=step, extra=extra)
+        else:
+            _stopped_by_signal(run_dir, out, world_size, step, extra)
+        assert not out.exists()
+    report = run_to_end(run_dir, out, world_size, extra=extra)
+
+    assert '"resumed_from": null' not in report
+    assert_bitwise_equal(reference, out)
+
+
+def test_augmentation_does_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    """Per-sample seeds make each sample's draws a function of (seed, epoch, index) alone."""
+    two, three = tmp_path / "two.pt", tmp_path / "three.pt"
+    run_to_end(tmp_path / "two", two, 1, extra=("--augment", "--workers", "2", "--epochs", "1"))
+    run_to_end(tmp_path / "three", three, 1, extra=("--augment", "--workers", "3", "--epochs", "1"))
+    assert_bitwise_equal(two, three)
