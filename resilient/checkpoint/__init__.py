@@ -8,16 +8,8 @@ either nothing visible or a whole checkpoint; leftovers are dot-names that
 """
 
 from ._atomic import link_checkpoint, remove_checkpoint
-from ._manifest import (
-    CHECKPOINT_SUFFIX,
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    CheckpointError,
-    FileEntry,
-    Manifest,
-    UntrustedCheckpointError,
-    read_manifest,
-)
+from ._errors import CheckpointError, UntrustedCheckpointError
+from ._manifest import CHECKPOINT_SUFFIX, FORMAT_VERSION, MANIFEST_NAME, FileEntry, Manifest, read_manifest
 from ._read import find_checkpoints, load_files, verify
 from ._recover import recover_directory
 from ._write import write_checkpoint

@@ -2,14 +2,13 @@
 
 xxh3 hashes at tens of GB/s, far faster than any disk (see benchmarks/checksum.py), so hashing
 every checkpoint byte costs nothing measurable; sha256 would be slower than the disk itself.
-It detects corruption, not tampering: a checkpoint is trusted input (and loaded with
-``weights_only`` by default for that reason).
+It detects corruption, not tampering: a forger recomputes it, which is why readers also check
+names and file types (see `_files`) and load with ``weights_only`` by default.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import BinaryIO
 
 import xxhash
@@ -23,15 +22,15 @@ def checksum_bytes(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def checksum_file(path: Path) -> str:
-    """Checksum of a file, streamed in chunks so a large payload never sits in memory whole."""
+def checksum_fd(fd: int, limit: int) -> tuple[str, int]:
+    """Checksum and length of at most `limit` bytes of `fd`, streamed so a large payload never sits in memory whole."""
     hasher = xxhash.xxh3_128()
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            hasher.update(view[:n])
-    return hasher.hexdigest()
+    view = memoryview(bytearray(min(_CHUNK, limit)))
+    length = 0
+    while length < limit and (n := os.readv(fd, [view[: limit - length]])):
+        hasher.update(view[:n])
+        length += n
+    return hasher.hexdigest(), length
 
 
 class HashingWriter:

@@ -12,6 +12,10 @@ what the writer renders for its content: a flipped digit deep in a float (``...5
 
 Non-finite metrics (a diverged loss is NaN) are stored as the strings ``"nan"``, ``"inf"``
 and ``"-inf"``: the file stays strict JSON that ``jq`` and other tools can read.
+
+A manifest is also the one thing that tells a reader which files to open, so a forged one must
+not point anywhere else: it may only list plain names inside its own directory, and it may
+not be larger than MAX_MANIFEST_BYTES.
 """
 
 from __future__ import annotations
@@ -24,19 +28,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._errors import CheckpointError
+from ._files import open_checkpoint, open_member, read_exactly
 from ._hashing import ALGORITHM, checksum_bytes
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "MANIFEST.json"
 CHECKPOINT_SUFFIX = ".ckpt"
+# About 75,000 payload files: far more ranks than any job has, far less memory than a load takes.
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 
 
-class CheckpointError(Exception):
-    """A checkpoint is missing, incomplete, corrupt or of an unknown format; str() names the path and why."""
-
-
-class UntrustedCheckpointError(CheckpointError):
-    """A sound checkpoint that holds arbitrary pickled objects, refused under weights_only loading."""
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a payload file's name (None if it can): only plain names inside the checkpoint."""
+    if not name:
+        return "is empty"
+    if "\0" in name:
+        return "contains a NUL byte"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if "/" in name or os.sep in name:
+        return "is a path, not a plain file name"
+    if name.startswith("."):  # also "." and ".."
+        return "starts with '.'"
+    if name == MANIFEST_NAME:
+        return "is the manifest itself"
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,8 +103,14 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Write and fsync MANIFEST.json; the directory is still temporary, so no rename is needed."""
+    data = encode_manifest(manifest)
+    if len(data) > MAX_MANIFEST_BYTES:  # a checkpoint no reader would accept is not worth writing
+        raise ValueError(
+            f"{MANIFEST_NAME} would have {len(data)} bytes, more than the {MAX_MANIFEST_BYTES} readers accept: "
+            f"{len(manifest.files)} files and {len(manifest.metrics)} metrics are too many"
+        )
     with open(directory / MANIFEST_NAME, "xb") as f:
-        f.write(encode_manifest(manifest))
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
@@ -120,15 +143,18 @@ def _decode(inner: dict[str, Any]) -> Manifest:
 def read_manifest(path: Path) -> Manifest:
     """The authenticated manifest of the checkpoint directory `path`; CheckpointError otherwise."""
     path = Path(path)
-    if not path.is_dir():
-        why = "is not a directory (a single-file checkpoint from another tool?)" if path.exists() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {why}")
-    try:
-        raw = (path / MANIFEST_NAME).read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} has no {MANIFEST_NAME}: it was never completely written") from None
-    except OSError as error:
-        raise CheckpointError(f"checkpoint {path}: {MANIFEST_NAME} cannot be read ({error})") from None
+    with open_checkpoint(path) as directory:
+        return read_manifest_at(directory, path)
+
+
+def read_manifest_at(directory: int, path: Path) -> Manifest:
+    """`read_manifest` of the checkpoint `path`, already open as `directory`."""
+    what = f"checkpoint {path}: {MANIFEST_NAME}"
+    missing = f"checkpoint {path} has no {MANIFEST_NAME}: it was never completely written"
+    with open_member(directory, MANIFEST_NAME, what, missing=missing) as (fd, size):
+        if size > MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"{what} has {size} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have")
+        raw = read_exactly(fd, size, what)
     try:
         envelope = json.loads(raw)
         inner, checksum = envelope["manifest"], envelope["checksum"]
@@ -151,4 +177,8 @@ def read_manifest(path: Path) -> Manifest:
         raise CheckpointError(f"checkpoint {path}: {MANIFEST_NAME} is malformed ({error!r})") from None
     if manifest.checksum_algorithm != ALGORITHM:
         raise CheckpointError(f"checkpoint {path} uses unknown checksum algorithm {manifest.checksum_algorithm!r}")
+    for name, entry in manifest.files.items():
+        problem = name_problem(name) or ("has a negative size" if entry.size < 0 else None)
+        if problem:
+            raise CheckpointError(f"{what} lists {name!r}, which {problem}")
     return manifest

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ._atomic import LEFTOVER, delete, fsync_dir
-from ._manifest import CheckpointError
+from ._errors import CheckpointError
 from ._read import verify
 
 

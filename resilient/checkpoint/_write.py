@@ -20,7 +20,7 @@ import torch
 from .._version import __version__
 from ._atomic import commit, fsync_dir, make_dirs, sibling
 from ._hashing import HashingWriter
-from ._manifest import CHECKPOINT_SUFFIX, MANIFEST_NAME, FileEntry, Manifest, write_manifest
+from ._manifest import CHECKPOINT_SUFFIX, FileEntry, Manifest, name_problem, write_manifest
 
 KINDS = ("full", "weights")
 
@@ -50,10 +50,9 @@ def _check_files(files: Mapping[str, object]) -> None:
     if not files:
         raise ValueError("files must hold at least one payload file")
     for name in files:
-        if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or os.sep in name:
-            raise ValueError(f"files: {name!r} is not a plain file name (no '/', not starting with '.')")
-        if name == MANIFEST_NAME:
-            raise ValueError(f"files: {MANIFEST_NAME} is reserved for the manifest")
+        problem = name_problem(name) if isinstance(name, str) else "is not a string"
+        if problem:
+            raise ValueError(f"files: {name!r} {problem}; payload files need plain names (no '/', no leading '.')")
 
 
 def _check_counters(step: int, epoch: int, world_size: int, kind: str) -> None:

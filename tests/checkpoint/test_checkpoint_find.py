@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import errno
 import os
 import re
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import xxhash
 
-from resilient.checkpoint import find_checkpoints, link_checkpoint
+from resilient.checkpoint import MANIFEST_NAME, FileEntry, find_checkpoints, link_checkpoint
 
 
 def test_newest_first_by_step_then_creation_time(tmp_path, save, rewrite_manifest):
@@ -54,3 +58,102 @@ def test_dot_entries_and_other_names_are_ignored_silently(tmp_path, save):
 def test_a_single_path_instead_of_a_list_is_refused(tmp_path):
     with pytest.raises(TypeError, match="dirs"):
         find_checkpoints(tmp_path)
+
+
+class Maker:
+    """Makes odd entries in one directory; some start from a real checkpoint, hence the fixtures."""
+
+    def __init__(self, directory: Path, save: Callable[..., object], rewrite_manifest: Callable[..., None]) -> None:
+        self.directory, self.save, self.rewrite_manifest = directory, save, rewrite_manifest
+
+    def link(self, name: str, target: str) -> None:
+        (self.directory / name).symlink_to(target)
+
+    def with_manifest(self, name: str, make: Callable[[Path], None]) -> None:
+        self.save(self.directory / name)
+        (self.directory / name / MANIFEST_NAME).unlink()
+        make(self.directory / name / MANIFEST_NAME)
+
+    def moved_out(self, name: str, member: str) -> None:
+        """`member` replaced by a link to the same bytes outside the checkpoint."""
+        self.save(self.directory / name)
+        outside = self.directory / f"{name}-{member}"
+        (self.directory / name / member).rename(outside)
+        (self.directory / name / member).symlink_to(outside)
+
+    def forged(self, name: str, listed: str) -> None:
+        self.save(self.directory / name)
+        self.rewrite_manifest(self.directory / name, files={listed: FileEntry(0, xxhash.xxh3_128_hexdigest(b""))})
+
+
+# name: (how to make it, what the warning must say about it)
+ODD_ENTRIES: dict[str, tuple[Callable[[Maker], object], str]] = {
+    "dangling.ckpt": (lambda m: m.link("dangling.ckpt", "nowhere.ckpt"), "is a dangling symbolic link to nowhere.ckpt"),
+    "to-file.ckpt": (lambda m: m.link("to-file.ckpt", "notes.txt"),
+                     "is a symbolic link to notes.txt, which is not a directory"),
+    "loop.ckpt": (lambda m: m.link("loop.ckpt", "loop.ckpt"), "is a symbolic link loop"),
+    "plain.ckpt": (lambda m: (m.directory / "plain.ckpt").write_bytes(b"lightning"),
+                   "is not a directory but a regular file"),
+    "fifo.ckpt": (lambda m: os.mkfifo(m.directory / "fifo.ckpt"), "is not a directory but a FIFO"),
+    "manifest-link.ckpt": (lambda m: m.moved_out("manifest-link.ckpt", MANIFEST_NAME),
+                           "MANIFEST.json is a symbolic link, not a regular file"),
+    "manifest-dir.ckpt": (lambda m: m.with_manifest("manifest-dir.ckpt", Path.mkdir),
+                          "MANIFEST.json is a directory, not a regular file"),
+    "manifest-fifo.ckpt": (lambda m: m.with_manifest("manifest-fifo.ckpt", os.mkfifo),
+                           "MANIFEST.json is a FIFO, not a regular file"),
+    "forged.ckpt": (lambda m: m.forged("forged.ckpt", "/dev/zero"),
+                    "MANIFEST.json lists '/dev/zero', which is an absolute path"),
+    "payload-link.ckpt": (lambda m: m.moved_out("payload-link.ckpt", "state.pt"),
+                          "payload file state.pt is a symbolic link, not a regular file"),
+}
+
+
+@pytest.mark.parametrize("name", ODD_ENTRIES)
+def test_an_odd_entry_is_skipped_with_a_warning_naming_it_and_why(tmp_path, save, rewrite_manifest, name):
+    save(tmp_path / "good.ckpt", step=1)
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    make, reason = ODD_ENTRIES[name]
+    make(Maker(tmp_path, save, rewrite_manifest))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = find_checkpoints([tmp_path])
+    assert [path.name for path, _ in found] == ["good.ckpt"]
+    [message] = [str(w.message) for w in caught]
+    assert message.startswith(f"skipping checkpoint {tmp_path / name}: ") and reason in message, message
+
+
+def test_an_unreadable_checkpoint_directory_is_skipped_with_a_warning(tmp_path, save, monkeypatch):
+    save(tmp_path / "good.ckpt", step=1)
+    save(tmp_path / "locked.ckpt", step=2)
+    locked = tmp_path / "locked.ckpt"
+    if os.geteuid() == 0:  # root reads whatever the mode says: fail the open as it fails for anyone else
+        real_open = os.open
+
+        def open_as_a_user(path, flags, *args, **kwargs):
+            if os.fspath(path) == str(locked):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", open_as_a_user)
+    locked.chmod(0)
+    try:
+        with pytest.warns(UserWarning, match=re.escape(f"skipping checkpoint {locked}: ") + ".*Permission denied"):
+            found = find_checkpoints([tmp_path])
+    finally:
+        locked.chmod(0o755)
+    assert [path.name for path, _ in found] == ["good.ckpt"]
+
+
+def test_every_odd_entry_at_once_still_finds_the_good_checkpoints(tmp_path, save, rewrite_manifest):
+    save(tmp_path / "good.ckpt", step=1)
+    save(tmp_path / "better.ckpt", step=2)
+    maker = Maker(tmp_path, save, rewrite_manifest)
+    for make, _ in ODD_ENTRIES.values():
+        make(maker)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = find_checkpoints([tmp_path])
+    assert [path.name for path, _ in found] == ["better.ckpt", "good.ckpt"]
+    assert sorted(str(w.message).split(":")[0] for w in caught) == sorted(
+        f"skipping checkpoint {tmp_path / name}" for name in ODD_ENTRIES
+    )
