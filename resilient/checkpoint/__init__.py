@@ -8,7 +8,7 @@ either nothing visible or a whole checkpoint; leftovers are dot-names that
 """
 
 from ._atomic import link_checkpoint, remove_checkpoint
-from ._errors import CheckpointError, UntrustedCheckpointError
+from ._errors import CheckpointError, CheckpointWriteError, UntrustedCheckpointError
 from ._manifest import CHECKPOINT_SUFFIX, FORMAT_VERSION, MANIFEST_NAME, FileEntry, Manifest, read_manifest
 from ._read import find_checkpoints, load_files, verify
 from ._recover import recover_directory
@@ -19,6 +19,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "CheckpointError",
+    "CheckpointWriteError",
     "FileEntry",
     "Manifest",
     "UntrustedCheckpointError",

@@ -18,6 +18,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+from ._files import DIR_MODE
 from ._manifest import CHECKPOINT_SUFFIX
 
 # group "name": the final name; "state": what was happening to it when the process stopped.
@@ -44,7 +45,7 @@ def make_dirs(directory: Path) -> None:
         return
     make_dirs(directory.parent)
     try:
-        directory.mkdir()
+        directory.mkdir(DIR_MODE)
     except FileExistsError:  # created concurrently, e.g. by another rank on a shared filesystem
         return
     fsync_dir(directory.parent)

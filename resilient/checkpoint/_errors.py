@@ -1,10 +1,14 @@
 """What can go wrong with a checkpoint, as types callers can tell apart.
 
 A checkpoint that is missing, damaged or forged is a `CheckpointError`: a reader skips it and
-falls back to an older one.
+falls back to an older one. Storage that refuses a write (a full disk, a file size limit, a
+read-only mount) is a `CheckpointWriteError`, an OSError: nothing was committed, older
+checkpoints are intact, and the cause lies with the file system, not with the checkpoint.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class CheckpointError(Exception):
@@ -14,3 +18,20 @@ class CheckpointError(Exception):
 class UntrustedCheckpointError(CheckpointError):
     """A sound checkpoint that holds arbitrary pickled objects, refused under weights_only loading."""
 
+
+class CheckpointWriteError(OSError):
+    """Storage refused a checkpoint: `errno` and `strerror` say why, `filename` which file failed.
+
+    `checkpoint` is the checkpoint being written and ``__cause__`` the original error. str() says
+    it all in one line, because what torch reports for the same failure ("unexpected pos") says
+    none of it.
+    """
+
+    def __init__(self, code: int | None, strerror: str, filename: str | None = None,
+                 checkpoint: Path | None = None) -> None:
+        super().__init__(code, strerror, filename)
+        self.checkpoint = checkpoint
+
+    def __str__(self) -> str:
+        writing = f" (writing {self.filename})" if self.filename else ""
+        return f"cannot write checkpoint {self.checkpoint}: {self.strerror}{writing}"

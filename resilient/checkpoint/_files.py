@@ -1,4 +1,4 @@
-"""Opening a checkpoint's files: what a reader refuses.
+"""Opening a checkpoint's files: what a reader refuses, and what a writer guarantees.
 
 A checkpoint directory may have been damaged or forged (copied between clusters, edited by
 hand), and neither a resume nor `resilient checkpoints --verify` may hang on it or read outside
@@ -8,6 +8,10 @@ at a checkpoint), opens without blocking (a FIFO would wait forever for a writer
 regular files, and reads at most one byte more than the size it expects: enough to tell a
 larger file from an exact one, never /dev/zero's endless stream. Every failure is a
 `CheckpointError` that names the file and why.
+
+A writer creates files 0o644 and directories 0o755, narrowed further by a stricter umask but
+never widened by a looser one: a job running under ``umask 000`` must not leave checkpoints
+that anyone can rewrite. Hard links share their file's mode; a symlink's mode means nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from ._errors import CheckpointError
 
+FILE_MODE = 0o644
+DIR_MODE = 0o755
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 _KINDS = {
     stat.S_IFREG: "a regular file",
@@ -33,6 +41,11 @@ _KINDS = {
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
 }
+
+
+def create(path: Path, *, buffering: int = -1) -> BinaryIO:
+    """A new file open for writing, FILE_MODE or stricter; FileExistsError if `path` exists."""
+    return os.fdopen(os.open(path, _CREATE, FILE_MODE), "wb", buffering=buffering)
 
 
 def _kind(mode: int) -> str:

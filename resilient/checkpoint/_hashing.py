@@ -38,18 +38,31 @@ class HashingWriter:
 
     `torch.save` streams its zip records through `write`, so the checksum and size come out of
     the single serialization pass: no second read of a file that may be many gigabytes.
+
+    torch turns a failed write into its own error ("unexpected pos") once it has written the
+    rest of its zip records, which hides the errno (ENOSPC, EFBIG); `failure` keeps the first
+    OSError a write raised, so the caller can report that instead. Give it an unbuffered
+    file: a buffered one would raise the same error again when closed, hiding this one.
     """
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
         self._hasher = xxhash.xxh3_128()
         self.size = 0
+        self.failure: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         self._hasher.update(view)
-        self.size += view.nbytes
-        return self._file.write(view)
+        written = 0
+        try:
+            while written < view.nbytes:  # an unbuffered file may take part of it (a nearly full disk)
+                written += self._file.write(view[written:])
+        except OSError as error:
+            self.failure = self.failure or error
+            raise
+        self.size += written
+        return written
 
     def flush(self) -> None:
         self._file.flush()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import CheckpointError
-from ._files import open_checkpoint, open_member, read_exactly
+from ._files import create, open_checkpoint, open_member, read_exactly
 from ._hashing import ALGORITHM, checksum_bytes
 
 FORMAT_VERSION = 1
@@ -109,7 +109,7 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
             f"{MANIFEST_NAME} would have {len(data)} bytes, more than the {MAX_MANIFEST_BYTES} readers accept: "
             f"{len(manifest.files)} files and {len(manifest.metrics)} metrics are too many"
         )
-    with open(directory / MANIFEST_NAME, "xb") as f:
+    with create(directory / MANIFEST_NAME) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

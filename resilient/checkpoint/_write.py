@@ -5,6 +5,14 @@ same bytes, so the payload is serialized once and the other targets get hard lin
 `torch.save` of a multi-gigabyte state instead of several. Each target still gets its own
 manifest, naming the rule that wrote it, and is committed on its own, so deleting one rule's
 checkpoint later never touches another's.
+
+When storage refuses a write (a full disk, ``ulimit -f``, a read-only mount), the error is a
+`CheckpointWriteError` that names the cause and the file, not torch's "unexpected pos"; the
+temporaries are removed, which gives the space back and leaves nothing that looks like a
+checkpoint, and older checkpoints are never touched. SIGXFSZ is left alone: CPython ignores it
+at startup precisely so that going past ``ulimit -f`` makes write() fail with EFBIG instead of
+killing the process, and a library must not switch a process-wide signal disposition around
+each save, from whichever thread saves, over a choice the application made.
 """
 
 from __future__ import annotations
@@ -12,17 +20,21 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from .._version import __version__
 from ._atomic import commit, fsync_dir, make_dirs, sibling
+from ._errors import CheckpointWriteError
+from ._files import DIR_MODE, create
 from ._hashing import HashingWriter
 from ._manifest import CHECKPOINT_SUFFIX, FileEntry, Manifest, name_problem, write_manifest
 
 KINDS = ("full", "weights")
+_COPY_CHUNK = 16 * 1024 * 1024  # a few system calls per gigabyte
 
 
 def _check_targets(targets: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
@@ -81,11 +93,39 @@ def _metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     return checked
 
 
-def _save(obj: object, file: Path) -> FileEntry:
-    with open(file, "xb") as f:
+def _write_error(error: OSError, checkpoint: Path, file: Path | None) -> CheckpointWriteError:
+    filename = error.filename if error.filename is not None else file
+    return CheckpointWriteError(
+        error.errno, error.strerror or str(error), None if filename is None else os.fsdecode(filename), checkpoint
+    )
+
+
+@contextmanager
+def _storage(checkpoint: Path, file: Path | None = None) -> Iterator[None]:
+    """Report an OSError as a CheckpointWriteError naming `checkpoint` and the file that failed.
+
+    Only storage operations go inside: an OSError raised by the objects being pickled is the
+    caller's, and must keep its own type.
+    """
+    try:
+        yield
+    except OSError as error:
+        raise _write_error(error, checkpoint, file) from error
+
+
+def _save(obj: object, file: Path, checkpoint: Path) -> FileEntry:
+    with _storage(checkpoint, file):
+        f = create(file, buffering=0)
+    with f:
         writer = HashingWriter(f)
-        torch.save(obj, writer)
-        writer.sync()
+        try:
+            torch.save(obj, writer)
+        except Exception:
+            if writer.failure is None:
+                raise  # the objects could not be serialized: not a storage error
+            raise _write_error(writer.failure, checkpoint, file) from writer.failure
+        with _storage(checkpoint, file):
+            writer.sync()
     return FileEntry(size=writer.size, checksum=writer.hexdigest())
 
 
@@ -94,9 +134,10 @@ def _link_or_copy(source: Path, destination: Path) -> None:
     try:
         os.link(source, destination)
     except OSError:
-        shutil.copyfile(source, destination)
-        with open(destination, "rb") as f:
-            os.fsync(f.fileno())
+        with open(source, "rb") as reader, create(destination) as writer:
+            shutil.copyfileobj(reader, writer, _COPY_CHUNK)
+            writer.flush()
+            os.fsync(writer.fileno())
 
 
 def write_checkpoint(
@@ -114,6 +155,8 @@ def write_checkpoint(
     Every target is fully prepared in a temporary directory beside it before the first one is
     committed, so an error while writing leaves none of them; an error while committing leaves
     the already committed ones, each complete. Temporaries are removed on any exception.
+    Storage errors are `CheckpointWriteError`; files are 0o644 and directories 0o755 whatever
+    the umask (a stricter umask still applies).
     """
     targets = _check_targets(targets)
     _check_files(files)
@@ -124,15 +167,13 @@ def write_checkpoint(
         entries: dict[str, FileEntry] = {}
         manifests = []
         for index, (path, rule) in enumerate(targets):
-            make_dirs(path.parent)
-            temp = sibling(path, "tmp")
-            temp.mkdir()
+            with _storage(path):
+                make_dirs(path.parent)
+                temp = sibling(path, "tmp")
+                temp.mkdir(DIR_MODE)
             temps.append(temp)
             if index == 0:
-                entries = {name: _save(obj, temp / name) for name, obj in files.items()}
-            else:
-                for name in entries:
-                    _link_or_copy(temps[0] / name, temp / name)
+                entries = {name: _save(obj, temp / name, path) for name, obj in files.items()}
             manifest = Manifest(
                 step=step,
                 epoch=epoch,
@@ -144,11 +185,16 @@ def write_checkpoint(
                 created=time.time(),
                 package_version=__version__,
             )
-            write_manifest(temp, manifest)
-            fsync_dir(temp)
+            with _storage(path):
+                if index > 0:
+                    for name in entries:
+                        _link_or_copy(temps[0] / name, temp / name)
+                write_manifest(temp, manifest)
+                fsync_dir(temp)
             manifests.append(manifest)
         for (path, _), temp in zip(targets, temps, strict=True):
-            commit(temp, path)
+            with _storage(path):
+                commit(temp, path)
         return manifests
     except BaseException:
         for temp in temps:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,3 +51,13 @@ def flip_byte() -> Callable[[Path, int], None]:
         file.write_bytes(bytes(data))
 
     return _flip
+
+
+@pytest.fixture
+def no_hard_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a filesystem without hard links, or with targets on two filesystems."""
+
+    def refuse(source: object, destination: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)

@@ -11,6 +11,7 @@ import xxhash
 from resilient._version import __version__
 from resilient.checkpoint import (
     MANIFEST_NAME,
+    CheckpointWriteError,
     find_checkpoints,
     load_files,
     read_manifest,
@@ -70,16 +71,6 @@ def test_several_targets_share_payload_inodes_and_name_their_rule(tmp_path):
     assert len({(path / MANIFEST_NAME).stat().st_ino for path, _ in targets}) == 3
 
 
-@pytest.fixture
-def no_hard_links(monkeypatch):
-    """As on a filesystem without hard links, or with targets on two filesystems."""
-
-    def refuse(source, destination):
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
-
-    monkeypatch.setattr(os, "link", refuse)
-
-
 def _write_pair(tmp_path) -> None:
     targets = [(tmp_path / "a.ckpt", "r"), (tmp_path / "b.ckpt", "r")]
     write_checkpoint(targets, _payload(), step=1, epoch=0, metrics={}, world_size=1)
@@ -118,12 +109,13 @@ def test_an_error_while_serializing_leaves_nothing(tmp_path):
 
 
 def test_an_error_in_a_later_target_leaves_no_temporaries(tmp_path, no_hard_links, monkeypatch):
-    def no_space(source, destination):
+    def no_space(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("shutil.copyfile", no_space)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr("shutil.copyfileobj", no_space)
+    with pytest.raises(CheckpointWriteError, match=rf"{tmp_path / 'b.ckpt'}: No space left") as caught:
         _write_pair(tmp_path)
+    assert caught.value.errno == errno.ENOSPC
     assert os.listdir(tmp_path) == []
 
 
