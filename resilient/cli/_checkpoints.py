@@ -54,9 +54,13 @@ def _rule_label(rule: str) -> str:
 
 
 def _walk(directory: Path) -> Iterator[Path]:
-    """Checkpoint directories under `directory`, not descending into them or into temporaries."""
-    for root, subdirs, _ in os.walk(directory):
-        for name in sorted(subdirs):
+    """Every ``*.ckpt`` entry under `directory`, not descending into checkpoints or temporaries.
+
+    Entries that are not directories (a file, a dangling link, a link loop, a FIFO) are listed
+    too, for `verify` to say what is wrong with them: a checkpoint folder should hold none.
+    """
+    for root, subdirs, files in os.walk(directory):
+        for name in sorted(subdirs + files):
             if name.endswith(CHECKPOINT_SUFFIX) and not name.startswith("."):
                 yield Path(root) / name
         subdirs[:] = [name for name in subdirs if not name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")]
@@ -76,7 +80,7 @@ def _checkpoints(args: argparse.Namespace) -> int:
             manifest = verify(path, full=args.verify)
         except CheckpointError as error:
             invalid += 1
-            reason = str(error).removeprefix(f"checkpoint {path}: ")
+            reason = str(error).removeprefix(f"checkpoint {path}").removeprefix(":").strip()
             rows.append(((-1, 0.0), [name, "-", "-", "-", "-", "-", "-", f"NO: {reason}"]))
             continue
         metrics = " ".join(f"{key}={value:.4g}" for key, value in sorted(manifest.metrics.items()))

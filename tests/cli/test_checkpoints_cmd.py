@@ -1,0 +1,67 @@
+"""`resilient checkpoints DIR [--verify]` on a directory holding odd entries beside sound checkpoints.
+
+Every ``*.ckpt`` entry is listed, whatever it is: one that is no checkpoint directory is one
+line saying why, and the exit code is 1. A forged manifest pointing at /dev/zero must not make
+the command hang.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+import xxhash
+
+from resilient.checkpoint import MANIFEST_NAME, FileEntry, read_manifest, write_checkpoint
+from resilient.checkpoint._manifest import encode_manifest
+
+from ._cli import cli, cli_many
+
+
+def _save(path: Path, step: int) -> None:
+    write_checkpoint([(path, "manual")], {"state.pt": torch.ones(3)}, step=step, epoch=0, metrics={}, world_size=1)
+
+
+def _odd_entries(directory: Path) -> dict[str, str]:
+    """Make a sound checkpoint and one of each odd entry in `directory`; what each line must say."""
+    _save(directory / "good.ckpt", step=5)
+    (directory / "notes.txt").write_text("not a checkpoint")
+    (directory / "plain.ckpt").write_bytes(b"a single-file checkpoint from another tool")
+    (directory / "dangling.ckpt").symlink_to("nowhere.ckpt")
+    (directory / "to-file.ckpt").symlink_to("notes.txt")
+    (directory / "loop.ckpt").symlink_to("loop.ckpt")
+    os.mkfifo(directory / "fifo.ckpt")
+    _save(directory / "forged.ckpt", step=9)
+    forged = dataclasses.replace(read_manifest(directory / "forged.ckpt"),
+                                 files={"/dev/zero": FileEntry(0, xxhash.xxh3_128_hexdigest(b""))})
+    (directory / "forged.ckpt" / MANIFEST_NAME).write_bytes(encode_manifest(forged))
+    return {
+        "plain.ckpt": "NO: is not a directory but a regular file",
+        "dangling.ckpt": "NO: is a dangling symbolic link to nowhere.ckpt",
+        "to-file.ckpt": "NO: is a symbolic link to notes.txt, which is not a directory",
+        "loop.ckpt": "NO: is a symbolic link loop",
+        "fifo.ckpt": "NO: is not a directory but a FIFO",
+        "forged.ckpt": "NO: MANIFEST.json lists '/dev/zero', which is an absolute path",
+    }
+
+
+def test_every_odd_entry_is_one_line_saying_why_and_the_exit_code_is_1(tmp_path):
+    expected = _odd_entries(tmp_path)
+    for result in cli_many([("checkpoints", tmp_path), ("checkpoints", tmp_path, "--verify")]):
+        assert result.returncode == 1, (result.args, result.stdout, result.stderr)
+        assert result.stderr == "", result.stderr
+        lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+        assert sorted(lines) == sorted([*expected, "good.ckpt"]), result.stdout
+        for name, says in expected.items():
+            assert says in lines[name], lines[name]
+        assert lines["good.ckpt"].split()[1] == "5" and " yes" in lines["good.ckpt"], lines["good.ckpt"]
+
+
+def test_only_sound_checkpoints_exit_0(tmp_path):
+    _save(tmp_path / "a.ckpt", step=1)
+    (tmp_path / "last.ckpt").symlink_to("a.ckpt")
+    result = cli("checkpoints", tmp_path, "--verify")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["a.ckpt", "last.ckpt"], result.stdout
