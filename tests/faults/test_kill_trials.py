@@ -115,6 +115,11 @@ def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[bool, bool, list[str
                             f"{[p for p, s in chain.valid.items() if s == newest]} at step {newest} was valid")
         chain.step = max(chain.step, resumed["step"])
     if done is not None:
+        counted = {"kill_op": "ops", "kill_byte": "bytes"}
+        for option in set(counted) & set(plan):
+            if done[counted[option]] == 0 and done["step"] > (resumed or {}).get("step", 0):
+                problems.append(f"the job saw no {counted[option]} to count: the fault injector no longer "
+                                "hooks into how checkpoints are written (see scripts/job.py)")
         if done["problem"]:
             bad += 1
             problems.append(f"BAD LOAD: the resumed run ended with a wrong state: {done['problem']}")

@@ -11,8 +11,9 @@ Faults it can inject into itself, so that they land at an exact, replayable poin
   symlink, unlink, rmdir, mkdir, fsync) counted from the start of the process, so the kill may
   land in the recovery at a restart, between the steps of a commit, in a top-k eviction or in
   the update of `last`;
-- `--kill-byte B`: SIGKILL once B bytes of checkpoint files have been written, after writing
-  the part of the current write that reaches B, leaving a torn file;
+- `--kill-byte B`: SIGKILL once B bytes of checkpoint files (any file in a checkpoint's
+  temporary directory, however it was opened) have been written, after writing the part of the
+  current write that reaches B, leaving a torn file;
 - `--sigint-in-save`: send itself SIGINT as soon as an emergency checkpoint is being written.
 
 A line `fault: ...` on stderr says where a self-inflicted kill landed.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import io
 import json
 import os
 import signal
@@ -91,15 +93,22 @@ class _CountingFile:
 
 
 def _kill_at_byte(limit: int) -> None:
-    real_open = builtins.open
+    """Count what is written to files in a checkpoint's temporary directory, however they are opened."""
+    real_open, real_fdopen = builtins.open, os.fdopen
 
-    def counting_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
-        opened = real_open(file, mode, *args, **kwargs)
-        if "b" in mode and ("x" in mode or "w" in mode) and ".tmp-" in str(file):
-            return _CountingFile(opened, limit, str(file))
+    def counted(opened, mode: str, name: str):  # type: ignore[no-untyped-def]
+        if "b" in mode and any(m in mode for m in "wxa+") and ".tmp-" in name:
+            return _CountingFile(opened, limit, name)
         return opened
 
-    builtins.open = counting_open
+    def counting_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        return counted(real_open(file, mode, *args, **kwargs), mode, str(file))
+
+    def counting_fdopen(fd, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        return counted(real_fdopen(fd, mode, *args, **kwargs), mode, os.readlink(f"/proc/self/fd/{fd}"))
+
+    builtins.open = io.open = counting_open
+    os.fdopen = counting_fdopen
 
 
 def _sigint_when_saving(emergency: Path) -> None:
