@@ -4,7 +4,7 @@ The public API is deliberately small; everything else lives in private modules.
 """
 
 from ._version import __version__
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, CheckpointWriteError
 from .loop import ResumableSampler, Run, load_checkpoint
 from .rules import ModelCheckpoint
 from .rundir import RunDirInUse
@@ -12,6 +12,7 @@ from .submission import JobError, JobHandle, job
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriteError",
     "JobError",
     "JobHandle",
     "ModelCheckpoint",

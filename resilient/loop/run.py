@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import traceback
 import warnings
@@ -22,6 +23,7 @@ import torch
 
 from ..checkpoint import (
     CHECKPOINT_SUFFIX,
+    CheckpointError,
     Manifest,
     find_checkpoints,
     link_checkpoint,
@@ -31,9 +33,9 @@ from ..checkpoint import (
 from ..coordination._agreement import StepAgreement
 from ..coordination._deadline import Deadline
 from ..coordination._dist import DistInfo, broadcast_object, init_distributed, shutdown
-from ..coordination._signals import SignalRecorder, ignore_in_workers, signal_number
+from ..coordination._signals import SignalRecorder, signal_number
 from ..requeue import _conclude
-from ..requeue._host import Host, detect_host
+from ..requeue._host import CTRL_C, Host, detect_host
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint
 from ..rundir import _events as events
@@ -43,13 +45,18 @@ from ._resume import Restored, restore_latest
 from ._rng import capture_rng, restore_rng
 from ._saving import Snapshot, write_together
 from ._state import check_trackable, restore_objects
+from ._workers import prepare_workers
 
 T = TypeVar("T")
 
 RUN_DIR_ENV = "RESILIENT_RUN_DIR"
 EMERGENCY_DIR = "emergency"
 _AUTOMATIC_METRICS = ("epoch", "step")
-_STOP_FLAGS = 3  # warning signal, SIGTERM, deadline: the first entries of every agreement
+# The stop flags, the first entries of every agreement, as events.jsonl names them (the first
+# is the warning signal, named by the signal Run was given).
+_STOP_FLAGS = ("warning", "SIGTERM", "SIGINT", "deadline")
+_DEADLINE = _STOP_FLAGS.index("deadline")
+SAVE_ERROR_POLICIES = ("stop", "continue")
 DEADLINE_MARGIN_S = 20.0
 
 
@@ -76,6 +83,22 @@ def _rules_from(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) 
         if not isinstance(rule, ModelCheckpoint):
             raise TypeError(f"checkpoint[{index}] must be a ModelCheckpoint, not {type(rule).__name__}")
     return list(rules)
+
+
+def rule_record(rule: ModelCheckpoint) -> dict[str, Any]:
+    """A rule as events.jsonl shows it: what it saves by, as plain JSON."""
+    interval = rule.train_time_interval
+    return {
+        "kind": type(rule).__name__,
+        "monitor": rule.monitor,
+        "mode": rule.mode,
+        "save_top_k": rule.save_top_k,
+        "every_n_train_steps": rule.every_n_train_steps or None,
+        "every_n_epochs": rule.every_n_epochs or None,
+        "train_time_interval_s": interval.total_seconds() if interval is not None else None,
+        "filename": rule.filename,
+        "dirpath": rule.dirpath,
+    }
 
 
 def _run_dir_from(run_dir: str | os.PathLike[str] | None) -> Path:
@@ -124,6 +147,16 @@ class Run:
             code 75 (a plain process: start it again to resume).
         max_requeues: how often the job may requeue after preemption or time limits (None: no bound).
         max_crash_requeues: how often after an exception in the training code (default 0: fail).
+        on_save_error: what a failed periodic save (a full disk, a quota, an I/O error) does:
+            "stop" (default) ends the run as failed, naming the cause, so that no more work is
+            done that could not be saved; "continue" warns, records a `checkpoint_failed`
+            event and trains on, trying again at the next save a rule schedules (the rules'
+            bookkeeping forgets the failed save; time intervals restart from it). Either way
+            the checkpoints already committed stay as they were. A failed emergency
+            checkpoint always ends the run.
+
+    Ctrl-C stops at the next step boundary with a checkpoint (state `stopped`, exit code 130, no
+    requeue); a second Ctrl-C stops at once, without one.
     """
 
     def __init__(
@@ -138,6 +171,7 @@ class Run:
         warning_signal: str | int = "USR2",
         max_requeues: int | None = None,
         max_crash_requeues: int = 0,
+        on_save_error: str = "stop",
     ) -> None:
         self._rules = _rules_from(checkpoint)
         keys = [rule._key for rule in self._rules]
@@ -153,6 +187,9 @@ class Run:
             raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
         self._warning_signal = signal_number(warning_signal, name="warning_signal")
         self._policy = RequeuePolicy(max_requeues, max_crash_requeues)
+        if on_save_error not in SAVE_ERROR_POLICIES:
+            raise ValueError(f"on_save_error must be one of {', '.join(SAVE_ERROR_POLICIES)}, not {on_save_error!r:.40}")
+        self._on_save_error = on_save_error
         for rule in self._rules:
             rule._bind(self._run_dir / "checkpoints", clock)
         self._time_rules = [rule for rule in self._rules if rule.train_time_interval is not None]
@@ -160,25 +197,14 @@ class Run:
         self._dist: DistInfo = init_distributed(backend)
         self._host: Host = detect_host()
         self._closed = False
-        self._signals = SignalRecorder((self._warning_signal, signal.SIGTERM))
-        # How events.jsonl names the stop flags, in the agreement's order.
-        self._stop_reasons = (signal.Signals(self._warning_signal).name, "SIGTERM", "deadline")
-        self._agreement = StepAgreement(self._dist, width=_STOP_FLAGS + len(self._time_rules))
+        self._stop_signals = (self._warning_signal, signal.SIGTERM, signal.SIGINT)  # the first stop flags
+        self._signals = SignalRecorder(self._stop_signals)
+        self._stop_reasons = (signal.Signals(self._warning_signal).name, *_STOP_FLAGS[1:])
+        self._agreement = StepAgreement(self._dist, width=len(_STOP_FLAGS) + len(self._time_rules))
         self._deadline = Deadline(self._host.end_time() if self._dist.rank == 0 else None, margin_s=DEADLINE_MARGIN_S)
         self._last_boundary = time.monotonic()
         self._save_seconds: float | None = None
         self._fire_drill_at: int | None = None  # set by a submitted job whose file asks for a drill
-        self._lock = RunLock(self._run_dir)
-        refusal = self._begin() if self._dist.rank == 0 else None
-        refusal = broadcast_object(refusal, self._dist)
-        if refusal is not None:
-            self.close()
-            if isinstance(refusal, RunDirInUse):
-                raise refusal
-            _conclude.announce(refusal)
-            raise SystemExit(refusal.exit_code)
-        self._signals.install()
-
         self._tracked: dict[str, Any] = {}
         self._restored: Restored | None = None
         self._looked_for_checkpoint = False
@@ -192,6 +218,21 @@ class Run:
         self._in_batches = False
         self._batches_done_in_epoch = False
         self._train_end_saved_epoch: int | None = None
+        self._lock = RunLock(self._run_dir)
+        refusal = self._begin() if self._dist.rank == 0 else None
+        refusal = broadcast_object(refusal, self._dist)
+        if refusal is not None:
+            self.close()
+            if isinstance(refusal, RunDirInUse):
+                raise refusal
+            _conclude.announce(refusal)
+            raise SystemExit(refusal.exit_code)
+        try:
+            self._signals.install()
+        except BaseException as error:  # the start is recorded: so must be its end
+            self.__exit__(type(error), error, None)
+            raise
+
 
     def _begin(self) -> _conclude.Outcome | RunDirInUse | None:
         """Rank 0 takes the run directory and records the start; what it returns stops every rank."""
@@ -340,7 +381,11 @@ class Run:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
-        """Record how the run ended; after an interruption or a crash, requeue or exit as the policy says."""
+        """Record how the run ended; after an interruption or a crash, requeue or exit as the policy says.
+
+        Every way out records a final state and an end event: a finished loop, a stop, an
+        exception, Ctrl-C, `sys.exit()`.
+        """
         try:
             outcome = self._conclude(error)
         finally:
@@ -355,20 +400,26 @@ class Run:
         if isinstance(error, _Interrupted):
             outcome = None
             if rank0:
-                received = {sig for sig, flag in zip((self._warning_signal, signal.SIGTERM), error.flags) if flag}
-                cause = self._host.classify(received, self._warning_signal, deadline_hit=bool(error.flags[2]))
+                received = {sig for sig, flag in zip(self._stop_signals, error.flags) if flag}
+                cause = (CTRL_C if signal.SIGINT in received else
+                         self._host.classify(received, self._warning_signal, deadline_hit=bool(error.flags[_DEADLINE])))
                 outcome = _conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
             return broadcast_object(outcome, self._dist)
-        if error is None:
+        if self._signals.forced or isinstance(error, KeyboardInterrupt):
+            # Whatever a second Ctrl-C interrupted (a save turns it into torch's own error), it ends here.
+            return _conclude.after_abort(self._run_dir, self._host,
+                                         f"stopped by Ctrl-C at step {self._step}, without a checkpoint; run it again "
+                                         "to resume from the last one")
+        if error is None or isinstance(error, SystemExit) and error.code in (None, 0):
             if rank0:
                 _conclude.finish(self._run_dir, self._host, self._step)
             return None
-        if isinstance(error, Exception):
-            outcome = _conclude.after_crash(self._run_dir, self._host, self._policy, error)
-            if outcome is not None:
-                traceback.print_exception(error)
-            return outcome
-        return None
+        if isinstance(error, SystemExit):
+            error = RuntimeError(f"the training code called sys.exit({error.code!r})")
+        outcome = _conclude.after_crash(self._run_dir, self._host, self._policy, error)
+        if outcome is not None:
+            traceback.print_exception(error)
+        return outcome
 
     # -- resume ---------------------------------------------------------------------------
 
@@ -434,8 +485,9 @@ class Run:
     def _batches(self, loader: Iterable[T]) -> Iterator[T]:
         self._in_batches = True
         try:
-            ignore_in_workers(loader, self._signals.signals)
+            prepare_workers(loader, self._signals.signals)
             position = LoaderPosition.of(loader, self._tracked.values())
+            position.seed_worker_samples(loader)
             position.start_epoch(loader, self._epoch)
             self._restore_rng_at_epoch_start()
             resuming = self._pending_rng is not None
@@ -478,21 +530,19 @@ class Run:
         step_seconds, self._last_boundary = now - self._last_boundary, now
         rank0 = self._dist.rank == 0
         received = self._signals.received
-        flags = [
-            int(self._warning_signal in received),
-            int(signal.SIGTERM in received),
-            int(rank0 and self._deadline.near(step_seconds, self._save_seconds)),
-        ]
+        flags = [int(signum in received) for signum in self._stop_signals]
+        flags.append(int(rank0 and self._deadline.near(step_seconds, self._save_seconds)))
         flags += [int(time_rules and rank0 and rule._time_due()) for rule in self._time_rules]
         agreed = self._agreement.exchange(flags)
-        timed = [rule for rule, flag in zip(self._time_rules, agreed[_STOP_FLAGS:]) if flag]
-        if any(agreed[:_STOP_FLAGS]):
+        stops = len(_STOP_FLAGS)
+        timed = [rule for rule, flag in zip(self._time_rules, agreed[stops:]) if flag]
+        if any(agreed[:stops]):
             self._agreement.drain()  # nothing may be in flight when the checkpoint's collectives start
             if rank0:
                 reasons = [name for name, flag in zip(self._stop_reasons, agreed) if flag]
                 events.append_event(self._run_dir, events.SIGNAL, job_id=self._host.job_id, step=self._step,
                                     reasons=reasons)
-            return agreed[:_STOP_FLAGS], timed
+            return agreed[:stops], timed
         return None, timed
 
     def _fire_epoch_rules(self, *, on_train_end: bool, stop: list[int] | None = None) -> None:
@@ -513,6 +563,7 @@ class Run:
         `_Interrupted`: one write serves the rules due at this boundary and the stop.
         """
         plans = None
+        before = [rule.state_dict() for rule, _ in fired]  # what a failed save is undone to
         if self._dist.rank == 0:
             candidates = self._candidates()
             planned: set[str] = set()
@@ -540,7 +591,13 @@ class Run:
         if stop:
             full.append((emergency, "emergency"))
         if full or weights:
-            seconds = self._write(lambda: self._snapshot(phase=phase), full, weights)
+            try:
+                seconds = self._write(lambda: self._snapshot(phase=phase), full, weights)
+            except (OSError, CheckpointError) as error:
+                if stop or self._on_save_error == "stop":
+                    raise
+                self._forget_failed_save(fired, before, error)
+                return
             if full:
                 self._save_seconds = seconds
         if self._dist.rank == 0:
@@ -554,15 +611,35 @@ class Run:
         if stop:
             raise _Interrupted(stop, str(emergency))
 
+    def _forget_failed_save(self, fired: list[tuple[ModelCheckpoint, bool]], before: list[dict[str, Any]],
+                            error: BaseException) -> None:
+        """`on_save_error="continue"`: the rules forget the save, but not that their interval restarted.
+
+        Otherwise a time rule would be due again at the very next step, retrying a full disk at
+        every step; and the rules would name a checkpoint that does not exist.
+        """
+        for (rule, _), state in zip(fired, before):
+            state["seconds_since_time_save"] = rule.state_dict()["seconds_since_time_save"]
+            rule.load_state_dict(state)
+        if self._dist.rank == 0:
+            events.append_event(self._run_dir, events.CHECKPOINT_FAILED, job_id=self._host.job_id, step=self._step,
+                                error=str(error))
+            print(f"resilient: checkpoint at step {self._step} failed: {error}; training goes on "
+                  "(on_save_error='continue'), the next save is tried as the rules schedule it",
+                  file=sys.stderr, flush=True)
+
     def _write(self, snapshot: Callable[[], Snapshot], full: list[tuple[Path, str]],
                weights: list[tuple[Path, str]] | None = None) -> float:
         """Write with every rank, record each committed checkpoint as an event; returns the seconds taken."""
         started = time.monotonic()
         committed = write_together(self._dist, self._tracked, snapshot, full, weights or [])
         seconds = time.monotonic() - started
+        rules = {rule._key: rule for rule in self._rules}
         for path, manifest in committed:
+            rule = rules.get(manifest.rule)
             events.append_event(
-                self._run_dir, events.CHECKPOINT, job_id=self._host.job_id, rule=manifest.rule, path=str(path),
+                self._run_dir, events.CHECKPOINT, job_id=self._host.job_id,
+                rule=rule_record(rule) if rule else {"kind": manifest.rule}, path=str(path),
                 step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
                 bytes=sum(entry.size for entry in manifest.files.values()),
             )

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..rundir import _events as events
 from ..slurm._scontrol import SlurmCommandError
 from . import _status as status
-from ._host import CANCELLED, CRASHED, EXIT_STOPPED, PREEMPTED, TIME_LIMIT, Host
+from ._host import CANCELLED, CRASHED, CTRL_C, EXIT_CTRL_C, EXIT_STOPPED, PREEMPTED, TIME_LIMIT, Host
 from ._policy import RequeuePolicy
 
 EXIT_FAILED = 1
@@ -91,18 +91,31 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
         return Outcome(EXIT_FAILED, status.FAILED, record.message)
 
 
+def _end(run_dir: Path, host: Host, state: str, detail: str, *, exit_code: int, cause: str) -> Outcome:
+    with status.update_status(run_dir) as record:
+        record.state, record.message = state, detail
+    _record_end(run_dir, host, record, cause=cause)
+    return Outcome(exit_code, state, detail)
+
+
 def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, checkpoint: str) -> Outcome:
     """The emergency checkpoint is committed; stop for good, or come back."""
     if status.read_status(run_dir).cancel_requested:
         cause = CANCELLED  # `resilient cancel` of a local job: its SIGTERM alone reads as a preemption
     detail = f"{cause}: emergency checkpoint {checkpoint}"
-    if cause == CANCELLED or not host.can_requeue:
-        state = status.CANCELLED if cause == CANCELLED else status.STOPPED
-        with status.update_status(run_dir) as record:
-            record.state, record.message = state, detail
-        _record_end(run_dir, host, record, cause=cause)
-        return Outcome(0 if cause == CANCELLED else EXIT_STOPPED, state, detail)
+    if cause == CTRL_C:
+        return _end(run_dir, host, status.STOPPED, f"{detail}; run it again to resume", exit_code=EXIT_CTRL_C,
+                    cause=cause)
+    if cause == CANCELLED:
+        return _end(run_dir, host, status.CANCELLED, detail, exit_code=0, cause=cause)
+    if not host.can_requeue:
+        return _end(run_dir, host, status.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause)
     return _requeue_or_give_up(run_dir, host, policy, cause, detail)
+
+
+def after_abort(run_dir: Path, host: Host, detail: str) -> Outcome:
+    """A second Ctrl-C ended the run on the spot, without a checkpoint: stopped, never requeued."""
+    return _end(run_dir, host, status.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=CTRL_C)
 
 
 def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException) -> Outcome | None:
@@ -113,9 +126,7 @@ def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseExc
         if outcome.state == status.REQUEUED:
             return outcome
         return None
-    with status.update_status(run_dir) as record:
-        record.state, record.message = status.FAILED, detail
-    _record_end(run_dir, host, record, cause=CRASHED)
+    _end(run_dir, host, status.FAILED, detail, exit_code=EXIT_FAILED, cause=CRASHED)
     return None
 
 

@@ -23,9 +23,11 @@ PREEMPTED = "preempted"
 TIME_LIMIT = "time_limit"
 CANCELLED = "cancelled"
 INTERRUPTED = "interrupted"  # a plain process got a stop signal
+CTRL_C = "ctrl_c"  # SIGINT: the user stops the run where it stands; it never requeues
 CRASHED = "crashed"
 
 EXIT_STOPPED = 75  # EX_TEMPFAIL: checkpointed and stopped; start it again to resume
+EXIT_CTRL_C = 130  # the shell's 128 + SIGINT, what a script stopped by Ctrl-C exits with
 LOCAL_REQUEUE_EXIT = 144  # submitit's local executor restarts every task when one exits with it
 _TIME_SLACK_S = 5.0
 # Set in jobs resilient submits: how long before the time limit SLURM sends the warning signal.

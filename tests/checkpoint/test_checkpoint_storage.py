@@ -60,23 +60,6 @@ def test_a_file_size_limit_names_the_cause_and_leaves_older_checkpoints_alone(tm
     assert verify(tmp_path / "last.ckpt", full=True).step == 1
 
 
-@pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs of the test's own: a disk that really fills up."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 2 MiB tmpfs to fill up needs root")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
 def test_a_full_file_system_names_the_cause_and_gives_the_space_back(small_filesystem, save):
     small = small_filesystem
     save(small / "last.ckpt", step=1)

@@ -40,10 +40,11 @@ def command(*args: object) -> list[str]:
     return [sys.executable, "-m", "resilient", *map(str, args)]
 
 
-def cli(*args: object, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run one `resilient` command to its end."""
+def cli(*args: object, cwd: Path = REPO, env: dict[str, str] | None = None,
+        umask: int = -1) -> subprocess.CompletedProcess[str]:
+    """Run one `resilient` command to its end (with `umask`, if given, instead of this process's)."""
     return subprocess.run(command(*args), cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=BOUND_S,
-                          check=False)
+                          check=False, umask=umask)
 
 
 def cli_many(arguments: list[tuple[object, ...]], cwd: Path = REPO,
@@ -53,9 +54,20 @@ def cli_many(arguments: list[tuple[object, ...]], cwd: Path = REPO,
         return list(pool.map(lambda args: cli(*args, cwd=cwd, env=env), arguments))
 
 
-def assert_usage_error(result: subprocess.CompletedProcess[str], says: str = "") -> str:
-    """Exit 2 and one line `resilient: error: ...` on stderr, no traceback; returns that line."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
+def without_slurm(directory: Path) -> dict[str, str]:
+    """ELSEWHERE, with a PATH of `directory` holding python alone: no sbatch, srun, squeue or scontrol.
+
+    The SLURM tests install SLURM on this machine; a test of life without it must not depend on
+    whether they ran first.
+    """
+    directory.mkdir(exist_ok=True)
+    (directory / "python").symlink_to(sys.executable)
+    return dict(ELSEWHERE, PATH=str(directory))
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], says: str = "", *, code: int = 2) -> str:
+    """Exit 2 (or `code`) and one line `resilient: error: ...` on stderr, no traceback; returns that line."""
+    assert result.returncode == code, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("resilient: error: "), result.stderr
@@ -86,7 +98,7 @@ def events(run_dir: Path) -> list[dict[str, Any]]:
 
 def story(run_dir: Path) -> list[dict[str, Any]]:
     """The run's events without the periodic checkpoints: what happened to the job."""
-    return [event for event in events(run_dir) if event["event"] != "checkpoint" or event["rule"] == "emergency"]
+    return [event for event in events(run_dir) if event["event"] != "checkpoint" or event["rule"]["kind"] == "emergency"]
 
 
 def train_model_file(directory: Path, name: str = "train_model", **args: Any) -> Path:

@@ -118,7 +118,7 @@ def test_the_quickstart_events_tell_the_drill_in_order(quickstart: Quickstart) -
     assert _kinds(history) == ["submitted", "started", "fire_drill", "signal", "checkpoint", "requeued", "started",
                                "resumed", "finished"]
     emergency, requeued, resumed = history[4], history[5], history[7]
-    assert (emergency["rule"], emergency["step"]) == ("emergency", 30)
+    assert (emergency["rule"]["kind"], emergency["step"]) == ("emergency", 30)
     assert requeued["cause"] == "preempted"
     assert resumed["step"] == 30 and resumed["checkpoint"] == emergency["path"]
     assert len({event["job_id"] for event in history}) == 1  # requeued as the same job
@@ -168,7 +168,7 @@ def test_a_job_preempted_twice_comes_back_each_time_and_ends_bitwise_equal(tmp_p
                                "fire_drill", "signal", "checkpoint", "requeued", "started", "resumed", "finished"]
     for first in (2, 8):
         _, _, emergency, requeued, _, resumed = history[first:first + 6]
-        assert emergency["rule"] == "emergency" and requeued["cause"] == "preempted"
+        assert emergency["rule"]["kind"] == "emergency" and requeued["cause"] == "preempted"
         assert resumed["step"] == emergency["step"] and resumed["checkpoint"] == emergency["path"]
     last_emergency = Path(history[10]["path"])
     assert last_emergency.is_dir()
@@ -198,7 +198,7 @@ def test_a_live_job_keeps_its_run_directory_until_cancelled_then_a_new_submissio
     history = story(gated.run_dir)
     assert _kinds(history) == ["submitted", "started", "cancel_requested", "signal", "checkpoint", "cancelled"]
     emergency = history[4]
-    assert emergency["rule"] == "emergency" and Path(emergency["path"]).is_dir()
+    assert emergency["rule"]["kind"] == "emergency" and Path(emergency["path"]).is_dir()
 
     again = cli("submit", gated.job_file, "--follow", "-o", f"run_dir={gated.run_dir}")  # no --fresh: resume
     assert again.returncode == 0, again.stderr

@@ -36,3 +36,29 @@ def test_kill_during_large_save_never_loads_a_partial_checkpoint(tmp_path: Path)
     assert report["step"] == 4
     assert not any(".tmp-" in p.name for p in checkpoints.iterdir())  # the crash's leftovers are gone
     assert resilient.load_checkpoint(checkpoints / "step=4.ckpt")["resilient"]["step"] == 4
+
+
+def test_a_second_ctrl_c_during_a_save_stops_at_once_and_leaves_nothing_that_looks_valid(tmp_path: Path) -> None:
+    interrupted = _job(tmp_path, "--interrupt-twice-in-save-of-step", "3")
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert "Traceback" not in interrupted.stderr
+    assert "stopped by Ctrl-C at step 3, without a checkpoint" in interrupted.stderr
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "stopped"
+    assert [event["event"] for event in _events(tmp_path)][-1] == "stopped"
+    for path in tmp_path.glob("checkpoints/**/*.ckpt"):
+        resilient.load_checkpoint(path)  # whatever is visible is whole: a torn save never is
+
+    finished = _job(tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout)
+    assert report["restored_value"] == _step_of(report["resumed_from"])  # each step adds 1 to the state
+    assert report["step"] == 4
+
+
+def _events(run_dir: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _step_of(checkpoint: str) -> int:
+    return resilient.load_checkpoint(checkpoint)["resilient"]["step"]

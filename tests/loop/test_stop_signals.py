@@ -4,6 +4,7 @@ checkpoints at one agreed step, exits with code 75, and the next start resumes b
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,47 @@ def test_stop_signal_checkpoints_at_one_step_and_resumes_bitwise(
     assert str(emergency.resolve()) in report
     assert_bitwise_equal(reference, out)
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+
+
+@pytest.mark.parametrize("world_size, signal_rank", [(1, 0), (2, 1)])
+def test_ctrl_c_checkpoints_at_the_next_boundary_stops_and_resumes_bitwise(
+    tmp_path: Path, world_size: int, signal_rank: int
+) -> None:
+    reference = tmp_path / "reference.pt"
+    run_to_end(tmp_path / "reference-run", reference, world_size)
+
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    procs = launch(run_dir, out, world_size, None,
+                   ("--signal-at-step", "9", "--signal", "INT", "--signal-rank", str(signal_rank)))
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 130, stderr  # the shell's code for Ctrl-C; never requeued
+        assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "stopped" and "ctrl_c: emergency checkpoint" in status["message"]
+    assert "run it again to resume" in status["message"]
+
+    report = run_to_end(run_dir, out, world_size)
+    assert "emergency" in report
+    assert_bitwise_equal(reference, out)
+
+
+def test_an_unusable_warning_signal_is_refused_before_the_run_starts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="warning_signal=SIGKILL cannot be the warning signal"):
+        resilient.Run(checkpoint=[], run_dir=tmp_path, warning_signal="KILL")
+    assert not (tmp_path / "status.json").exists()  # nothing recorded as running
+
+
+@pytest.mark.parametrize("code, state", [(0, "completed"), (None, "completed"), (3, "failed")])
+def test_sys_exit_in_the_loop_leaves_a_final_state_and_an_end_event(
+    tmp_path: Path, code: int | None, state: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        with resilient.Run(checkpoint=[], run_dir=tmp_path) as run:
+            for _ in run.batches(range(4)):
+                if run.step == 2:
+                    sys.exit(code)
+    assert exited.value.code == code
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == state
+    last = json.loads((tmp_path / "events.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == ("finished" if state == "completed" else "failed")

@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from resilient.loop._workers import prepare_workers
+from resilient.rundir._lock import RunLock, lock_holder
 
 
 class _Slow(Dataset[torch.Tensor]):
@@ -99,8 +101,6 @@ with resilient.Run(checkpoint=[], run_dir=sys.argv[1]) as run:
 
 
 def test_a_killed_jobs_busy_workers_die_with_it_and_never_hold_the_run_lock(tmp_path: Path) -> None:
-    from resilient.rundir._lock import RunLock
-
     job = subprocess.Popen([sys.executable, "-c", _KILLED_WITH_BUSY_WORKERS, str(tmp_path)],
                            stdout=subprocess.PIPE, text=True)
     assert job.stdout is not None
@@ -118,8 +118,6 @@ def test_a_killed_jobs_busy_workers_die_with_it_and_never_hold_the_run_lock(tmp_
 
 
 def test_forked_children_never_hold_the_run_lock(tmp_path: Path) -> None:
-    from resilient.rundir._lock import RunLock, lock_holder
-
     lock = RunLock(tmp_path)
     lock.acquire("job")
     reader, writer = os.pipe()

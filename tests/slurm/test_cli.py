@@ -77,7 +77,7 @@ def test_status_and_events_tell_the_story_of_two_preemptions(slurm_cluster: Slur
     assert {event["job_id"] for event in events} == {handle.job_id}
     # Each stop committed its emergency checkpoint before the requeue, and the next start resumed
     # exactly there: no completed step was lost.
-    stops = [i for i, event in enumerate(events) if event["event"] == "checkpoint" and event["rule"] == "emergency"]
+    stops = [i for i, event in enumerate(events) if event["event"] == "checkpoint" and event["rule"]["kind"] == "emergency"]
     assert [events[i]["step"] for i in stops] == [11, 21]
     assert [events[i + 1]["event"] for i in stops] == ["requeued", "requeued"]
     assert [event["step"] for event in events if event["event"] == "resumed"] == [11, 21]
