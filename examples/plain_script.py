@@ -4,6 +4,8 @@
     python examples/plain_script.py --stop-at 23    # simulate a crash at step 23 ...
     python examples/plain_script.py                 # ... and this run resumes at step 20
 
+(`--stop-at` only crashes a fresh start: given again to a run that resumes, it is ignored.)
+
 A SIGTERM (or SIGUSR2) instead makes it checkpoint at the next step and exit with code 75;
 starting it again resumes from that very step. Checkpoints go to runs/plain_script/checkpoints.
 """
@@ -25,7 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="runs/plain_script")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--stop-at", type=int, default=None, help="SIGKILL this process during that step")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="SIGKILL this process during that step (a fresh start only)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -53,7 +56,9 @@ def main() -> None:
                 loss = nn.functional.cross_entropy(model(x), y)
                 optimizer.zero_grad()
                 loss.backward()
-                if run.step + 1 == args.stop_at:
+                if run.step + 1 == args.stop_at and not run.resumed_from:
+                    print(f"crashing on purpose in step {args.stop_at} (SIGKILL); run "
+                          "`python examples/plain_script.py` to resume from the last checkpoint", flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)  # as hard as a crash gets
                 optimizer.step()
                 run.log("train_loss", loss)

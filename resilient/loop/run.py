@@ -307,6 +307,10 @@ class Run:
             raise TypeError(f"epochs(n): n must be an int, not {n!r}")
         if n < 0:
             raise ValueError(f"epochs(n): n must be >= 0, not {n}")
+        if not self._loop_started and self._restored is not None and self._epoch >= n and self._dist.rank == 0:
+            print(f"resilient: nothing left to train: resumed at epoch {self._epoch}, step {self._step} from "
+                  f"{self._restored.path}, and epochs({n}) ends before it; use a new run_dir to train again",
+                  file=sys.stderr, flush=True)
         self._loop_started = True
         return self._epochs(n)
 

@@ -251,3 +251,11 @@ def test_untrusted_checkpoint_is_refused_not_skipped(tmp_path: Path) -> None:
     with Run(checkpoint=rules(), run_dir=tmp_path, weights_only=False) as run:
         run.track(thing=_Opaque())
         assert run.resumed_from is not None and run.resumed_from.endswith("step=2.ckpt")
+
+
+def test_a_completed_run_started_again_says_so_and_trains_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    _, finished = _train(tmp_path, [ModelCheckpoint()])
+    capfd.readouterr()
+    run, again = _train(tmp_path, [ModelCheckpoint()])
+    assert run.step == 30 and _same(_weights(finished), _weights(again))
+    assert "resilient: nothing left to train: resumed at epoch 3, step 30" in capfd.readouterr().err
