@@ -22,7 +22,9 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,25 @@ class Child:
     @property
     def stderr(self) -> str:
         return "".join(self._stderr)
+
+
+def events(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's events.jsonl, oldest first (a line still being written is left out)."""
+    path = run_dir / "events.jsonl"
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("\n")]
+
+
+def poll(condition: Callable[[], Any], what: str, process: subprocess.Popen[str]) -> Any:
+    """Wait, polling, for something a process leaves on disk; only where it announces nothing."""
+    deadline = time.monotonic() + BOUND_S
+    while not (value := condition()):
+        if process.poll() is not None:
+            raise AssertionError(f"the job ended (exit code {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {BOUND_S} s")
+        time.sleep(0.02)
+    return value
 
 
 @dataclass

@@ -114,6 +114,7 @@ def _kill_at_byte(limit: int) -> None:
 def _sigint_when_saving(emergency: Path) -> None:
     while not (emergency.is_dir() and any(".tmp-" in name for name in os.listdir(emergency))):
         time.sleep(0.001)  # fault timing, not synchronisation: the save is what is being watched
+    print("fault: SIGINT while the emergency checkpoint is being written", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGINT)
 
 
