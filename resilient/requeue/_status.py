@@ -4,20 +4,24 @@ Counts must survive restarts (a requeued job is a new process) and be shared by 
 that might decide a requeue, so they live in `<run_dir>/status.json`, updated under a file lock
 and replaced atomically. A new submission (a different job id) starts counting afresh; a
 requeued or restarted job keeps its id (SLURM and submitit's local executor both do) and so
-keeps its counts.
+keeps its counts. Whoever reads it (the job, `resilient status`) gets a DamagedFile naming
+what is wrong if it is not what resilient wrote, never a half-read record.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
+
+from ..rundir._files import DamagedFile, read_json_object, type_problem
+from ..rundir._modes import FILE_MODE, make_dirs, write_atomically
 
 STATUS_FILE = "status.json"
 
@@ -29,6 +33,7 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 GAVE_UP = "gave_up"
 STOPPED = "stopped"  # a plain process stopped by a signal after its checkpoint; starting it again resumes
+STATES = (RUNNING, REQUEUED, COMPLETED, FAILED, CANCELLED, GAVE_UP, STOPPED)
 
 
 @dataclass
@@ -44,13 +49,33 @@ class Status:
         return sum(self.requeues.get(cause, 0) for cause in causes)
 
 
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "job_id": (str, type(None)), "state": (str,), "requeues": (dict,), "message": (str,), "updated": (int, float),
+    "cancel_requested": (bool,),
+}
+_RESET = "delete it to reset the run's requeue counts"
+
+
+def _problem(raw: dict[str, Any]) -> str | None:
+    problem = type_problem(raw, _FIELD_TYPES)
+    if problem is None and raw.get("state", RUNNING) not in STATES:
+        problem = f"state {raw['state']!r:.40} is none of {', '.join(STATES)}"
+    requeues = raw.get("requeues", {})
+    if problem is None and not all(isinstance(cause, str) and type(count) is int for cause, count in requeues.items()):
+        problem = f"requeues {requeues!r:.40} are not counts by cause"
+    return problem
+
+
 def _read(path: Path) -> Status:
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
+        raw = read_json_object(path)
+    except DamagedFile as damage:
+        raise DamagedFile(path, f"{damage.why}; {_RESET}") from None
+    if raw is None:
         return Status()
-    except (OSError, ValueError) as error:
-        raise RuntimeError(f"{path} is unreadable ({error}); delete it to reset the run's requeue counts") from None
+    problem = _problem(raw)
+    if problem is not None:
+        raise DamagedFile(path, f"{problem}; {_RESET}")
     return Status(**{key: raw[key] for key in Status.__dataclass_fields__ if key in raw})
 
 
@@ -62,12 +87,10 @@ def read_status(run_dir: Path) -> Status:
 @contextmanager
 def update_status(run_dir: Path) -> Iterator[Status]:
     """Read, let the caller change, and atomically write back the status, under a file lock."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(run_dir)
     path = run_dir / STATUS_FILE
-    with FileLock(str(run_dir / f".{STATUS_FILE}.lock")):
+    with FileLock(str(run_dir / f".{STATUS_FILE}.lock"), mode=FILE_MODE):
         status = _read(path)
         yield status
         status.updated = time.time()
-        temporary = path.with_name(f".{STATUS_FILE}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(asdict(status), indent=1, sort_keys=True) + "\n")
-        os.replace(temporary, path)
+        write_atomically(path, json.dumps(asdict(status), indent=1, sort_keys=True) + "\n")

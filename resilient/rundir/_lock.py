@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._modes import FILE_MODE, make_dirs
+
 LOCK_FILE = ".lock"
 _PATIENCE_S = 5.0  # a job starting while `resilient submit` holds the lock to submit waits that out
 
@@ -71,8 +73,8 @@ class RunLock:
 
     def acquire(self, job_id: str | None, *, wait: bool = True) -> None:
         """Take the lock or raise RunDirInUse naming its holder; `wait=False` gives up at once."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_dirs(self._path.parent)
+        descriptor = os.open(self._path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         deadline = time.monotonic() + (_PATIENCE_S if wait else 0.0)
         while True:
             try:

@@ -9,15 +9,29 @@ controller process), because a job that was killed outright never gets to say it
 from __future__ import annotations
 
 import json
-import os
+import signal
 import socket
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
 from pathlib import Path
 
 import psutil
 
+from ._files import DamagedFile, read_json_object, type_problem
+from ._modes import write_atomically
+
 RECORD_FILE = "job.json"
+
+
+class Executor(str, Enum):
+    """Where a job runs: this machine, a SLURM cluster, or inside the submitting process."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+    DEBUG = "debug"
+
+
 # squeue states in which a job will not run again.
 ENDED_STATES = frozenset({"", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
                     "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
@@ -34,22 +48,33 @@ class JobRecord:
     warning_signal: int
 
 
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "job_id": (str,), "executor": (str,), "name": (str,), "submitted": (int, float), "host": (str,),
+    "tasks": (int,), "warning_signal": (int,),
+}
+
+
 def write_record(run_dir: Path, record: JobRecord) -> None:
-    path = run_dir / RECORD_FILE
-    temporary = path.with_name(f".{RECORD_FILE}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(asdict(record), indent=1) + "\n")
-    os.replace(temporary, path)
+    write_atomically(run_dir / RECORD_FILE, json.dumps(asdict(record), indent=1) + "\n")
 
 
 def read_record(run_dir: Path) -> JobRecord | None:
-    """The run's submission record; None if nothing was ever submitted there."""
-    try:
-        raw = json.loads((run_dir / RECORD_FILE).read_text())
-        return JobRecord(**{name: raw[name] for name in JobRecord.__dataclass_fields__})
-    except FileNotFoundError:
+    """The run's submission record; None if nothing was ever submitted there, DamagedFile if unreadable."""
+    path = run_dir / RECORD_FILE
+    raw = read_json_object(path)
+    if raw is None:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{run_dir / RECORD_FILE} is unreadable ({error})") from None
+    missing = [field.name for field in fields(JobRecord) if field.name not in raw]
+    problem = f"no {missing[0]!r}" if missing else type_problem(raw, _FIELD_TYPES)
+    if problem is None and raw["executor"] not in {executor.value for executor in Executor}:
+        problem = f"executor {raw['executor']!r:.40} is none of {', '.join(executor.value for executor in Executor)}"
+    if problem is None and raw["tasks"] < 1:
+        problem = f"tasks is {raw['tasks']}"
+    if problem is None and raw["warning_signal"] not in set(signal.Signals):
+        problem = f"warning_signal {raw['warning_signal']} is not a signal"
+    if problem is not None:
+        raise DamagedFile(path, problem)
+    return JobRecord(**{field.name: raw[field.name] for field in fields(JobRecord)})
 
 
 def slurm_state(job_id: str) -> str:

@@ -16,8 +16,9 @@ from typing import Any
 from ..coordination._signals import signal_number
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint
+from ..rundir._record import Executor
 
-EXECUTORS = ("local", "slurm", "debug")
+EXECUTORS = tuple(executor.value for executor in Executor)
 # Values that end up in the generated batch script: plain tokens only, nothing a shell interprets.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=@%+/-]*$")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from resilient.rundir._events import EVENTS_FILE, append_event, read_events
+from resilient.rundir._events import EVENTS_FILE, append_event, read_events, read_history
 
 
 def test_events_read_back_in_order_with_their_fields(tmp_path: Path) -> None:
@@ -17,13 +17,15 @@ def test_events_read_back_in_order_with_their_fields(tmp_path: Path) -> None:
     assert datetime.fromisoformat(events[0]["time"]).tzinfo is not None
 
 
-def test_a_line_torn_by_a_crash_is_skipped_and_not_extended(tmp_path: Path) -> None:
+def test_a_line_torn_by_a_crash_is_skipped_and_not_extended_and_no_damage(tmp_path: Path) -> None:
     append_event(tmp_path, "started")
     with open(tmp_path / EVENTS_FILE, "a") as file:
         file.write('{"time": "2026-11-29T01:00:00+00:00", "event": "check')
     assert [event["event"] for event in read_events(tmp_path)] == ["started"]
     append_event(tmp_path, "resumed")
-    assert [event["event"] for event in read_events(tmp_path)] == ["started", "resumed"]
+    history = read_history(tmp_path)  # the torn line is a whole line now, and still not an event
+    assert [event["event"] for event in history.events] == ["started", "resumed"]
+    assert history.damage is None  # a crash mid-write is no damage
 
 
 def test_no_events_before_the_first(tmp_path: Path) -> None:
