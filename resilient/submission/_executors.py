@@ -3,22 +3,45 @@
 submitit does the submitting (sbatch script, pickles, logs, the local controller); resilient
 adds what it lacks: the warning signal resilient listens for, `--requeue` so SLURM may bring
 the job back, and a time limit for the local executor (submitit's default kills it at 2 min).
+Jobs log submitit's own messages from warnings up (SUBMITIT_LOG_LEVEL, unless set): its INFO
+lines would mix into the job's output what `events.jsonl` tells better.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import submitit
 from submitit.local.local import LocalJob
 
 from ..coordination._signals import signal_number
 from ..requeue._host import SIGNAL_DELAY_ENV
+from ..rundir._modes import current_umask
 from ._options import JobOptions
+
+_SUBMITIT_LOG_LEVEL = ("SUBMITIT_LOG_LEVEL", "WARNING")
+_SLURM_COMMANDS = ("sbatch", "srun")  # to submit, and what the batch script runs the tasks with
+
+
+class SubmissionError(RuntimeError):
+    """The job could not be submitted (the scheduler is missing, or refused it); nothing was left behind."""
+
+
+class SlurmUnavailable(SubmissionError):
+    """A SLURM job, on a machine without SLURM's commands."""
+
+
+def require_slurm() -> None:
+    """SlurmUnavailable unless this machine can submit SLURM jobs."""
+    missing = [command for command in _SLURM_COMMANDS if shutil.which(command) is None]
+    if missing:
+        raise SlurmUnavailable(f"SLURM is not available here (no {' or '.join(missing)} on PATH)")
 
 
 def signal_option(options: JobOptions) -> str:
@@ -55,16 +78,42 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
             SUBMITIT_LOCAL_WITH_SHELL="",
             CUDA_VISIBLE_DEVICES=",".join(str(gpu) for gpu in range(self.parameters.get("gpus_per_node", 0))),
         )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / CONTROLLER_LOG, "ab") as log:
+        env.setdefault(*_SUBMITIT_LOG_LEVEL)
+        descriptor = os.open(self.folder / CONTROLLER_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(descriptor, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "submitit.local._local", str(self.folder)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                umask=current_umask() | 0o002,  # whatever the shell's umask, what the job writes is not world-writable
             )
         return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=list(range(tasks)))
 
 
+def _slurm_parameters(options: JobOptions, name: str) -> dict[str, Any]:
+    parameters: dict[str, Any] = {
+        "job_name": name,
+        "nodes": options.nodes,
+        "ntasks_per_node": options.tasks_per_node,
+        "time": options.timeout_min,
+        "signal_delay_s": options.signal_delay_s,
+        "additional_parameters": {"requeue": True, "signal": signal_option(options), **options.slurm_options},
+        "setup": [f"export {SIGNAL_DELAY_ENV}={options.signal_delay_s}",
+                  "export {0}=${{{0}:-{1}}}".format(*_SUBMITIT_LOG_LEVEL)],
+    }
+    if options.gpus_per_node:
+        parameters["gpus_per_node"] = options.gpus_per_node
+    if options.cpus_per_task is not None:
+        parameters["cpus_per_task"] = options.cpus_per_task
+    if options.mem_gb is not None:
+        parameters["mem"] = f"{options.mem_gb}GB"
+    for key in ("partition", "account", "qos"):
+        if getattr(options, key) is not None:
+            parameters[key] = getattr(options, key)
+    return parameters
+
+
 def make_executor(options: JobOptions, folder: Path, name: str) -> submitit.Executor:
+    """The executor to submit with; SubmissionError for a SLURM job on a machine without SLURM."""
     if options.executor == "debug":
         return submitit.DebugExecutor(folder)
     if options.executor == "local":
@@ -76,27 +125,21 @@ def make_executor(options: JobOptions, folder: Path, name: str) -> submitit.Exec
             signal_delay_s=options.signal_delay_s,
         )
         return executor
-    executor = submitit.SlurmExecutor(folder)
-    parameters: dict[str, object] = {
-        "job_name": name,
-        "nodes": options.nodes,
-        "ntasks_per_node": options.tasks_per_node,
-        "time": options.timeout_min,
-        "signal_delay_s": options.signal_delay_s,
-        "additional_parameters": {"requeue": True, "signal": signal_option(options), **options.slurm_options},
-        "setup": [f"export {SIGNAL_DELAY_ENV}={options.signal_delay_s}"],
-    }
-    if options.gpus_per_node:
-        parameters["gpus_per_node"] = options.gpus_per_node
-    if options.cpus_per_task is not None:
-        parameters["cpus_per_task"] = options.cpus_per_task
-    if options.mem_gb is not None:
-        parameters["mem"] = f"{options.mem_gb}GB"
-    for key in ("partition", "account", "qos"):
-        if getattr(options, key) is not None:
-            parameters[key] = getattr(options, key)
-    executor.update_parameters(**parameters)
-    return executor
+    require_slurm()
+    slurm = submitit.SlurmExecutor(folder)
+    slurm.update_parameters(**_slurm_parameters(options, name))
+    return slurm
+
+
+class _ScriptWriter(submitit.SlurmExecutor):
+    """A SLURM executor that only writes batch scripts, so a dry run needs no SLURM on this machine.
+
+    submitit refuses to make a SlurmExecutor where `srun` is missing, by asking `affinity()`.
+    """
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
 
 
 def batch_script(options: JobOptions, folder: Path, name: str) -> str:
@@ -105,5 +148,6 @@ def batch_script(options: JobOptions, folder: Path, name: str) -> str:
     submitit builds it only inside `submit()`; its two private hooks are the one way to see the
     very text it would hand to sbatch, rather than an imitation that could drift from it.
     """
-    executor = make_executor(options, folder, name)
-    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")  # type: ignore[attr-defined]
+    writer = _ScriptWriter(folder)
+    writer.update_parameters(**_slurm_parameters(options, name))
+    return writer._make_submission_file_text(writer._submitit_command_str, "dry-run")  # type: ignore[attr-defined]

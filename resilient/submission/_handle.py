@@ -52,7 +52,7 @@ class JobHandle:
 
     @classmethod
     def attach(cls, run_dir: str | os.PathLike[str]) -> JobHandle:
-        """The handle of the job last submitted in `run_dir` (ValueError if there is none)."""
+        """The handle of the job last submitted in `run_dir` (ValueError if none; DamagedFile: job.json unreadable)."""
         path = Path(run_dir).absolute()
         record = read_record(path)
         if record is None:
@@ -132,14 +132,15 @@ class JobHandle:
         gets SIGTERM too, after the status file says it was cancelled, since a local SIGTERM
         alone cannot be told from a preemption.
         """
+        if self.executor not in ("slurm", "local"):
+            raise ValueError(f"cancel() needs a slurm or local job, not the {self.executor} executor")
+        if self.executor == "local":
+            with _status.update_status(self._run_dir) as record:
+                record.cancel_requested = True
         events.append_event(self._run_dir, events.CANCEL_REQUESTED, job_id=self.job_id)
         if self.executor == "slurm":
             _scancel(self.job_id)
             return
-        if self.executor != "local":
-            raise ValueError(f"cancel() needs a slurm or local job, not the {self.executor} executor")
-        with _status.update_status(self._run_dir) as record:
-            record.cancel_requested = True
         try:
             tasks = _local_tasks(self._record, None)
         except ValueError:  # between restarts: ask the controller itself, as submitit would
@@ -156,12 +157,10 @@ class JobHandle:
         return paths.stdout if stream == "stdout" else paths.stderr
 
     def stdout(self, rank: int = 0) -> str:
-        path = self.log_path(rank, "stdout")
-        return path.read_text() if path.exists() else ""
+        return _text(self.log_path(rank, "stdout"))
 
     def stderr(self, rank: int = 0) -> str:
-        path = self.log_path(rank, "stderr")
-        return path.read_text() if path.exists() else ""
+        return _text(self.log_path(rank, "stderr"))
 
     def preempt(self, rank: int | None = None) -> None:
         """A fire drill: send the warning signal, as the cluster would before preemption.
@@ -182,8 +181,16 @@ class JobHandle:
             task.send_signal(warning)
 
 
+def _text(log: Path) -> str:
+    """A log as text; what a job printed need not be UTF-8."""
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
 def _scancel(*args: str) -> None:
-    done = subprocess.run(["scancel", *args], capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(["scancel", *args], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise ValueError(f"scancel {' '.join(args)}: {error.strerror} (is SLURM available here?)") from None
     if done.returncode != 0:
         raise ValueError(f"scancel {' '.join(args)}: {done.stderr.strip() or f'exit code {done.returncode}'}")
 

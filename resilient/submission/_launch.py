@@ -8,13 +8,17 @@ same directory, both resume a run whose previous job has ended, and both leave `
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import submitit
 import yaml
 
 from ..checkpoint import find_checkpoints
@@ -23,8 +27,9 @@ from ..loop.run import _rules_from
 from ..rundir import CONFIG_FILE, submitit_folder
 from ..rundir import _events as events
 from ..rundir._lock import RunDirError, RunDirInUse, RunLock
+from ..rundir._modes import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_dirs, write_atomically
 from ..rundir._record import JobRecord, is_alive, read_record, write_record
-from ._executors import make_executor
+from ._executors import SubmissionError, make_executor, require_slurm
 from ._handle import JobHandle
 from ._main import JobMain
 from ._options import JobOptions
@@ -51,6 +56,56 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
     return aside
 
 
+def _entries(run_dir: Path) -> set[Path]:
+    folder = submitit_folder(run_dir)
+    return {*run_dir.iterdir(), *(folder.iterdir() if folder.is_dir() else ())}
+
+
+@contextmanager
+def _nothing_left_on_failure(run_dir: Path) -> Iterator[None]:
+    """Make the run directory; if the submission then fails, take away what it made.
+
+    A run directory made here (or remade, by --fresh) goes whole; in an existing one, the files
+    added to it and to its submitit folder go (the lock, submitit's pickle and batch script).
+    """
+    made = make_dirs(run_dir)
+    identity = os.stat(run_dir).st_ino
+    before = _entries(run_dir)
+    try:
+        yield
+    except Exception:
+        if made or not run_dir.is_dir() or os.stat(run_dir).st_ino != identity:
+            shutil.rmtree(made[0] if made else run_dir, ignore_errors=True)
+        else:
+            for path in sorted(_entries(run_dir) - before, key=lambda path: len(path.parts), reverse=True):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
+
+
+def _private_folder(run_dir: Path) -> Path:
+    """submitit's folder, readable by this user alone: its pickles are the code the job will run."""
+    folder = submitit_folder(run_dir)
+    if not make_dirs(folder, PRIVATE_DIR_MODE) and folder.stat().st_uid == os.getuid():
+        folder.chmod(PRIVATE_DIR_MODE)  # made by an older version, or by hand
+    return folder
+
+
+def _submit(executor: submitit.Executor, main: JobMain[Any]) -> submitit.Job[Any]:
+    """Submit, with the pickle and the batch script private; SubmissionError if the scheduler refuses."""
+    try:
+        job = executor.submit(main)
+    except (submitit.core.utils.FailedJobError, OSError) as error:
+        reason = str(error).strip().splitlines() or [type(error).__name__]
+        raise SubmissionError(f"the {main.options.executor} submission failed: {reason[-1]}") from error
+    for path in (job.paths.submitted_pickle, job.paths.submission_file):
+        if path.exists():
+            path.chmod(PRIVATE_FILE_MODE)
+    return job
+
+
 def launch(
     function: Callable[..., Any],
     options: JobOptions,
@@ -65,9 +120,12 @@ def launch(
     """Submit `function(run, *args, **kwargs)` into its run directory; RunDirInUse if a job lives there.
 
     The run directory's lock is held while checking and submitting, so two submissions cannot
-    both find the directory free; a job that starts meanwhile waits for it.
+    both find the directory free; a job that starts meanwhile waits for it. A submission that
+    fails (SubmissionError: no SLURM here, or the scheduler refused) leaves nothing behind.
     """
     run_dir = options.resolved_run_dir(name)
+    if options.executor == "slurm":
+        require_slurm()  # before anything is made
     previous = read_record(run_dir)
     if previous is not None and is_alive(previous):
         raise RunDirInUse(
@@ -75,18 +133,19 @@ def launch(
             f"cancel it (resilient cancel {run_dir}) or choose another run_dir"
         )
     lock = RunLock(run_dir)
-    lock.acquire(job_id=None, wait=False)  # held: a live process runs there (a plain script, say)
     try:
-        set_aside = None
-        if fresh:
-            lock.release()
-            set_aside = _set_aside(run_dir, options)
-            lock = RunLock(run_dir)
-            lock.acquire(job_id=None, wait=False)
+        with _nothing_left_on_failure(run_dir):
+            lock.acquire(job_id=None, wait=False)  # held: a live process runs there (a plain script, say)
+            set_aside = None
+            if fresh:
+                lock.release()
+                set_aside = _set_aside(run_dir, options)
+                lock = RunLock(run_dir)
+                lock.acquire(job_id=None, wait=False)
+            executor = make_executor(options, _private_folder(run_dir), name)
+            job = _submit(executor, JobMain(function, options, run_dir, args, dict(kwargs or {}), fire_drill_step))
         if config is not None:
-            (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(dict(config), sort_keys=False))
-        executor = make_executor(options, submitit_folder(run_dir), name)
-        job = executor.submit(JobMain(function, options, run_dir, args, dict(kwargs or {}), fire_drill_step))
+            write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
         record = JobRecord(
             job_id=str(job.job_id), executor=options.executor, name=name, submitted=time.time(),
             host=socket.gethostname(), tasks=options.nodes * options.tasks_per_node,

@@ -1,17 +1,38 @@
-"""What runs inside each task of a submitted job: torch.distributed from the job, then the Run."""
+"""What runs inside each task of a submitted job: torch.distributed from the job, then the Run.
+
+submitit has already installed its handlers when the task gets here: SIGTERM and SIGCONT log
+"Bypassing signal ..." as warnings, which SLURM sends at every preemption, requeue and
+scancel. The Run takes SIGTERM over while it is active; before and after it, both signals are
+answered as submitit answers them (SIGTERM ignored until SLURM's SIGKILL, SIGCONT continues),
+only without a warning in the rank's log at every stop.
+"""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 import submitit
+from submitit.core.job_environment import SignalHandler
 
 from ..loop.run import Run
 from ._options import JobOptions
 
 R = TypeVar("R")
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM outside the Run: the job has not started training yet, or has concluded."""
+
+
+def _quiet_submitit_handlers() -> None:
+    """Replace submitit's bypassing handlers (only those: the debug executor runs in the user's process)."""
+    for signum, quiet in ((signal.SIGTERM, _ignore), (signal.SIGCONT, signal.SIG_DFL)):
+        if isinstance(getattr(signal.getsignal(signum), "__self__", None), SignalHandler):
+            signal.signal(signum, quiet)
 
 
 class JobMain(Generic[R]):
@@ -24,6 +45,7 @@ class JobMain(Generic[R]):
         self.fire_drill_step = fire_drill_step
 
     def __call__(self) -> R:
+        _quiet_submitit_handlers()
         environment = submitit.JobEnvironment()
         if environment.num_tasks > 1:
             # MASTER_ADDR is the first node, MASTER_PORT derives from the job id: both stay the

@@ -8,6 +8,8 @@ for tests that need a job to run into its time limit.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -65,3 +67,9 @@ def make_job(run_dir: Path, **options: object) -> resilient.submission.Job:
     """`train_model` decorated with the given options (one decorator per test's run dir)."""
     rules = [resilient.ModelCheckpoint(every_n_train_steps=4, filename="{step}")]
     return resilient.job(checkpoint=rules, run_dir=run_dir, **options)(train_model)
+
+
+def continued(run: resilient.Run) -> str:
+    """Sends itself SIGCONT, as SLURM does at every preemption, requeue and scancel, and ends."""
+    os.kill(os.getpid(), signal.SIGCONT)
+    return "continued"
