@@ -4,8 +4,10 @@ A *chain* is one run directory: a job of a random state size (4 KiB to 32 MiB) a
 started, killed, restarted, killed again... until one start finishes. Each start is a trial
 with a kill plan drawn from the seeded RNG: before the K-th file system change of the process
 (which can land in the restart's recovery, a commit, an eviction or the update of `last`), at
-a random byte of the checkpoint files being written (a torn file), or by the test at a random
-moment after a random step (asynchronous, as a preemption is). After every trial:
+a random byte of the checkpoint files being written (a torn file), by the test at a random
+moment after a random step (asynchronous, as a node failure is), or as a preemption: SIGTERM
+after a random step, then SIGKILL after a random grace time, often during the emergency
+checkpoint. After every trial:
 
 - the restart reports what it resumed from, and that checkpoint must hold the state of its
   step (never a bad load), be at least as new as the newest checkpoint on disk, and the job
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from ._faults import SEED, TALLY, TRIALS, Child, audit, job_command, replay, verify_in_process
+from ._faults import EXIT_STOPPED, SEED, TALLY, TRIALS, Child, audit, job_command, replay, verify_in_process
 
 MAX_KIB = 32 * 1024
 LANES = 2
@@ -73,15 +75,15 @@ def _new_chain(rng: random.Random, root: Path, index: int, scenario: str) -> Cha
 
 def _draw_plan(rng: random.Random, chain: Chain, costs: Costs) -> dict:
     left = max(1, chain.steps - chain.step)
-    kind = rng.choices(["op", "byte", "async"], weights=[5, 3, 2])[0]
+    kind = rng.choices(["op", "byte", "async", "preempt"], weights=[5, 3, 2, 2])[0]
     if kind == "op":
         restart = rng.random() < 0.3  # the recovery, orphan removal and bookkeeping of a start
         return {"kill_op": rng.randint(1, 12 if restart else int(costs.ops * left) + 12)}
     if kind == "byte":
         per_step = (chain.kib + chain.grow_kib * (chain.step + left / 2)) * 1024 + 20_000
         return {"kill_byte": rng.randint(1, int(per_step * left))}
-    return {"kill_after_step": rng.randrange(chain.step, chain.step + left),
-            "delay_s": rng.uniform(0, 0.01 + chain.kib / 1024 * 0.015)}
+    key = "kill_after_step" if kind == "async" else "term_after_step"
+    return {key: rng.randrange(chain.step, chain.step + left), "delay_s": rng.uniform(0, 0.01 + chain.kib / 1024 * 0.015)}
 
 
 def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[bool, bool, list[str], int]:
@@ -91,16 +93,22 @@ def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[bool, bool, list[str
     options = {key: value for key, value in plan.items() if key in ("kill_op", "kill_byte")}
     child = Child(job_command(chain.run_dir, kib=chain.kib, grow_kib=chain.grow_kib, steps=chain.steps,
                               rules=chain.rules, **options))
-    if "kill_after_step" in plan:
-        if child.wait_for("step", step=plan["kill_after_step"]) is not None:
+    signalled = False
+    for key in {"kill_after_step", "term_after_step"} & set(plan):
+        if child.wait_for("step", step=plan[key]) is not None:
+            if key == "term_after_step":  # a preemption: its emergency checkpoint, then SIGKILL after a grace time
+                signalled = child.process.poll() is None
+                child.process.terminate()
             time.sleep(plan["delay_s"])  # the fault's timing, drawn from the seed
             child.process.kill()
     code = child.finish()
     killed = code == -9
     resumed, done = child.event("resumed"), child.event("done")
-    if code not in (0, -9):
+    if signalled:
+        TALLY.add(fault="preemption signals")
+    if code not in (0, -9) and not (signalled and code == EXIT_STOPPED):
         problems.append(f"the job failed (exit code {code}): {child.stderr[-3000:]}")
-    elif killed and "kill_after_step" not in plan and "fault: SIGKILL" not in child.stderr:
+    elif killed and "delay_s" not in plan and "fault: SIGKILL" not in child.stderr:
         problems.append(f"killed, but not by its planned fault: {child.stderr[-3000:]}")
     elif code == 0 and done is None:
         problems.append(f"exit code 0 without finishing: {child.stderr[-3000:]}")
@@ -127,13 +135,15 @@ def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[bool, bool, list[str
             costs.learn(done, resumed, chain)
     steps = [line["step"] for line in child.events if line.get("event") == "step"]
     chain.step = max([chain.step, *(s + 1 for s in steps[:-1])])
-    found = audit([chain.run_dir / "checkpoints"], chain.kib, chain.grow_kib)
+    found = audit([chain.run_dir / "checkpoints", chain.run_dir / "checkpoints" / "emergency"], chain.kib,
+                  chain.grow_kib)
     for path, why in found.bad.items():
         bad += 1
         problems.append(f"BAD LOAD: {path} loads but {why}")
     for path, why in found.invalid.items():
         problems.append(f"{path} is visible but does not load: {why}")
-    code_verify, output = verify_in_process(chain.run_dir / "checkpoints")
+    code_verify, output = (verify_in_process(chain.run_dir / "checkpoints")
+                           if (chain.run_dir / "checkpoints").is_dir() else (0, "killed before any checkpoint"))
     if code_verify != 0 and not found.invalid:
         problems.append(f"resilient checkpoints --verify exits {code_verify}:\n{output}")
     chain.valid = found.valid
