@@ -1,8 +1,9 @@
 """The `resilient` command: submit a job file, then watch, steer and inspect the run.
 
 Every command turns a user's mistake (a bad job file, an unknown run, a job that is not
-running) into one line on stderr and exit code 2, without a traceback; exit code 1 means the
-job itself failed (or a checkpoint is invalid); 0 means all is well.
+running, no SLURM for a SLURM job) into one line on stderr and exit code 2, without a
+traceback; exit code 1 means the job itself failed, a checkpoint is invalid or a file of the
+run directory is damaged (also one line, never a traceback); 0 means all is well.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import NoReturn
 
 from .._version import __version__
 from ..config import ConfigError
+from ..rundir._files import DamagedFile
 from ..rundir._lock import RunDirError
+from ..submission._executors import SubmissionError
 from . import _checkpoints, _control, _inspect, _submit
-from ._common import EXIT_USAGE, UsageError
+from ._common import EXIT_JOB_FAILED, EXIT_USAGE, UsageError
 
 _EXAMPLES = """\
 examples:
@@ -26,7 +29,9 @@ examples:
   resilient preempt quickstart                         # a fire drill
   resilient checkpoints runs/quickstart --verify
 
-`resilient COMMAND --help` describes each command.
+`resilient COMMAND --help` describes each command. Exit codes: 0 all is well; 1 the job failed,
+a checkpoint is invalid or a run's files are damaged; 2 a mistake on the command line or in the
+job file (nothing was done).
 """
 
 
@@ -55,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, UsageError, RunDirError) as error:
+    except DamagedFile as error:
+        print(f"resilient: error: {error}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    except (ConfigError, UsageError, RunDirError, SubmissionError) as error:
         print(f"resilient: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

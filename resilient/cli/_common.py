@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..rundir._files import shorten
 from ..submission import JobHandle
 
 EXIT_OK = 0
-EXIT_JOB_FAILED = 1  # the job (or a checkpoint) is not what it should be
+EXIT_JOB_FAILED = 1  # the job, a checkpoint or a file of the run directory is not what it should be
 EXIT_USAGE = 2  # the command line or the job file is wrong: nothing was done
 
 RUNS_DIR = Path("runs")  # where run directories go by default (runs/<name>)
+TABLE_WIDTH = 119  # a status row fits a 120-column terminal
 
 
 class UsageError(Exception):
@@ -23,10 +26,12 @@ class UsageError(Exception):
 
 def find_run(name: str) -> Path:
     """RUN as given on the command line: a run directory, or the name of one under ./runs."""
-    for candidate in (Path(name), RUNS_DIR / name):
+    candidates = [Path(name)] if Path(name).is_absolute() else [Path(name), RUNS_DIR / name]
+    for candidate in candidates:
         if (candidate / "job.json").is_file() or (candidate / "status.json").is_file():
             return candidate.absolute()
-    raise UsageError(f"no run directory {name!r} (looked for ./{name} and ./{RUNS_DIR / name})")
+    looked = " and ".join(str(path) if path.is_absolute() else f"./{path}" for path in candidates)
+    raise UsageError(f"no run directory {name!r} (looked for job.json or status.json in {looked})")
 
 
 def attach(run: str) -> JobHandle:
@@ -37,10 +42,21 @@ def attach(run: str) -> JobHandle:
         raise UsageError(str(error)) from None
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns, two spaces apart, as `squeue` prints them."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int | None = None,
+          narrowing: Sequence[tuple[int, int]] = (), keep_end: Collection[int] = ()) -> str:
+    """Left-aligned columns, two spaces apart, as `squeue` prints them.
+
+    With `width`, the columns of `narrowing` give way in turn, each down to its floor (never
+    below its header), until a row fits: a table wider than the terminal wraps into something
+    unreadable. Cut cells end in an ellipsis; those of `keep_end` columns (paths) start with one.
+    """
     widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    for column, floor in narrowing:
+        excess = sum(widths) + 2 * (len(widths) - 1) - (width or 0)
+        widths[column] -= max(min(excess, widths[column] - max(floor, len(headers[column]))), 0)
+    lines = ["  ".join(shorten(str(cell), widths[column], keep_end=column in keep_end).ljust(widths[column])
+                       for column, cell in enumerate(row)).rstrip()
+             for row in [headers, *rows]]
     return "\n".join(lines)
 
 
@@ -67,8 +83,13 @@ def checkpoint_name(path: str) -> str:
     return f"{checkpoint.parent.name}/{checkpoint.name}" if checkpoint.parent.name == "emergency" else checkpoint.name
 
 
-def describe(event: dict[str, Any]) -> str:
-    """One event as a short phrase, for `status` and `--follow`."""
+def ended(state: str, message: str) -> str:
+    """A final state and the status message that explains it, without saying the state twice."""
+    return f"{state}: {message.removeprefix(f'{state}: ')}" if message else state
+
+
+def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
+    """One event as a short phrase, for `status` and `--follow`; paths in `run_dir` are named from there."""
     kind = event.get("event", "?")
     if kind == "submitted":
         return f"submitted job {event.get('job_id')} ({event.get('executor')})"
@@ -84,6 +105,8 @@ def describe(event: dict[str, Any]) -> str:
         return f"stop agreed at step {event.get('step')}: {', '.join(event.get('reasons') or [])}"
     if kind == "fire_drill":
         return "fire drill: preemption signal sent" + (f" at step {event['step']}" if "step" in event else "")
+    if kind == "checkpoint_failed":
+        return f"checkpoint at step {event.get('step')} failed: {event.get('error')}"
     if kind == "finished":
         return f"finished at step {event.get('step')}"
     if kind == "cancel_requested":
@@ -92,6 +115,8 @@ def describe(event: dict[str, Any]) -> str:
         cause = event.get("cause", "?")
         return f"requeued ({cause} #{(event.get('requeues') or {}).get(cause, '?')})"
     message = event.get("message", "")
+    if run_dir is not None:
+        message = message.replace(f"{run_dir}{os.sep}", "")
     return message if message.startswith(f"{kind}:") else f"{kind.replace('_', ' ')}: {message}".rstrip(": ")
 
 

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from ..requeue._status import RUNNING, read_status
-from ..rundir._events import read_events
+from ..requeue._status import RUNNING, Status, read_status
+from ..rundir._events import read_history
+from ..rundir._files import DamagedFile
 from ..rundir._lock import lock_holder
-from ..rundir._record import read_record
+from ..rundir._record import JobRecord, read_record
 from ..submission import JobHandle
 from ..submission._handle import LOST
-from ._common import EXIT_OK, RUNS_DIR, UsageError, attach, checkpoint_name, describe, find_run, table, when
+from ._common import (EXIT_JOB_FAILED, EXIT_OK, RUNS_DIR, TABLE_WIDTH, UsageError, attach, checkpoint_name, describe,
+                      find_run, table, when)
 from ._follow import follow
 
+T = TypeVar("T")
 _HEADERS = ("RUN", "JOB", "EXECUTOR", "STATE", "RESTARTS", "LAST CHECKPOINT", "LAST EVENT")
+_RUN, _LAST_CHECKPOINT, _LAST_EVENT = 0, 5, 6
+# When a row would not fit: the run's path gives way first (its end names the run), then the
+# last checkpoint (its time and step stay), then the last event, then all of them down to the headers.
+_NARROWING = ((_RUN, 20), (_LAST_CHECKPOINT, 24), (_LAST_EVENT, 0), (_RUN, 0), (_LAST_CHECKPOINT, 0))
+DAMAGED = "damaged"  # the state of a run with a file that cannot be read
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     status = commands.add_parser(
         "status", help="state, restarts, last checkpoint and last event of runs",
-        description="Show runs as a table: every run under ./runs, or the one RUN names.",
+        description="Show runs as a table: every run under ./runs, or the one RUN names. A run whose files "
+                    "cannot be read shows as damaged, naming the file and why, and the exit code is then 1.",
         epilog="examples:\n  resilient status\n  resilient status runs/quickstart",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -48,29 +58,52 @@ def _restarts(requeues: dict[str, int]) -> str:
     return f"{total} (" + ", ".join(f"{cause} {count}" for cause, count in sorted(requeues.items())) + ")"
 
 
-def _row(run_dir: Path) -> tuple[list[str], str]:
-    """The run's table row, and its status message."""
-    record = read_record(run_dir)
-    status = read_status(run_dir)
+def _state(run_dir: Path, record: JobRecord | None, status: Status) -> str:
     if record is not None:
-        state = JobHandle(run_dir, record).state
-    else:  # a plain process: it runs while it holds the run directory's lock
-        state = LOST if status.state == RUNNING and lock_holder(run_dir) is None else status.state
-    history = read_events(run_dir)
-    checkpoints = [event for event in history if event.get("event") == "checkpoint"]
-    last_checkpoint: dict[str, Any] | None = checkpoints[-1] if checkpoints else None
-    last = history[-1] if history else None
+        return JobHandle(run_dir, record).state
+    # a plain process: it runs while it holds the run directory's lock
+    return LOST if status.state == RUNNING and lock_holder(run_dir) is None else status.state
+
+
+def _readable(read: Callable[[Path], T], run_dir: Path, damage: list[DamagedFile]) -> T | None:
+    """What `read` finds in the run directory; None, and the damage noted, where it cannot."""
+    try:
+        return read(run_dir)
+    except DamagedFile as error:
+        damage.append(error)
+        return None
+
+
+def _row(run_dir: Path) -> tuple[list[str], str, list[DamagedFile]]:
+    """The run's table row, its status message, and what in it is damaged.
+
+    Each file is read on its own, so that a damaged one still leaves the others to be shown.
+    """
+    damage: list[DamagedFile] = []
+    record = _readable(read_record, run_dir, damage)
+    status = _readable(read_status, run_dir, damage)
+    history = read_history(run_dir)
+    damage += [history.damage] if history.damage else []
+    checkpoints = [event for event in history.events if event["event"] == "checkpoint"]
+    last_checkpoint = checkpoints[-1] if checkpoints else None
+    last = history.events[-1] if history.events else None
+    if damage:
+        state, last_event = DAMAGED, f"{damage[0].path.name}: {damage[0].why}"
+    else:
+        assert status is not None
+        state = _state(run_dir, record, status)
+        last_event = f"{when(last['time'])} {describe(last, run_dir)}" if last else "-"
     row = [
         str(run_dir.relative_to(Path.cwd())) if run_dir.is_relative_to(Path.cwd()) else str(run_dir),
-        record.job_id if record else (status.job_id or "-"),
+        record.job_id if record else (status.job_id if status else None) or "-",
         record.executor if record else "-",
         state,
-        _restarts(status.requeues),
-        f"{when(last_checkpoint['time'])} step {last_checkpoint['step']} {checkpoint_name(last_checkpoint['path'])}"
-        if last_checkpoint else "-",
-        f"{when(last['time'])} {describe(last)}" if last else "-",
+        _restarts(status.requeues) if status else "-",
+        f"{when(last_checkpoint['time'])} step {last_checkpoint.get('step')} "
+        f"{checkpoint_name(str(last_checkpoint.get('path')))}" if last_checkpoint else "-",
+        last_event,
     ]
-    return row, status.message
+    return row, status.message if status else "", damage
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -81,11 +114,13 @@ def _status(args: argparse.Namespace) -> int:
                       if (path / "job.json").is_file() or (path / "status.json").is_file())
         if not runs:
             raise UsageError(f"no runs under ./{RUNS_DIR}; name one: resilient status RUN")
-    rows, messages = zip(*(_row(run_dir) for run_dir in runs))
-    print(table(_HEADERS, rows))
-    if args.run is not None and messages[0]:
-        print(f"\n{messages[0]}")
-    return EXIT_OK
+    rows, messages, damage = zip(*(_row(run_dir) for run_dir in runs))
+    print(table(_HEADERS, rows, width=TABLE_WIDTH, narrowing=_NARROWING, keep_end=(_RUN,)))
+    if args.run is not None:
+        details = [detail for detail in (messages[0], *map(str, damage[0])) if detail]
+        if details:
+            print("\n" + "\n".join(details))
+    return EXIT_JOB_FAILED if any(damage) else EXIT_OK
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -8,13 +8,15 @@ import json
 import yaml
 
 from ..config import json_schema, load_job_file
-from ..requeue._status import COMPLETED
+from ..requeue._status import CANCELLED, COMPLETED
 from ..rundir import submitit_folder
-from ..submission._executors import batch_script
+from ..submission._executors import SlurmUnavailable, batch_script
 from ..submission._launch import launch
 from ..submission._options import EXECUTORS
-from ._common import EXIT_JOB_FAILED, EXIT_OK, say
+from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, ended, say
 from ._follow import follow
+
+_FOLLOWED_TO_SUCCESS = (COMPLETED, CANCELLED)  # a cancelled job did what its user asked
 
 SUBMIT_EXAMPLES = """\
 examples:
@@ -40,7 +42,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--dry-run", action="store_true",
                         help="validate and print the batch script (slurm) or the resolved file; submit nothing")
     submit.add_argument("-f", "--follow", action="store_true",
-                        help="stream rank 0's log and the run's events until the job ends")
+                        help="stream rank 0's log and the run's events until the job ends; exit 0 if it "
+                             "completed or was cancelled, 1 if it failed, gave up or was lost")
     submit.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming: move the previous run directory aside")
     submit.set_defaults(handler=_submit)
@@ -72,8 +75,11 @@ def _submit(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(spec.resolved, sort_keys=False), end="")
         say(f"{args.job_file} is valid; nothing was submitted (--dry-run)")
         return EXIT_OK
-    handle = launch(spec.function, options, name=spec.name, kwargs=spec.args, fire_drill_step=spec.fire_drill_step,
-                    config=spec.resolved, fresh=args.fresh)
+    try:
+        handle = launch(spec.function, options, name=spec.name, kwargs=spec.args,
+                        fire_drill_step=spec.fire_drill_step, config=spec.resolved, fresh=args.fresh)
+    except SlurmUnavailable as error:
+        raise UsageError(f"{error}; use --executor local or --dry-run") from None
     print(f"submitted job {handle.job_id} ({options.executor}), run directory {run_dir}")
     if options.executor == "debug":  # the debug executor runs the job here, now
         handle.result()
@@ -82,5 +88,5 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"  resilient status {run_dir}\n  resilient logs {run_dir} -f\n  resilient cancel {run_dir}")
         return EXIT_OK
     state = follow(handle)
-    say(f"job {handle.job_id} {state}" + (f": {handle.status.message}" if handle.status.message else ""))
-    return EXIT_OK if state == COMPLETED else EXIT_JOB_FAILED
+    say(f"job {handle.job_id} {ended(state, handle.status.message)}")
+    return EXIT_OK if state in _FOLLOWED_TO_SUCCESS else EXIT_JOB_FAILED

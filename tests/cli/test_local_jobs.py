@@ -19,6 +19,7 @@ import torch
 
 import resilient
 from tests.loop._jobs import assert_bitwise_equal
+from tests.rundir._modes import OTHERS, mode, writable
 
 from ._cli import QUICKSTART, Follower, assert_usage_error, cli, cli_many, events, kill_jobs, story, train_model_file
 
@@ -106,9 +107,17 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quickstart]
 def test_the_quickstart_follows_its_fire_drill_to_completion(quickstart: Quickstart) -> None:
     result = quickstart.result
     assert result.returncode == 0, result.stderr
-    for shown in ("fire drill", "stop agreed at step 30", "requeued (preempted #1)", "resumed at step 30 from emergency/step=30.ckpt",
-                  "finished at step 70", "completed"):
-        assert shown in result.stderr, shown
+    shown = ["fire drill: preemption signal sent at step 30", "stop agreed at step 30: SIGUSR2",
+             "checkpoint at step 30: emergency/step=30.ckpt", "requeued (preempted #1)", "started job",
+             "resumed at step 30 from emergency/step=30.ckpt", "finished at step 70"]
+    remaining = iter(result.stderr.splitlines())
+    assert all(any(phrase in line for line in remaining) for phrase in shown), result.stderr  # each after the last
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("resilient: job ") and lines[-1].endswith(" completed"), lines[-1]
+    # Only the run's events and the job's own output: neither submitit's INFO lines nor the job
+    # repeating (before it, as the logs are read first) the requeue its event announces.
+    assert "submitit" not in result.stdout + result.stderr
+    assert not [line for line in lines if line.startswith("resilient: requeued")], result.stderr
     status = _status(quickstart.run_dir)
     assert "completed" in status and "1 (preempted 1)" in status, status
 
@@ -193,12 +202,14 @@ def test_a_live_job_keeps_its_run_directory_until_cancelled_then_a_new_submissio
     cancelled = cli("cancel", gated.run_dir)
     assert cancelled.returncode == 0, cancelled.stderr
     result = job.finish()
-    assert result.returncode == 1 and f"job {job_id} cancelled" in result.stderr.splitlines()[-1], result.stderr
+    assert result.returncode == 0, result.stderr  # the user asked for it: following it there went well
     assert "cancelled" in _status(gated.run_dir)
     history = story(gated.run_dir)
     assert _kinds(history) == ["submitted", "started", "cancel_requested", "signal", "checkpoint", "cancelled"]
     emergency = history[4]
     assert emergency["rule"]["kind"] == "emergency" and Path(emergency["path"]).is_dir()
+    last = result.stderr.splitlines()[-1]
+    assert last == f"resilient: job {job_id} cancelled: emergency checkpoint {emergency['path']}", result.stderr
 
     again = cli("submit", gated.job_file, "--follow", "-o", f"run_dir={gated.run_dir}")  # no --fresh: resume
     assert again.returncode == 0, again.stderr
@@ -273,3 +284,16 @@ def test_verify_finds_a_flipped_byte_that_sizes_alone_miss(tmp_path: Path) -> No
     assert verified.returncode == 1, verified.stdout + verified.stderr
     (row,) = [line for line in verified.stdout.splitlines() if line.startswith(name)]
     assert "NO" in row, verified.stdout
+
+
+def test_a_job_submitted_under_umask_000_leaves_nothing_others_can_change(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "train"
+    job_file = train_model_file(tmp_path, out=str(tmp_path / "out.pt"), epochs=1)
+    result = cli("submit", job_file, "--follow", "-o", f"run_dir={run_dir}", umask=0)
+    assert result.returncode == 0, result.stderr
+    assert writable(tmp_path / "runs", by=OTHERS) == []
+    for name in ("config.yaml", "job.json", "status.json", "events.jsonl", ".lock"):
+        assert mode(run_dir / name) == 0o644, name
+    assert mode(run_dir / "submitit") == 0o700  # the pickle in it is the code the job runs
+    (pickle,) = (run_dir / "submitit").glob("*_submitted.pkl")
+    assert mode(pickle) == 0o600

@@ -1,7 +1,7 @@
 """The command line without running a job: help, schema, dry runs, and every mistake refused in one line.
 
 Mistakes are run from an empty directory, which must stay empty: a refused command has done
-nothing, not even created `runs/`.
+nothing, not even created `runs/`. Damaged run directories are made by hand, a file at a time.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from resilient.requeue._status import update_status
+from resilient.rundir._events import append_event
 from resilient.rundir._record import JobRecord, write_record
 
-from ._cli import ELSEWHERE, QUICKSTART, REPO, assert_usage_error, cli, cli_many
+from ._cli import ELSEWHERE, QUICKSTART, REPO, assert_usage_error, cli, cli_many, without_slurm
 
 BROKEN = sorted((REPO / "tests" / "config" / "broken").glob("*.yaml"))
 COMMANDS = ("submit", "status", "logs", "cancel", "checkpoints", "preempt", "schema")
@@ -39,18 +40,26 @@ def empty_dir(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.fixture
-def finished_run(tmp_path: Path) -> Path:
+def _finished(run_dir: Path, message: str = "") -> Path:
     """A run directory whose one-task local job completed: its controller's pid is dead."""
-    run_dir = tmp_path / "finished"
-    run_dir.mkdir()
+    run_dir.mkdir(parents=True)
     ended = subprocess.Popen(["true"])
     ended.wait()
-    write_record(run_dir, JobRecord(job_id=str(ended.pid), executor="local", name="finished", submitted=time.time(),
+    write_record(run_dir, JobRecord(job_id=str(ended.pid), executor="local", name=run_dir.name, submitted=time.time(),
                                     host=socket.gethostname(), tasks=1, warning_signal=int(signal.SIGUSR2)))
     with update_status(run_dir) as status:
-        status.job_id, status.state = str(ended.pid), "completed"
+        status.job_id, status.state, status.message = str(ended.pid), "completed", message
     return run_dir
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> Path:
+    return _finished(tmp_path / "finished")
+
+
+@pytest.fixture
+def no_slurm(tmp_path: Path) -> dict[str, str]:
+    return without_slurm(tmp_path / "bin")
 
 
 def test_every_help_exits_0_with_examples() -> None:
@@ -124,12 +133,111 @@ def test_a_local_dry_run_prints_the_resolved_file_and_creates_nothing(empty_dir:
     assert not any(empty_dir.iterdir())
 
 
-def test_a_slurm_dry_run_prints_the_batch_script_and_creates_nothing(empty_dir: Path) -> None:
+def test_a_slurm_dry_run_prints_the_batch_script_and_creates_nothing(empty_dir: Path, no_slurm: dict) -> None:
+    """Without SLURM on this machine: a dry run is for checking a job file before taking it to the cluster."""
     result = cli("submit", QUICKSTART, "--executor", "slurm", "--dry-run", "-o", "slurm.partition=low",
-                 "-o", "slurm.signal_delay=90", cwd=empty_dir, env=ELSEWHERE)
+                 "-o", "slurm.signal_delay=90", cwd=empty_dir, env=no_slurm)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "#!/bin/bash"
     for option in ("--requeue", "--signal=USR2@90", "--partition=low", "--time=10", "--job-name=quickstart"):
         assert f"#SBATCH {option}" in lines, option
     assert not any(empty_dir.iterdir())
+
+
+def test_a_slurm_submission_without_slurm_is_one_line_and_leaves_nothing(
+        empty_dir: Path, finished_run: Path, no_slurm: dict) -> None:
+    before = sorted(finished_run.rglob("*"))
+    results = cli_many([("submit", QUICKSTART, "--executor", "slurm"),
+                        ("submit", QUICKSTART, "--executor", "slurm", "-o", f"run_dir={finished_run}")],
+                       cwd=empty_dir, env=no_slurm)
+    for result in results:
+        assert_usage_error(result, "SLURM is not available here (no sbatch or srun on PATH); "
+                                   "use --executor local or --dry-run")
+    assert not any(empty_dir.iterdir())
+    assert sorted(finished_run.rglob("*")) == before
+
+
+def test_a_missing_run_given_by_its_absolute_path_is_named_plainly(empty_dir: Path) -> None:
+    missing = empty_dir / "nowhere"
+    assert_usage_error(cli("status", missing, cwd=empty_dir, env=ELSEWHERE),
+                       f"no run directory '{missing}' (looked for job.json or status.json in {missing})")
+
+
+# ---------------------------------------------------------------- damaged run directories
+
+_DAMAGE: dict[str, tuple[str, bytes, str]] = {  # run name: file, what it holds, what the row says
+    "utf8": ("events.jsonl", b'{"time": "\xff", "event": "started"}\n', "line 2: byte 0xff is not UTF-8"),
+    "time": ("events.jsonl", b'{"time": "05:75:14", "event": "started"}\n', "line 2: time '05:75:14'"),
+    "step": ("events.jsonl", b'{"time": "2026-12-01T05:00:00", "event": "checkpoint", "step": [1]}\n',
+                 "'step' is [1], not int"),
+    "status": ("status.json", b"\x00\x01garbage", "not JSON"),
+    "state": ("status.json", b'{"state": 5}', "'state' is 5, not str"),
+    "job": ("job.json", b"{\"job_id\": ", "not JSON"),
+    "record": ("job.json", b'{"job_id": 1}', "no 'executor'"),
+}
+
+
+@pytest.fixture
+def runs(empty_dir: Path) -> Path:
+    """./runs with a sound finished run and one run for each kind of damage."""
+    _finished(empty_dir / "runs" / "sound")
+    for name, (file, content, _) in _DAMAGE.items():
+        run_dir = _finished(empty_dir / "runs" / name)
+        append_event(run_dir, "finished", step=4)
+        if file == "events.jsonl":
+            with open(run_dir / file, "ab") as events:
+                events.write(content)
+        else:
+            (run_dir / file).write_bytes(content)
+    return empty_dir / "runs"
+
+
+def test_status_lists_every_run_and_names_each_damage_in_its_row(runs: Path) -> None:
+    result = cli("status", cwd=runs.parent, env=ELSEWHERE)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and not result.stderr, result.stderr
+    rows = {line.split()[0].removeprefix("runs/"): line for line in result.stdout.splitlines()[1:]}
+    assert sorted(rows) == sorted([*_DAMAGE, "sound"])
+    assert "completed" in rows["sound"] and "damaged" not in rows["sound"]
+    for name, (file, _, says) in _DAMAGE.items():
+        assert "  damaged  " in rows[name] and f"  {file}: " in rows[name] and says in rows[name], rows[name]
+
+
+def test_status_of_one_damaged_run_shows_it_and_exits_1(runs: Path) -> None:
+    result = cli("status", "state", cwd=runs.parent, env=ELSEWHERE)
+    assert result.returncode == 1 and not result.stderr, result.stderr
+    assert "damaged" in result.stdout.splitlines()[1]
+    assert f"{runs / 'state' / 'status.json'} is damaged: 'state' is 5, not str" in result.stdout  # the whole story
+
+
+def test_commands_on_a_damaged_run_say_so_in_one_line(runs: Path) -> None:
+    cases = [(command, name) for command in ("logs", "cancel", "preempt") for name in ("job", "record")]
+    cases += [("cancel", "state"), ("preempt", "status")]
+    for (command, name), result in zip(cases, cli_many(cases, cwd=runs.parent, env=ELSEWHERE), strict=True):
+        file = _DAMAGE[name][0]
+        assert_usage_error(result, f"{runs / name / file} is damaged: ", code=1)
+    for name, (file, content, _) in _DAMAGE.items():
+        if file != "events.jsonl":
+            assert (runs / name / file).read_bytes() == content  # nothing was done to the damaged run
+
+
+def test_status_rows_fit_120_columns(tmp_path: Path) -> None:
+    run_dir = _finished(tmp_path / ("a-run-directory-with-a-name-longer-than-anyone-would-like-to-read" * 2))
+    append_event(run_dir, "checkpoint", step=12, path=str(run_dir / "checkpoints" / f"{'x' * 150}.ckpt"), bytes=1,
+                 seconds=0.1)
+    append_event(run_dir, "failed", message="crashed: RuntimeError: " + "boom " * 60)
+    result = cli("status", run_dir, cwd=tmp_path, env=ELSEWHERE)
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert len(header) < 120 and len(row) < 120, result.stdout
+    assert row.startswith("...") and "-to-read  " in row and row.endswith("..."), row  # the run's name is kept
+    assert "failed: crashed: R" in row and "step 12 xxx" in row, row
+
+
+def test_status_names_paths_in_the_run_from_the_run(tmp_path: Path) -> None:
+    run_dir = _finished(tmp_path / "run")
+    append_event(run_dir, "cancelled", message=f"cancelled: emergency checkpoint {run_dir}/checkpoints/emergency/s.ckpt")
+    result = cli("status", run_dir, cwd=tmp_path, env=ELSEWHERE)
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[1]
+    assert "cancelled: emergency checkpoint checkpoints/" in row and str(tmp_path) not in row, row
