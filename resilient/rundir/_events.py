@@ -29,7 +29,6 @@ SUBMITTED = "submitted"
 STARTED = "started"
 RESUMED = "resumed"
 CHECKPOINT = "checkpoint"
-CHECKPOINT_FAILED = "checkpoint_failed"
 CHECKPOINT_FAILED = "checkpoint_failed"  # a periodic save failed and training went on
 SIGNAL = "signal"
 FIRE_DRILL = "fire_drill"
