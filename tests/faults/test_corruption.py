@@ -195,7 +195,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_a_restart_skips_the_damaged_checkpoint_with_a_warning_naming_it(name: str, outcomes: dict[str, Outcome]) -> None:
+def test_a_restart_skips_the_damaged_checkpoint_with_a_warning_naming_it(name: str,
+                                                                         outcomes: dict[str, Outcome]) -> None:
     case, outcome = CASES[name], outcomes[name]
     restart = outcome.restart
     assert restart.returncode == 0, restart.stderr[-3000:]

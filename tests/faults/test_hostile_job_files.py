@@ -91,7 +91,8 @@ def _write(directory: Path, name: str, text: str, executor: str) -> Path:
     base = [line for line in _base(directory / "run", executor).splitlines(keepends=True)
             if line.split(":")[0] not in hostile_keys]
     path = directory / f"{name.replace(' ', '-').replace('/', '_')}.yaml"
-    path.write_bytes(("".join(base) + text.replace("{pwned}", str(directory / "pwned"))).encode("utf-8", "surrogateescape"))
+    text = "".join(base) + text.replace("{pwned}", str(directory / "pwned"))
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
     return path
 
 

@@ -61,7 +61,7 @@ class Costs:
 
     ops: float = 30.0
 
-    def learn(self, done: dict, resumed: dict, chain: Chain) -> None:
+    def learn(self, done: dict, resumed: dict) -> None:
         steps = done["step"] - resumed["step"]
         if steps > 0 and done.get("ops"):
             self.ops = max(self.ops * 0.5, done["ops"] / steps)
@@ -83,11 +83,12 @@ def _draw_plan(rng: random.Random, chain: Chain, costs: Costs) -> dict:
         per_step = (chain.kib + chain.grow_kib * (chain.step + left / 2)) * 1024 + 20_000
         return {"kill_byte": rng.randint(1, int(per_step * left))}
     key = "kill_after_step" if kind == "async" else "term_after_step"
-    return {key: rng.randrange(chain.step, chain.step + left), "delay_s": rng.uniform(0, 0.01 + chain.kib / 1024 * 0.015)}
+    return {key: rng.randrange(chain.step, chain.step + left),
+            "delay_s": rng.uniform(0, 0.01 + chain.kib / 1024 * 0.015)}
 
 
-def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[bool, bool, list[str], int]:
-    """One start of `chain` under `plan`: (killed, finished, problems, bad loads)."""
+def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[str | None, bool, list[str], int]:
+    """One start of `chain` under `plan`: (where a SIGKILL landed, if one did; finished; problems; bad loads)."""
     problems: list[str] = []
     bad = 0
     options = {key: value for key, value in plan.items() if key in ("kill_op", "kill_byte")}
@@ -132,7 +133,7 @@ def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[bool, bool, list[str
             bad += 1
             problems.append(f"BAD LOAD: the resumed run ended with a wrong state: {done['problem']}")
         if resumed is not None:
-            costs.learn(done, resumed, chain)
+            costs.learn(done, resumed)
     steps = [line["step"] for line in child.events if line.get("event") == "step"]
     chain.step = max([chain.step, *(s + 1 for s in steps[:-1])])
     found = audit([chain.run_dir / "checkpoints", chain.run_dir / "checkpoints" / "emergency"], chain.kib,
@@ -147,7 +148,8 @@ def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[bool, bool, list[str
     if code_verify != 0 and not found.invalid:
         problems.append(f"resilient checkpoints --verify exits {code_verify}:\n{output}")
     chain.valid = found.valid
-    return killed, done is not None and code == 0, problems, bad
+    where = ("kills in a restart" if resumed is None else "kills in a run") if killed else None
+    return where, done is not None and code == 0, problems, bad
 
 
 def _lane(scenario: str, lane: int, trials: int, root: Path) -> list[str]:
@@ -160,7 +162,7 @@ def _lane(scenario: str, lane: int, trials: int, root: Path) -> list[str]:
             chain, chains = _new_chain(rng, root / f"lane-{lane}", chains, scenario), chains + 1
         plan = _draw_plan(rng, chain, costs)
         killed, finished, problems, bad = _trial(chain, plan, costs)
-        TALLY.add(trials=1, fault="kills" if killed else None, bad_loads=bad)
+        TALLY.add(trials=1, fault=killed, bad_loads=bad)
         failures += [f"lane {lane} trial {trial}, {chain}, plan {plan}: {problem}" for problem in problems]
         if finished:
             chain = None
@@ -173,6 +175,7 @@ def test_sigkill_at_random_moments_never_loads_a_bad_checkpoint(scenario: str, t
     share = TRIALS // len(SCENARIOS) + (sorted(SCENARIOS).index(scenario) < TRIALS % len(SCENARIOS))
     counts = [share // LANES + (lane < share % LANES) for lane in range(LANES)]
     with ThreadPoolExecutor(LANES) as pool:
-        failures = [f for lane in pool.map(lambda i: _lane(scenario, i, counts[i], tmp_path), range(LANES)) for f in lane]
+        lanes = pool.map(lambda i: _lane(scenario, i, counts[i], tmp_path), range(LANES))
+        failures = [failure for lane in lanes for failure in lane]
     assert not failures, "\n".join([*failures[:20], f"({len(failures)} problems)",
                                     replay(f"'{request.node.nodeid}'")])

@@ -82,7 +82,7 @@ class _CountingFile:
         _CountingFile.written += view.nbytes
         return self._file.write(view)
 
-    def __enter__(self) -> _CountingFile:
+    def __enter__(self):  # type: ignore[no-untyped-def]
         return self
 
     def __exit__(self, *exc: object) -> None:
