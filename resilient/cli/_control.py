@@ -41,10 +41,13 @@ def _live_handle(run: str) -> JobHandle:
 def _cancel(args: argparse.Namespace) -> int:
     handle = _live_handle(args.run)
     try:
-        handle.cancel()
+        waiting = handle.cancel()
     except ValueError as error:
         raise UsageError(str(error)) from None
-    say(f"cancelling job {handle.job_id}: it checkpoints, then stops")
+    if waiting:
+        say(f"cancelled job {handle.job_id}: it was waiting to start, so nothing ran; its checkpoints stay")
+    else:
+        say(f"cancelling job {handle.job_id}: it checkpoints, then stops")
     return EXIT_OK
 
 

@@ -23,13 +23,16 @@ from submitit.local.local import LocalJob
 from ..requeue import _status
 from ..rundir import _events as events
 from ..rundir import submitit_folder
-from ..rundir._record import JobRecord, is_alive, local_controller, read_record
+from ..rundir._record import JobRecord, is_alive, local_controller, read_record, slurm_state
 
 TERMINAL_STATES = (_status.COMPLETED, _status.FAILED, _status.GAVE_UP, _status.CANCELLED, _status.STOPPED)
 PENDING = "pending"
 LOST = "lost"  # the scheduler no longer has the job, but it never said how it ended
 _POLL_S = 0.5
 
+
+# squeue states of a job that has no process running: queued, or held after a requeue.
+_WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"})
 
 class JobError(RuntimeError):
     """The job ended without a result: failed, gave up after its requeue bound, or was cancelled."""
@@ -125,12 +128,14 @@ class JobHandle:
             raise JobError(f"job {self.job_id} {state}: {self.status.message or 'see its logs'} (run dir {self._run_dir})")
         return self._job.results()[0]
 
-    def cancel(self) -> None:
+    def cancel(self) -> bool:
         """Stop the job for good: it takes an emergency checkpoint and ends as `cancelled`.
 
         SLURM's scancel sends SIGTERM, which the job recognises as a cancellation. A local job
         gets SIGTERM too, after the status file says it was cancelled, since a local SIGTERM
-        alone cannot be told from a preemption.
+        alone cannot be told from a preemption. A job that is not running (queued, or held
+        by SLURM after a requeue) has nothing to checkpoint and no process to say how it
+        ended, so it is recorded as cancelled here, its checkpoints kept. Returns True then.
         """
         if self.executor not in ("slurm", "local"):
             raise ValueError(f"cancel() needs a slurm or local job, not the {self.executor} executor")
@@ -139,17 +144,29 @@ class JobHandle:
                 record.cancel_requested = True
         events.append_event(self._run_dir, events.CANCEL_REQUESTED, job_id=self.job_id)
         if self.executor == "slurm":
+            waiting = slurm_state(self.job_id) in _WAITING_STATES
             _scancel(self.job_id)
-            return
-        try:
-            tasks = _local_tasks(self._record, None)
-        except ValueError:  # between restarts: ask the controller itself, as submitit would
-            controller = local_controller(self._record)
-            if controller is not None:
-                controller.send_signal(signal.SIGINT)
-            return
-        for task in tasks:
-            task.send_signal(signal.SIGTERM)
+        else:
+            try:
+                tasks = _local_tasks(self._record, None)
+            except ValueError:  # between restarts: ask the controller itself, as submitit would
+                tasks = []
+                controller = local_controller(self._record)
+                if controller is not None:
+                    controller.send_signal(signal.SIGINT)
+            for task in tasks:
+                task.send_signal(signal.SIGTERM)
+            waiting = not tasks
+        if waiting:
+            self._record_cancelled_while_waiting()
+        return waiting
+
+    def _record_cancelled_while_waiting(self) -> None:
+        message = "cancelled while waiting to start; its checkpoints stay, submitting again resumes it"
+        with _status.update_status(self._run_dir) as record:
+            record.state, record.message = _status.CANCELLED, message
+        events.append_event(self._run_dir, events.CANCELLED, job_id=self.job_id, message=message,
+                            requeues=dict(record.requeues))
 
     def log_path(self, rank: int = 0, stream: str = "stdout") -> Path:
         """Where rank `rank`'s stdout or stderr goes (the same file across requeues)."""

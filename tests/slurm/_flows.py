@@ -24,6 +24,18 @@ def wait_ready(cluster: SlurmCluster, handle: resilient.JobHandle, gate: Path, s
     cluster.wait_until(lambda: (gate / f"ready-{step}").exists(), 180, f"job {handle.job_id} to reach step {step}")
 
 
+def wait_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> None:
+    """Until the job has been requeued `restarts` times and is pending (in SLURM's requeue hold)."""
+
+    def requeued() -> bool:
+        job = cluster.job(job_id)
+        if job["JobState"] in FINAL_STATES:
+            raise AssertionError(f"job {job_id} ended {job['JobState']} instead of being requeued")
+        return int(job.get("Restarts", "0")) >= restarts and job["JobState"] == "PENDING"
+
+    cluster.wait_until(requeued, REQUEUE_WAIT_S, f"job {job_id} to be requeued")
+
+
 def release_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> None:
     """Wait until the job has been requeued `restarts` times and is pending, then lift SLURM's
     2-minute requeue hold (Reason=BeginTime), repeating the release until the job has started.
@@ -34,12 +46,6 @@ def release_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> N
     waits until the clock is 2 s past the requeue (SubmitTime is set to the requeue time).
     """
 
-    def requeued() -> bool:
-        job = cluster.job(job_id)
-        if job["JobState"] in FINAL_STATES:
-            raise AssertionError(f"job {job_id} ended {job['JobState']} instead of being requeued")
-        return int(job.get("Restarts", "0")) >= restarts and job["JobState"] == "PENDING"
-
     def released() -> bool:
         job = cluster.job(job_id)
         if job["JobState"] != "PENDING":
@@ -49,7 +55,7 @@ def release_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> N
             cluster.release(job_id)
         return False
 
-    cluster.wait_until(requeued, REQUEUE_WAIT_S, f"job {job_id} to be requeued")
+    wait_requeued(cluster, job_id, restarts)
     cluster.wait_until(released, 60, f"job {job_id}'s requeue hold to be lifted")
 
 

@@ -14,7 +14,7 @@ from resilient.rundir._events import read_events
 from tests.loop._jobs import assert_bitwise_equal
 from tests.submission.jobs import make_job
 
-from ._flows import emergency_steps, gate_dir, release_requeued, wait_ready
+from ._flows import emergency_steps, gate_dir, release_requeued, wait_ready, wait_requeued
 from .conftest import SlurmCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,3 +98,22 @@ def test_cancel_stops_the_job_after_its_checkpoint(slurm_cluster: SlurmCluster, 
     assert names[-1] == "cancelled" and "requeued" not in names and "cancel_requested" in names
     again = _cli("preempt", str(tmp_path / "run"))
     assert again.returncode == 2 and "not running" in again.stderr
+
+
+def test_cancel_of_a_job_held_after_its_requeue_ends_it_as_cancelled(slurm_cluster: SlurmCluster,
+                                                                     tmp_path: Path) -> None:
+    """Nothing runs in SLURM's requeue hold to say how the job ended: cancel itself records it."""
+    gate = gate_dir(tmp_path)
+    handle = _submit_gated(tmp_path, gate, [10])
+    wait_ready(slurm_cluster, handle, gate, 10)
+    slurm_cluster.preempt(nodes=2)
+    wait_requeued(slurm_cluster, int(handle.job_id))
+    cancelled = _cli("cancel", str(tmp_path / "run"))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "it was waiting to start, so nothing ran; its checkpoints stay" in cancelled.stderr
+    assert handle.wait(timeout=120) == "cancelled"
+    names = [event["event"] for event in read_events(tmp_path / "run")]
+    assert names[-3:] == ["requeued", "cancel_requested", "cancelled"]
+    assert emergency_steps(tmp_path / "run") == [11]  # the preemption's checkpoint stays
+    row = _cli("status", str(tmp_path / "run")).stdout.splitlines()[1]
+    assert row.split()[3] == "cancelled", row
