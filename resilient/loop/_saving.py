@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,21 @@ from ..checkpoint import CheckpointError, Manifest, write_checkpoint
 from ..coordination._dist import DistInfo, broadcast_object, gather_to_main
 from ._rng import capture_rng
 from ._state import STATE_FILE, module_states, rank_file, split_states
+
+
+class OnSaveError(str, Enum):
+    """What a failed periodic save does to training (a failed emergency checkpoint always ends it)."""
+
+    STOP = "stop"  # end the run as failed, naming the cause: no work is done that could not be saved
+    CONTINUE = "continue"  # warn, record the failure, and try again at the next save a rule schedules
+
+    @classmethod
+    def parse(cls, value: object, *, name: str = "on_save_error") -> OnSaveError:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(member.value for member in cls)
+            raise ValueError(f"{name} must be one of {choices}, not {value!r:.40}") from None
 
 
 @dataclass

@@ -43,7 +43,7 @@ from ..rundir._lock import RunDirInUse, RunLock
 from ._position import LoaderPosition
 from ._resume import Restored, restore_latest
 from ._rng import capture_rng, restore_rng
-from ._saving import Snapshot, write_together
+from ._saving import OnSaveError, Snapshot, write_together
 from ._state import check_trackable, restore_objects
 from ._workers import prepare_workers
 
@@ -56,7 +56,6 @@ _AUTOMATIC_METRICS = ("epoch", "step")
 # is the warning signal, named by the signal Run was given).
 _STOP_FLAGS = ("warning", "SIGTERM", "SIGINT", "deadline")
 _DEADLINE = _STOP_FLAGS.index("deadline")
-SAVE_ERROR_POLICIES = ("stop", "continue")
 DEADLINE_MARGIN_S = 20.0
 
 
@@ -171,7 +170,7 @@ class Run:
         warning_signal: str | int = "USR2",
         max_requeues: int | None = None,
         max_crash_requeues: int = 0,
-        on_save_error: str = "stop",
+        on_save_error: str | OnSaveError = "stop",
     ) -> None:
         self._rules = _rules_from(checkpoint)
         keys = [rule._key for rule in self._rules]
@@ -187,9 +186,7 @@ class Run:
             raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
         self._warning_signal = signal_number(warning_signal, name="warning_signal")
         self._policy = RequeuePolicy(max_requeues, max_crash_requeues)
-        if on_save_error not in SAVE_ERROR_POLICIES:
-            raise ValueError(f"on_save_error must be one of {', '.join(SAVE_ERROR_POLICIES)}, not {on_save_error!r:.40}")
-        self._on_save_error = on_save_error
+        self._on_save_error = OnSaveError.parse(on_save_error)
         for rule in self._rules:
             rule._bind(self._run_dir / "checkpoints", clock)
         self._time_rules = [rule for rule in self._rules if rule.train_time_interval is not None]
@@ -598,7 +595,7 @@ class Run:
             try:
                 seconds = self._write(lambda: self._snapshot(phase=phase), full, weights)
             except (OSError, CheckpointError) as error:
-                if stop or self._on_save_error == "stop":
+                if stop or self._on_save_error is OnSaveError.STOP:
                     raise
                 self._forget_failed_save(fired, before, error)
                 return

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..coordination._signals import signal_number
+from ..loop._saving import OnSaveError
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint
 from ..rundir._record import Executor
@@ -62,6 +63,7 @@ class JobOptions:
     slurm_options: dict[str, Any] = field(default_factory=dict)
     max_requeues: int | None = None
     max_crash_requeues: int = 0
+    on_save_error: str = "stop"
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -84,6 +86,7 @@ class JobOptions:
             if not isinstance(value, bool):
                 _safe_text(f"slurm_options[{key!r}]", str(value))
         RequeuePolicy(self.max_requeues, self.max_crash_requeues)
+        OnSaveError.parse(self.on_save_error)
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise TypeError(f"run_dir must be a path, not {self.run_dir!r}")
 
@@ -99,4 +102,5 @@ class JobOptions:
             "warning_signal": self.warning_signal,
             "max_requeues": self.max_requeues,
             "max_crash_requeues": self.max_crash_requeues,
+            "on_save_error": self.on_save_error,
         }

@@ -82,3 +82,9 @@ def test_a_failed_emergency_checkpoint_ends_the_run_as_failed_not_running(small_
 def test_on_save_error_is_checked() -> None:
     with pytest.raises(ValueError, match="on_save_error must be one of stop, continue, not 'ignore'"):
         resilient.Run(checkpoint=[], on_save_error="ignore")
+
+
+def test_the_job_decorator_takes_on_save_error_and_checks_it() -> None:
+    assert resilient.job(on_save_error="continue")(lambda run: None).options.on_save_error == "continue"
+    with pytest.raises(ValueError, match="on_save_error must be one of stop, continue"):
+        resilient.job(on_save_error="retry")
