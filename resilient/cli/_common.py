@@ -108,7 +108,7 @@ def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
     if kind == "checkpoint_failed":
         return f"checkpoint at step {event.get('step')} failed: {event.get('error')}"
     if kind == "finished":
-        return f"finished at step {event.get('step')}"
+        return f"finished at step {event['step']}" if "step" in event else "finished: it had already completed"
     if kind == "cancel_requested":
         return "cancel requested"
     if kind == "requeued":

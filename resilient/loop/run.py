@@ -37,6 +37,7 @@ from ..coordination._signals import SignalRecorder, signal_number
 from ..requeue import _conclude
 from ..requeue._host import CTRL_C, Host, detect_host
 from ..requeue._policy import RequeuePolicy
+from ..requeue._status import COMPLETED, read_status
 from ..rules import ModelCheckpoint
 from ..rundir import _events as events
 from ..rundir._lock import RunDirInUse, RunLock
@@ -216,8 +217,7 @@ class Run:
         self._batches_done_in_epoch = False
         self._train_end_saved_epoch: int | None = None
         self._lock = RunLock(self._run_dir)
-        refusal = self._begin() if self._dist.rank == 0 else None
-        refusal = broadcast_object(refusal, self._dist)
+        refusal, self._completed_before = broadcast_object(self._begin() if self._dist.rank == 0 else None, self._dist)
         if refusal is not None:
             self.close()
             if isinstance(refusal, RunDirInUse):
@@ -231,13 +231,15 @@ class Run:
             raise
 
 
-    def _begin(self) -> _conclude.Outcome | RunDirInUse | None:
-        """Rank 0 takes the run directory and records the start; what it returns stops every rank."""
+    def _begin(self) -> tuple[_conclude.Outcome | RunDirInUse | None, bool]:
+        """Rank 0 takes the run directory and records the start: a refusal that stops every rank,
+        and whether the run's previous start had completed it."""
         try:
             self._lock.acquire(self._host.job_id)
         except RunDirInUse as error:
-            return error
-        return _conclude.begin(self._run_dir, self._host)
+            return error, False
+        completed = read_status(self._run_dir).state == COMPLETED
+        return _conclude.begin(self._run_dir, self._host), completed
 
     # -- public surface -------------------------------------------------------------------
 
@@ -262,6 +264,11 @@ class Run:
     @property
     def run_dir(self) -> Path:
         return self._run_dir
+
+    @property
+    def completed_before(self) -> bool:
+        """Whether this run directory's previous start ran to completion (a job called again)."""
+        return self._completed_before
 
     @property
     def resumed_from(self) -> str | None:
@@ -413,7 +420,8 @@ class Run:
                                          "to resume from the last one")
         if error is None or isinstance(error, SystemExit) and error.code in (None, 0):
             if rank0:
-                _conclude.finish(self._run_dir, self._host, self._step)
+                idle = self._completed_before and not self._looked_for_checkpoint  # called again, did nothing
+                _conclude.finish(self._run_dir, self._host, None if idle else self._step)
             return None
         if isinstance(error, SystemExit):
             error = RuntimeError(f"the training code called sys.exit({error.code!r})")

@@ -61,10 +61,11 @@ def begin(run_dir: Path, host: Host) -> Outcome | None:
     return None
 
 
-def finish(run_dir: Path, host: Host, step: int) -> None:
+def finish(run_dir: Path, host: Host, step: int | None) -> None:
+    """Completed; `step` None when a completed run was called again and did nothing."""
     with status.update_status(run_dir) as record:
         record.state, record.message = status.COMPLETED, ""
-    _record_end(run_dir, host, record, step=step)
+    _record_end(run_dir, host, record, **({} if step is None else {"step": step}))
 
 
 def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, detail: str) -> Outcome:

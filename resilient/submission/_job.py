@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
@@ -33,9 +34,18 @@ class Job(Generic[R]):
     def run_dir(self) -> Path:
         return self._options.resolved_run_dir(self._function.__name__)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
-        """Run the function in this process, as the rank its environment says, with resume."""
+    def __call__(self, *args: Any, **kwargs: Any) -> R | None:
+        """Run the function in this process, as the rank its environment says, with resume.
+
+        A run that already completed has nothing left to do: it says so and returns None
+        without calling the function (use a new `run_dir` to train again).
+        """
         with Run(**self._options.run_arguments(self.run_dir)) as run:
+            if run.completed_before:
+                if run.rank == 0:
+                    print(f"resilient: {self.run_dir} already completed; nothing to do (use a new run_dir to "
+                          "train again)", file=sys.stderr, flush=True)
+                return None
             return self._function(run, *args, **kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> JobHandle:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import resilient
+from resilient.rundir._events import read_events
 from tests.loop._jobs import assert_bitwise_equal
 
 from .jobs import make_job, train_model
@@ -79,3 +80,21 @@ def test_the_debug_executor_runs_at_result(tmp_path: Path) -> None:
 def test_bad_job_options_name_the_option(options: dict, message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         resilient.job(**options)(train_model)
+
+
+def test_a_completed_job_called_again_says_so_and_does_not_call_the_function(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    calls = []
+
+    @resilient.job(checkpoint=[], run_dir=tmp_path)
+    def count(run: resilient.Run) -> int:
+        calls.append(1)
+        for _ in run.batches(range(3)):
+            pass
+        return run.step
+
+    assert count() == 3
+    assert count() is None and len(calls) == 1
+    assert f"resilient: {tmp_path} already completed; nothing to do" in capfd.readouterr().err
+    finished = [e for e in read_events(tmp_path) if e["event"] == "finished"]
+    assert finished[0]["step"] == 3 and "step" not in finished[1]
