@@ -149,10 +149,14 @@ class Child:
 
 
 def events(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's events.jsonl, oldest first (a line still being written is left out)."""
+    """The run's events.jsonl, oldest first (a line still being written, or torn by a kill, is left out)."""
     path = run_dir / "events.jsonl"
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    return [json.loads(line) for line in lines if line.endswith("\n")]
+    parsed = []
+    for line in path.read_text(errors="replace").splitlines(keepends=True) if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            if line.endswith("\n"):
+                parsed.append(json.loads(line))
+    return parsed
 
 
 def poll(condition: Callable[[], Any], what: str, process: subprocess.Popen[str]) -> Any:

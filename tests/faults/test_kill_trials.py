@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from ._faults import EXIT_STOPPED, SEED, TALLY, TRIALS, Child, audit, job_command, replay, verify_in_process
+from ._faults import EXIT_STOPPED, SEED, TALLY, TRIALS, Child, audit, events, job_command, replay, verify_in_process
 
 MAX_KIB = 32 * 1024
 LANES = 2
@@ -87,11 +87,17 @@ def _draw_plan(rng: random.Random, chain: Chain, costs: Costs) -> dict:
             "delay_s": rng.uniform(0, 0.01 + chain.kib / 1024 * 0.015)}
 
 
+def _saves(run_dir: Path) -> int:
+    """Checkpoints written in the run so far (a start may write none: no score made the top k)."""
+    return sum(1 for event in events(run_dir) if event["event"] == "checkpoint")
+
+
 def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[str | None, bool, list[str], int]:
     """One start of `chain` under `plan`: (where a SIGKILL landed, if one did; finished; problems; bad loads)."""
     problems: list[str] = []
     bad = 0
     options = {key: value for key, value in plan.items() if key in ("kill_op", "kill_byte")}
+    saves_before = _saves(chain.run_dir)
     child = Child(job_command(chain.run_dir, kib=chain.kib, grow_kib=chain.grow_kib, steps=chain.steps,
                               rules=chain.rules, **options))
     signalled = False
@@ -126,7 +132,7 @@ def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[str | None, bool, li
     if done is not None:
         counted = {"kill_op": "ops", "kill_byte": "bytes"}
         for option in set(counted) & set(plan):
-            if done[counted[option]] == 0 and done["step"] > (resumed or {}).get("step", 0):
+            if done[counted[option]] == 0 and _saves(chain.run_dir) > saves_before:
                 problems.append(f"the job saw no {counted[option]} to count: the fault injector no longer "
                                 "hooks into how checkpoints are written (see scripts/job.py)")
         if done["problem"]:
