@@ -9,10 +9,8 @@ Mounting needs root: without it (or where mount fails) the tmpfs test is skipped
 
 from __future__ import annotations
 
-import os
 import resource
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,20 +22,8 @@ FILE_LIMIT = 360 * 1024  # the per-rank file grows by 128 KiB a step: 160, 290, 
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_KIB}k", "tmpfs", str(mount)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"mount -t tmpfs failed: {mounted.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(mount_tmpfs: Callable[[str], Path]) -> Path:
+    return mount_tmpfs(f"{DISK_KIB}k")
 
 
 def _check_aftermath(child: Child, code: int, directory: Path, why: str, run_dir: Path, **job: object) -> None:
