@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
-from ..loop.run import Run
 from ._handle import JobHandle
 from ._launch import launch
+from ._main import run_function
 from ._options import JobOptions
 
 R = TypeVar("R")
@@ -40,13 +39,7 @@ class Job(Generic[R]):
         A run that already completed has nothing left to do: it says so and returns None
         without calling the function (use a new `run_dir` to train again).
         """
-        with Run(**self._options.run_arguments(self.run_dir)) as run:
-            if run.completed_before:
-                if run.rank == 0:
-                    print(f"resilient: {self.run_dir} already completed; nothing to do (use a new run_dir to "
-                          "train again)", file=sys.stderr, flush=True)
-                return None
-            return self._function(run, *args, **kwargs)
+        return run_function(self._function, self._options, self.run_dir, args, kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
         """Submit the function through submitit (the `executor` option) and return its handle.

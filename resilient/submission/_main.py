@@ -10,6 +10,7 @@ only without a warning in the rank's log at every stop.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -44,13 +45,25 @@ class JobMain(Generic[R]):
         self.args, self.kwargs = args, kwargs
         self.fire_drill_step = fire_drill_step
 
-    def __call__(self) -> R:
+    def __call__(self) -> R | None:
         _quiet_submitit_handlers()
         environment = submitit.JobEnvironment()
         if environment.num_tasks > 1:
             # MASTER_ADDR is the first node, MASTER_PORT derives from the job id: both stay the
             # same when the job is requeued, so a restarted rank finds its peers again.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        with Run(**self.options.run_arguments(self.run_dir)) as run:
-            run._fire_drill_at = self.fire_drill_step
-            return self.function(run, *self.args, **self.kwargs)
+        return run_function(self.function, self.options, self.run_dir, self.args, self.kwargs,
+                            fire_drill_step=self.fire_drill_step)
+
+
+def run_function(function: Callable[..., R], options: JobOptions, run_dir: Path, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], *, fire_drill_step: int | None = None) -> R | None:
+    """Call `function(run, ...)` inside a Run; a run that already completed says so and returns None."""
+    with Run(**options.run_arguments(run_dir)) as run:
+        if run.completed_before:
+            if run.rank == 0:
+                print(f"resilient: {run_dir} already completed; nothing to do (use a new run_dir to train again)",
+                      file=sys.stderr, flush=True)
+            return None
+        run._fire_drill_at = fire_drill_step
+        return function(run, *args, **kwargs)
