@@ -23,9 +23,10 @@ def train(run: resilient.Run, lr: float = 3e-3) -> str:
 if __name__ == "__main__":
     handle = train.submit(lr=3e-3)  # train(lr=3e-3) would run it in this process instead
     print(f"submitted job {handle.job_id}; logs in {handle.log_path()}")
-    while handle.state != "running":
+    while handle.state == "pending":
         time.sleep(0.5)
     time.sleep(2)  # let it train a little
-    handle.preempt()  # what the cluster does before a preemption
+    if not handle.done():  # run twice, the run has completed: there is nothing to drill
+        handle.preempt()  # what the cluster does before a preemption
     print(handle.result())  # waits through the requeue
     print(f"state {handle.state}, requeues {handle.status.requeues}")
