@@ -85,7 +85,7 @@ def _rules_from(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) 
     return list(rules)
 
 
-def rule_record(rule: ModelCheckpoint) -> dict[str, Any]:
+def _rule_record(rule: ModelCheckpoint) -> dict[str, Any]:
     """A rule as events.jsonl shows it: what it saves by, as plain JSON."""
     interval = rule.train_time_interval
     return {
@@ -229,7 +229,6 @@ class Run:
         except BaseException as error:  # the start is recorded: so must be its end
             self.__exit__(type(error), error, None)
             raise
-
 
     def _begin(self) -> tuple[_conclude.Outcome | RunDirInUse | None, bool]:
         """Rank 0 takes the run directory and records the start: a refusal that stops every rank,
@@ -648,7 +647,7 @@ class Run:
             rule = rules.get(manifest.rule)
             events.append_event(
                 self._run_dir, events.CHECKPOINT, job_id=self._host.job_id,
-                rule=rule_record(rule) if rule else {"kind": manifest.rule}, path=str(path),
+                rule=_rule_record(rule) if rule else {"kind": manifest.rule}, path=str(path),
                 step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
                 bytes=sum(entry.size for entry in manifest.files.values()),
             )
