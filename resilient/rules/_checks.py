@@ -2,7 +2,9 @@
 
 Configurations arrive from YAML as often as from Python, where ``1`` for ``True`` or ``"5"``
 for ``5`` are common slips; each check is strict about the type so that such a slip fails at
-construction with the parameter's name instead of changing behaviour silently.
+construction with the parameter's name instead of changing behaviour silently. Every message
+quotes the value at fault through ``shown``, which the job file's errors use too, so that no
+value, however long, makes an error longer than a line.
 """
 
 from __future__ import annotations
@@ -10,9 +12,27 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
+SHOWN_CHARACTERS = 80  # of a value quoted in an error message
+
+
+def cut(text: str) -> str:
+    """``text``, or its first ``SHOWN_CHARACTERS`` characters and its length.
+
+    Errors quote the value at fault, and one line of an error must stay readable even when the
+    value is a 100,000-character string pasted by mistake.
+    """
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, cut when long."""
+    return cut(repr(value))
+
 
 def _kind(value: Any) -> str:
-    return f"{type(value).__name__}: {value!r}"
+    return f"{type(value).__name__}: {shown(value)}"
 
 
 def check_bool(value: Any, name: str) -> bool:
@@ -55,7 +75,7 @@ def check_mode(value: Any) -> Literal["min", "max"]:
     if not isinstance(value, str):
         raise TypeError(f"mode must be 'min' or 'max', got {_kind(value)}")
     if value not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {value!r}")
+        raise ValueError(f"mode must be 'min' or 'max', got {shown(value)}")
     return value  # type: ignore[return-value]
 
 
@@ -65,7 +85,7 @@ def check_save_last(value: Any) -> bool | Literal["link"] | None:
     if not isinstance(value, str):
         raise TypeError(f"save_last must be None, True, False or 'link', got {_kind(value)}")
     if value != "link":
-        raise ValueError(f"save_last must be None, True, False or 'link', got {value!r}")
+        raise ValueError(f"save_last must be None, True, False or 'link', got {shown(value)}")
     return "link"
 
 
@@ -81,7 +101,7 @@ def check_dirpath(value: Any) -> str | None:
     if not text:
         raise ValueError("dirpath must not be an empty string; use None for the run's default")
     if "\0" in text:
-        raise ValueError(f"dirpath must not contain NUL characters, got {text!r}")
+        raise ValueError(f"dirpath must not contain NUL characters, got {shown(text)}")
     return text
 
 

@@ -31,7 +31,7 @@ from resilient.rules._checks import (
     check_save_last,
 )
 from resilient.rules._duration import parse_duration
-from resilient.rules._filename import check_component, check_template, expand
+from resilient.rules._filename import check_component, check_template, expand, fit
 from resilient.rules._plan import PlanBuilder, SavePlan
 
 __all__ = ["ModelCheckpoint", "SavePlan"]
@@ -158,16 +158,16 @@ class ModelCheckpoint:
         """The checkpoint path for ``metrics``, byte for byte as Lightning names it.
 
         ``filename`` overrides the template (``"last"`` gives ``last.ckpt``); ``ver`` appends
-        ``-v{ver}``. Raises ``ValueError`` naming ``filename`` when the name would leave
-        ``dirpath``.
+        ``-v{ver}``. A name too long for the file system is shortened, with a warning. Raises
+        ``ValueError`` naming ``filename`` when the name would leave ``dirpath``.
         """
         template = filename or self.filename or self._default_template()
-        name = expand(
+        name = fit(expand(
             template,
             metrics,
             auto_insert_metric_name=self.auto_insert_metric_name,
             equals=self.CHECKPOINT_EQUALS_CHAR,
-        )
+        ))
         if ver is not None:
             name = self.CHECKPOINT_JOIN_CHAR.join((name, f"v{ver}"))
         name += self.FILE_EXTENSION

@@ -139,3 +139,51 @@ def test_runtime_format_error_names_filename():
     rule = ModelCheckpoint(filename="{epoch:02d}")
     with pytest.raises(ValueError, match="filename"):
         rule.format_checkpoint_name({"epoch": "not a number"})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"filename": ".hidden"},
+        {"filename": "."},
+        {"filename": ".{epoch}"},
+        {"filename": "{epoch:.>4}", "auto_insert_metric_name": False},
+    ],
+)
+def test_hidden_name_refused_at_construction(kwargs):
+    """Unfinished checkpoints live under dot-names: a checkpoint there would be cleaned away."""
+    with pytest.raises(ValueError, match=r"^filename .* a hidden name"):
+        ModelCheckpoint(**kwargs)
+
+
+def test_template_too_long_even_with_zeros_refused_at_construction():
+    with pytest.raises(ValueError, match=r"^filename 'x+\.\.\. \(210 characters\) formats to 208 bytes"):
+        ModelCheckpoint(filename="x" * 200 + "-{epoch}")
+
+
+def test_name_too_long_for_the_file_system_is_shortened_and_still_usable(tmp_path):
+    """A metric of 1e300 in '{val_loss:.2f}' gives a 300-digit name; saving it must not fail."""
+    rule = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}-{val_loss:.2f}", monitor="val_loss")
+    metrics = {"epoch": 3, "val_loss": 1e300}
+    with pytest.warns(UserWarning, match=r"longer than a file name may be; saved as 'epoch=3-val_loss=1000"):
+        path = rule.format_checkpoint_name(metrics)
+    name = os.path.basename(path)
+    assert name.startswith("epoch=3-val_loss=1000") and name.endswith(".ckpt")
+    assert len(os.fsencode(name)) <= 200
+    with pytest.warns(UserWarning):
+        assert rule.format_checkpoint_name(metrics) == path, "the same metrics must give the same name"
+        versioned = rule.format_checkpoint_name(metrics, ver=1)
+        other = rule.format_checkpoint_name({**metrics, "val_loss": 1.5e300})
+    assert versioned == path.removesuffix(".ckpt") + "-v1.ckpt"
+    assert other != path, "names sharing their start are kept apart by the hash of the whole"
+    # what the atomic writer does with it: a dot-name beside it, then the name itself
+    os.mkdir(tmp_path / f".{os.path.basename(versioned)}.tmp-{'0' * 12}")
+    os.mkdir(versioned)
+
+
+def test_long_non_ascii_name_is_cut_on_a_character_boundary(tmp_path):
+    rule = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}-é{loss:.1f}")
+    with pytest.warns(UserWarning):
+        name = os.path.basename(rule.format_checkpoint_name({"epoch": 0, "loss": 1e250}))
+    assert "\ufffd" not in name and len(os.fsencode(name)) <= 200
+    os.mkdir(tmp_path / name)
