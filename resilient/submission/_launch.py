@@ -12,7 +12,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -21,22 +21,64 @@ from typing import Any
 import submitit
 import yaml
 
-from ..checkpoint import find_checkpoints
+from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints
+from ..checkpoint._atomic import LEFTOVER
 from ..coordination._signals import signal_number
 from ..loop.run import _rules_from
-from ..rundir import CONFIG_FILE, submitit_folder
+from ..requeue._status import STATUS_FILE
+from ..rules import ModelCheckpoint
+from ..rundir import CONFIG_FILE, SUBMITIT_DIR, submitit_folder
 from ..rundir import _events as events
-from ..rundir._lock import RunDirError, RunDirInUse, RunLock
 from ..rundir._modes import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_dirs, write_atomically
-from ..rundir._record import JobRecord, is_alive, read_record, write_record
+from ..rundir._lock import LOCK_FILE, RunDirError, RunDirInUse, RunLock
+from ..rundir._record import RECORD_FILE, JobRecord, is_alive, read_record, write_record
 from ._executors import SubmissionError, make_executor, require_slurm
 from ._handle import JobHandle
 from ._main import JobMain
 from ._options import JobOptions
 
 
+# What a run leaves in its directory. The records mark a directory as a run's: every submission
+# and every Run writes one. Anything else there is someone else's (a data directory named by
+# mistake, a home directory), which is why such a directory is never written into or moved.
+CHECKPOINTS_DIR = "checkpoints"
+_RECORDS = (CONFIG_FILE, RECORD_FILE, STATUS_FILE, events.EVENTS_FILE)
+_RUN_ENTRIES = frozenset({*_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE})
+_SHOWN_ENTRIES = 3
+
+
+def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) -> None:
+    """RunDirError if `run_dir` holds anything a run does not put there.
+
+    A run's entries are its records, `checkpoints/`, `submitit/`, the lock, the dot-names its
+    records are written (and locked) under, and where the rules of `checkpoint` write inside it.
+    """
+    if not run_dir.is_dir():
+        return
+    owned, holds_checkpoints = set(_RUN_ENTRIES), False
+    for rule in _rules_from(checkpoint):
+        if rule.dirpath and Path(rule.dirpath).is_relative_to(run_dir.resolve()):
+            inside = Path(rule.dirpath).relative_to(run_dir.resolve()).parts
+            owned.update(inside[:1])
+            holds_checkpoints = holds_checkpoints or not inside  # a rule writing into run_dir itself
+    foreign = sorted(entry.name for entry in run_dir.iterdir() if not (
+        entry.name in owned
+        or entry.name.startswith(tuple(f".{record}." for record in _RECORDS))
+        or (holds_checkpoints and (entry.name.endswith(CHECKPOINT_SUFFIX) or LEFTOVER.match(entry.name)))))
+    if foreign:
+        more = len(foreign) - _SHOWN_ENTRIES
+        listed = ", ".join(foreign[:_SHOWN_ENTRIES]) + (f" and {more} more" if more > 0 else "")
+        raise RunDirError(
+            f"{run_dir} holds files that are not a run's ({listed}); resilient neither writes into "
+            "nor moves such a directory: choose a run_dir of its own, such as runs/NAME"
+        )
+
+
 def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
-    """`--fresh`: move the previous run out of the way (nothing is deleted); returns where to."""
+    """`--fresh`: move the previous run out of the way (nothing is deleted); returns where to.
+
+    Only a run directory moves: one that holds a run's records and nothing that is not a run's.
+    """
     for rule in _rules_from(options.checkpoint):
         outside = rule.dirpath and not Path(rule.dirpath).resolve().is_relative_to(run_dir.resolve())
         if outside and find_checkpoints([Path(rule.dirpath)]):
@@ -44,8 +86,15 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
                 f"a fresh start would still resume from the checkpoints in {rule.dirpath} (a dirpath outside "
                 f"the run directory); move them away first"
             )
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    refuse_foreign_run_dir(run_dir, options.checkpoint)
+    names = ({entry.name for entry in run_dir.iterdir()} - {LOCK_FILE}) if run_dir.is_dir() else set()
+    if not names:
         return None
+    if not names.intersection(_RECORDS):
+        raise RunDirError(
+            f"run_dir {run_dir} holds {', '.join(sorted(names))} but no record of a run ({', '.join(_RECORDS)}); "
+            "--fresh moves only a run directory: move these away first"
+        )
     stamp = f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S}"
     aside = run_dir.with_name(stamp)
     for number in itertools.count(1):
@@ -122,6 +171,7 @@ def launch(
     The run directory's lock is held while checking and submitting, so two submissions cannot
     both find the directory free; a job that starts meanwhile waits for it. A submission that
     fails (SubmissionError: no SLURM here, or the scheduler refused) leaves nothing behind.
+    `fresh` (the command line's --fresh) moves the previous run aside and says where, on stdout.
     """
     run_dir = options.resolved_run_dir(name)
     if options.executor == "slurm":
@@ -140,6 +190,8 @@ def launch(
             if fresh:
                 lock.release()
                 set_aside = _set_aside(run_dir, options)
+                if set_aside is not None:
+                    print(f"moved the previous run to {set_aside}", flush=True)
                 lock = RunLock(run_dir)
                 lock.acquire(job_id=None, wait=False)
             executor = make_executor(options, _private_folder(run_dir), name)
