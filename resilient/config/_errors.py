@@ -13,9 +13,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..rules._checks import SHOWN_CHARACTERS, cut, shown
+
 KeyPath = tuple[str | int, ...]
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Values quoted in messages are cut (`shown`); a message that is still this long quotes something
+# whole that nobody cut, and loses its middle rather than fill a screen.
+_LONGEST_MESSAGE = 600
 
 
 class ConfigError(Exception):
@@ -27,7 +32,7 @@ class ConfigError(Exception):
     def __init__(self, message: str, *, origin: str, key: str | None = None, line: int | None = None) -> None:
         # One line, always: a message quoting an exception or a value must not break the CLI's
         # one-error-per-line output (or a log line that a cluster script greps).
-        self.message = re.sub(r"\s*\n\s*", " ", message)
+        self.message = _cut_middle(re.sub(r"\s*\n\s*", " ", message))
         self.origin = one_line(origin)
         self.key = key
         self.line = line
@@ -48,16 +53,29 @@ def one_line(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def override_label(text: str) -> str:
+    """How errors cite the override `-o text`: on one line, and cut when long."""
+    return f"-o {cut(one_line(text))}"
+
+
+def _cut_middle(message: str) -> str:
+    """`message`, or its start and its end (which says what to do) around a note of the cut."""
+    if len(message) <= _LONGEST_MESSAGE:
+        return message
+    head, tail = message[: _LONGEST_MESSAGE // 2], message[-_LONGEST_MESSAGE // 4:]
+    return f"{head}... ({len(message) - len(head) - len(tail)} characters cut) ...{tail}"
+
+
 def format_key(path: KeyPath) -> str:
     """("checkpoint", 1, "save_top_k") -> "checkpoint[1].save_top_k"; odd keys are quoted."""
     text = ""
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
-        elif _PLAIN_KEY.fullmatch(part):
+        elif isinstance(part, str) and _PLAIN_KEY.fullmatch(part) and len(part) <= SHOWN_CHARACTERS:
             text += f".{part}" if text else part
         else:
-            text += f"[{part!r}]"
+            text += f"[{shown(part)}]"
     return text
 
 
@@ -74,10 +92,7 @@ def given(value: object) -> str:
     """"'3' (a string)": the value and its kind, short enough for one line."""
     if value is None:
         return "null"
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({kind(value)})"
+    return f"{shown(value)} ({kind(value)})"
 
 
 def suggestion(word: object, choices: Iterable[str]) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from ._errors import Invalid, KeyPath, given, suggestion
+from ._errors import Invalid, KeyPath, given, shown, suggestion
 from ._model import JobFile
 
 _EXPECTED = {
@@ -44,7 +44,7 @@ def explain(error: ErrorDetails) -> Invalid:
         return Invalid(path, f"{_EXPECTED[kind]}, not {given(value)}")
     if kind in _BOUNDS:
         (bound,) = context.values()
-        return Invalid(path, f"must be {_BOUNDS[kind]} {bound}, not {value!r}")
+        return Invalid(path, f"must be {_BOUNDS[kind]} {bound}, not {shown(value)}")
     if kind == "literal_error":
         expected = re.sub(r"\b(True|False)\b", lambda match: match[0].lower(), context["expected"])
         return Invalid(path, f"must be {expected}, not {given(value)}")

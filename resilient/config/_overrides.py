@@ -11,9 +11,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
-from ._errors import ConfigError, KeyPath, Origins, format_key, kind, one_line
+from ._errors import ConfigError, KeyPath, Origins, format_key, kind, override_label, shown
+from ._yaml import parse_value
 
 _SEGMENT = re.compile(r"(?P<name>[A-Za-z0-9_-]+)(?P<indices>(?:\[\d+\])*)")
 _EXAMPLE = "e.g. -o resources.nodes=2 or -o checkpoint[0].save_top_k=3"
@@ -22,17 +21,12 @@ _EXAMPLE = "e.g. -o resources.nodes=2 or -o checkpoint[0].save_top_k=3"
 def apply_overrides(data: dict[str, Any], origins: Origins, overrides: Sequence[str]) -> None:
     """Set each `key.path=value` in `data`, the value read as YAML (`lr=0.1` is a float)."""
     for text in overrides:
-        label = f"-o {one_line(text)}"
+        label = override_label(text)
         key, equals, raw = text.partition("=")
         if not equals:
             raise ConfigError(f"an override is key.path=value, {_EXAMPLE}", origin=label)
         path = _parse_key(key, label)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            problem = getattr(error, "problem", None) or error
-            raise ConfigError(f"the value is not valid YAML: {problem}", origin=label, key=format_key(path)) from None
-        set_value(data, origins, path, value, label)
+        set_value(data, origins, path, parse_value(raw, label, format_key(path)), label)
 
 
 def set_value(data: dict[str, Any], origins: Origins, path: KeyPath, value: Any, label: str) -> None:
@@ -78,7 +72,7 @@ def _parse_key(key: str, label: str) -> KeyPath:
     for segment in key.split("."):
         match = _SEGMENT.fullmatch(segment)
         if match is None:
-            raise ConfigError(f"{key!r} is not a key path; {_EXAMPLE}", origin=label)
+            raise ConfigError(f"{shown(key)} is not a key path; {_EXAMPLE}", origin=label)
         path.append(match["name"])
         path.extend(int(index) for index in re.findall(r"\d+", match["indices"]))
     return tuple(path)

@@ -18,8 +18,9 @@ from pydantic import AfterValidator, PlainValidator, WithJsonSchema
 from ..coordination._signals import signal_number
 from ..rules._duration import parse_duration
 from ..submission._options import _SAFE_VALUE
-from ._errors import given
+from ._errors import given, shown
 
+_LONGEST_MINUTES = 365 * 24 * 60  # a time limit beyond a year is a typo
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENTRYPOINT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
@@ -52,7 +53,7 @@ def _text(pattern: re.Pattern[str], explanation: str) -> Any:
     """A string type matching `pattern`, refused with `explanation` (the schema keeps the pattern)."""
     def check(value: str) -> str:
         if not value or not pattern.fullmatch(value):
-            raise ValueError(f"{value!r} is refused: {explanation}")
+            raise ValueError(f"{shown(value)} is refused: {explanation}")
         return value
 
     anchored = pattern.pattern if pattern.pattern.startswith("^") else f"^(?:{pattern.pattern})$"
@@ -76,19 +77,22 @@ def _whole(value: Any, unit: timedelta, unit_name: str, key: str, example: str) 
     """An int already in `unit`s, or a duration that is a whole number of them."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
-            raise ValueError(f"must be >= 1 {unit_name}, not {value}")
+            raise ValueError(f"must be >= 1 {unit_name}, not {shown(value)}")
         return value
     if not isinstance(value, str):
         raise TypeError(f"must be {unit_name}s (an integer) or a duration such as {example}, not {given(value)}")
     duration = parse_duration(value, name=key)
     if duration % unit:
-        raise ValueError(f"{value!r} is not a whole number of {unit_name}s")
+        raise ValueError(f"{shown(value)} is not a whole number of {unit_name}s")
     return duration // unit
 
 
 def to_minutes(value: Any) -> int:
     """`resources.time` in minutes (SLURM's unit of time limits): an int is minutes, as for sbatch --time."""
-    return _whole(value, timedelta(minutes=1), "minute", "time", "'4h' or '1h30m'")
+    minutes = _whole(value, timedelta(minutes=1), "minute", "time", "'4h' or '1h30m'")
+    if minutes > _LONGEST_MINUTES:
+        raise ValueError(f"must be at most 365 days ({_LONGEST_MINUTES} minutes), not {shown(value)}")
+    return minutes
 
 
 def to_seconds(value: Any) -> int:
@@ -115,7 +119,7 @@ def _check_option_value(value: Any) -> None:
     if not isinstance(value, str):
         raise TypeError(f"must be a string, a number or true (a flag), not {given(value)}")
     if not value or not _SAFE_VALUE.fullmatch(value):
-        raise ValueError(f"{value!r} is refused: only {SAFE_CHARACTERS} may appear in a batch script value")
+        raise ValueError(f"{shown(value)} is refused: only {SAFE_CHARACTERS} may appear in a batch script value")
 
 
 Name = _text(NAME, "a name is a letter or digit, then letters, digits, '_', '.' or '-', at most 64 in all")
