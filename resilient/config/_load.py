@@ -18,16 +18,21 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..rules import ModelCheckpoint
+from ..loop.run import EMERGENCY_DIR, _rules_from
+from ..rules import ModelCheckpoint, RuleConflict, check_rule_set
+from ..submission._launch import CHECKPOINTS_DIR
 from ..submission._options import JobOptions
 from ._entrypoint import check_args, import_entrypoint
 from ._errors import ConfigError, Invalid, KeyPath, Origins
 from ._messages import explain
-from ._model import Checkpoint, JobFile
+from ._model import LOCAL_TASKS_PER_CPU, Checkpoint, JobFile
 from ._overrides import apply_overrides, set_value
-from ._run_dir import check_run_dir
+from ._run_dir import check_not_shared, check_run_dir
 from ._values import NAME, to_minutes, to_seconds
 from ._yaml import parse
+
+# Job files are a few hundred bytes; one this large is a mistake (or an attack on the loader).
+MAX_FILE_BYTES = 256 * 1024
 
 # Where the file sets each JobOptions field (run_dir is computed separately: it has a default
 # that depends on the name).
@@ -76,10 +81,15 @@ def load_job_file(path: str | os.PathLike[str], overrides: Sequence[str] = (),
     """
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        with open(source, "rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise ConfigError(f"cannot read the job file: {reason}", origin=source) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB; a job file this large is refused",
+                          origin=source)
     data, lines = parse(text, source)
     origins = Origins(source, lines)
     apply_overrides(data, origins, overrides)
@@ -119,7 +129,8 @@ def _resolve(model: JobFile, source: Path) -> JobSpec:
         settings.update({field: getattr(decorated, field) for field in _FIELDS if not written[field]})
     _check_combinations(settings, written)
     run_dir = Path(os.path.abspath(settings["run_dir"] or Path("runs") / name))
-    check_run_dir(run_dir)
+    check_run_dir(run_dir, settings["checkpoint"])
+    _check_rules(settings["checkpoint"], run_dir)
     settings["run_dir"] = run_dir
     options = JobOptions(**settings)
 
@@ -176,12 +187,38 @@ def _rule(index: int, entry: Checkpoint) -> ModelCheckpoint:
         raise Invalid(path, message) from None
 
 
+def _check_rules(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None, run_dir: Path) -> None:
+    """Rules that could not share the run: see `check_rule_set`; and no dirpath in a system or
+    shared directory."""
+    rules = _rules_from(checkpoint)
+    for index, rule in enumerate(rules):
+        if rule.dirpath is not None:
+            check_not_shared(Path(rule.dirpath), ("checkpoint", index, "dirpath"))
+    try:
+        check_rule_set(rules, default_dirpath=run_dir / CHECKPOINTS_DIR,
+                       emergency_dir=run_dir / CHECKPOINTS_DIR / EMERGENCY_DIR)
+    except RuleConflict as conflict:
+        path: KeyPath = ("checkpoint", conflict.index)
+        raise Invalid(path if conflict.parameter is None else (*path, conflict.parameter), conflict.problem) from None
+
+
+def _local_cpus() -> int:
+    """The CPUs this process may use (its affinity: a container's or a batch job's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _check_combinations(settings: dict[str, Any], written: dict[str, bool]) -> None:
     """Checks across sections, reported at the key the file wrote (the other may be a default)."""
     nodes, executor = settings["nodes"], settings["executor"]
     if nodes > 1 and executor != "slurm":
         path = _FIELDS["nodes"] if written["nodes"] else _FIELDS["executor"]
         raise Invalid(path, f"{nodes} nodes need executor slurm; the {executor} executor runs on one node")
+    tasks, cpus = settings["tasks_per_node"], _local_cpus()
+    if executor == "local" and tasks > LOCAL_TASKS_PER_CPU * cpus:
+        path = _FIELDS["tasks_per_node"] if written["tasks_per_node"] else _FIELDS["executor"]
+        raise Invalid(path, (
+            f"{tasks} tasks are more than the local executor runs on this machine's {cpus} CPU(s): "
+            f"at most {LOCAL_TASKS_PER_CPU * cpus}, {LOCAL_TASKS_PER_CPU} per CPU"))
     delay, minutes = settings["signal_delay_s"], settings["timeout_min"]
     if delay >= minutes * 60:
         only_time = written["timeout_min"] and not written["signal_delay_s"]

@@ -25,22 +25,34 @@ from ._values import (
     Signal,
 )
 
+# More processes than this per CPU would only take turns on the cores (and a typo such as
+# tasks_per_node: 1000000 would start that many processes here).
+LOCAL_TASKS_PER_CPU = 4
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Resources(_Section):
-    """What the job asks the cluster for."""
+    """What the job asks the cluster for.
 
-    nodes: int = Field(1, ge=1, description="Nodes (>= 1); more than one needs executor slurm.")
-    tasks_per_node: int = Field(1, ge=1, description="Processes per node, one per rank (>= 1).")
-    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (>= 0).")
-    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per process (>= 1), or null for the cluster's default.")
-    mem_gb: int | None = Field(None, ge=1, description="Memory per node in GB (>= 1), or null for the cluster's default.")
+    The upper bounds are far beyond any real node; they turn a typo (an extra three zeros)
+    into an error here instead of a job that never starts, or a million processes on this machine.
+    """
+
+    nodes: int = Field(1, ge=1, le=10_000, description="Nodes (1 to 10000); more than one needs executor slurm.")
+    tasks_per_node: int = Field(1, ge=1, le=1024, description=(
+        "Processes per node, one per rank (1 to 1024); the local executor runs at most "
+        f"{LOCAL_TASKS_PER_CPU} per CPU of the machine."))
+    gpus_per_node: int = Field(0, ge=0, le=64, description="GPUs per node (0 to 64).")
+    cpus_per_task: int | None = Field(None, ge=1, le=1024, description=(
+        "CPUs per process (1 to 1024), or null for the cluster's default."))
+    mem_gb: int | None = Field(None, ge=1, le=65_536, description=(
+        "Memory per node in GB (1 to 65536), or null for the cluster's default."))
     time: Minutes = Field(60, description=(
         "Time limit: an integer is minutes (as sbatch --time), or a duration such as '4h' or "
-        "'1h30m'; whole minutes, >= 1."))
+        "'1h30m'; whole minutes, from 1 minute to 365 days."))
 
 
 class Slurm(_Section):
@@ -50,7 +62,10 @@ class Slurm(_Section):
     account: SafeToken | None = Field(None, description="Account to charge (sbatch --account), or null.")
     qos: SafeToken | None = Field(None, description="Quality of service (sbatch --qos), or null.")
     signal: Signal = Field("USR2", description=(
-        "Warning signal SLURM sends before the time limit, by name ('USR2', 'SIGUSR1') or number."))
+        "Warning signal SLURM sends before the time limit, by name ('USR2', 'SIGUSR1') or number: "
+        "one the job can catch and that means nothing else to it, such as USR1, USR2, TERM or "
+        "HUP. KILL and STOP (uncatchable), INT (Ctrl-C), CHLD, CONT, job control and fault "
+        "signals are refused."))
     signal_delay: Seconds = Field(120, description=(
         "How long before the time limit the warning signal comes: an integer is seconds, or a "
         "duration such as '2m'; shorter than resources.time."))
@@ -97,7 +112,8 @@ class Requeue(_Section):
 class FireDrill(_Section):
     """Preempt the job once, on purpose, to see it come back."""
 
-    preempt_at_step: int = Field(ge=1, description="The training step (>= 1) at which the drill preempts the job.")
+    preempt_at_step: int | None = Field(None, ge=1, description=(
+        "The training step (>= 1) at which the drill preempts the job; null: no drill."))
 
 
 class JobFile(_Section):

@@ -181,7 +181,8 @@ def test_resolved_round_trips_through_yaml(in_tmp: Path, source: str, monkeypatc
 
 
 def test_overrides_nested_indexed_and_new_keys(in_tmp: Path) -> None:
-    spec = load(in_tmp, PLAIN + "resources: {gpus_per_node: 1}\ncheckpoint: [{every_n_epochs: 1}, {save_top_k: 1}]\n",
+    spec = load(in_tmp, PLAIN + "resources: {gpus_per_node: 1}\n"
+                "checkpoint: [{every_n_epochs: 1}, {every_n_train_steps: 5, save_top_k: 1}]\n",
                 "resources.gpus_per_node=2", "checkpoint[1].save_top_k=-1", "args.lr=0.1",
                 "slurm.options.constraint=a100", "fire_drill.preempt_at_step=5")
     assert spec.options.gpus_per_node == 2
