@@ -54,6 +54,7 @@ _FIELDS: dict[str, KeyPath] = {
     "slurm_options": ("slurm", "options"),
     "max_requeues": ("requeue", "max_requeues"),
     "max_crash_requeues": ("requeue", "max_crash_requeues"),
+    "on_save_error": ("on_save_error",),
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..loop._saving import OnSaveError
 from ..submission._options import EXECUTORS
 from ._values import (
     Entrypoint,
@@ -29,6 +30,8 @@ from ._values import (
 # tasks_per_node: 1000000 would start that many processes here).
 LOCAL_TASKS_PER_CPU = 4
 
+
+SAVE_ERROR_CHOICES = tuple(choice.value for choice in OnSaveError)
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -136,6 +139,9 @@ class JobFile(_Section):
     slurm: Slurm = Field(default_factory=Slurm, description=Slurm.__doc__)
     checkpoint: list[Checkpoint] | None = Field(None, description=(
         "One ModelCheckpoint rule or a list of them; none: the default rule (every epoch)."))
+    on_save_error: Literal[SAVE_ERROR_CHOICES] = Field("stop", description=(  # type: ignore[valid-type]
+        "What a failed periodic save (a full disk, a quota) does: stop (fail, naming the cause) or "
+        "continue (warn and try again at the next save a rule schedules)."))
     requeue: Requeue = Field(default_factory=Requeue, description=Requeue.__doc__)
     fire_drill: FireDrill | None = Field(None, description=FireDrill.__doc__)
 

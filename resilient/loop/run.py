@@ -38,7 +38,7 @@ from ..requeue import _conclude
 from ..requeue._host import CTRL_C, Host, detect_host
 from ..requeue._policy import RequeuePolicy
 from ..requeue._status import COMPLETED, read_status
-from ..rules import ModelCheckpoint
+from ..rules import ModelCheckpoint, check_rule_set
 from ..rundir import _events as events
 from ..rundir._lock import RunDirInUse, RunLock
 from ._position import LoaderPosition
@@ -174,11 +174,9 @@ class Run:
         on_save_error: str | OnSaveError = "stop",
     ) -> None:
         self._rules = _rules_from(checkpoint)
-        keys = [rule._key for rule in self._rules]
-        for key in keys:
-            if keys.count(key) > 1:
-                raise ValueError(f"checkpoint: two ModelCheckpoint rules have the same settings ({key}); drop one")
         self._run_dir = _run_dir_from(run_dir)
+        self._emergency_dir = self._run_dir / "checkpoints" / EMERGENCY_DIR
+        check_rule_set(self._rules, default_dirpath=self._run_dir / "checkpoints", emergency_dir=self._emergency_dir)
         self._resume = _check_flag("resume", resume)
         self._weights_only = _check_flag("weights_only", weights_only)
         if backend is not None and not isinstance(backend, str):
@@ -191,7 +189,6 @@ class Run:
         for rule in self._rules:
             rule._bind(self._run_dir / "checkpoints", clock)
         self._time_rules = [rule for rule in self._rules if rule.train_time_interval is not None]
-        self._emergency_dir = self._run_dir / "checkpoints" / EMERGENCY_DIR
         self._dist: DistInfo = init_distributed(backend)
         self._host: Host = detect_host()
         self._closed = False

@@ -259,3 +259,10 @@ def test_a_completed_run_started_again_says_so_and_trains_nothing(tmp_path: Path
     run, again = _train(tmp_path, [ModelCheckpoint()])
     assert run.step == 30 and _same(_weights(finished), _weights(again))
     assert "resilient: nothing left to train: resumed at epoch 3, step 30" in capfd.readouterr().err
+
+
+def test_run_refuses_a_rule_writing_into_the_emergency_directory(tmp_path: Path) -> None:
+    rule = ModelCheckpoint(dirpath=tmp_path / "checkpoints" / "emergency", save_top_k=-1)
+    with pytest.raises(ValueError, match=r"checkpoint\[0\].*emergency checkpoints"):
+        Run(checkpoint=[rule], run_dir=tmp_path)
+    assert not (tmp_path / "status.json").exists()
