@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,7 @@ from resilient.config import ConfigError, _load, load_job_file
 ROOT = Path(__file__).resolve().parents[2]
 TYPED = "entrypoint: tests.config.fixtures.typed:train\n"
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [str(ROOT), *sys.path])
+pytestmark = pytest.mark.usefixtures("in_tmp_with_fixtures")
 
 
 def load(text: str, *overrides: str) -> Any:

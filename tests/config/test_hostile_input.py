@@ -7,7 +7,6 @@ are about overrides, size limits and what the job file accepts where its default
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,7 @@ from resilient.config._yaml import MAX_VALUES
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN = "entrypoint: tests.config.fixtures.plain:train\n"
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [str(ROOT), *sys.path])
+pytestmark = pytest.mark.usefixtures("in_tmp_with_fixtures")
 
 
 def refused(text: str, *overrides: str) -> str:

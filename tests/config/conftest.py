@@ -1,0 +1,17 @@
+"""What the job-file tests share: a scratch directory from which the test fixtures import."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def in_tmp_with_fixtures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work in `tmp_path`, with the repository importable (entrypoints name tests.config.fixtures)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(ROOT), *sys.path])
