@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from resilient.config import ConfigError, _load, load_job_file
+from resilient.config import ConfigError, _load
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import load_text as load
+
 TYPED = "entrypoint: tests.config.fixtures.typed:train\n"
 
 pytestmark = pytest.mark.usefixtures("in_tmp_with_fixtures")
-
-
-def load(text: str, *overrides: str) -> Any:
-    path = Path("job.yaml")
-    path.write_text(text)
-    return load_job_file(path, overrides)
 
 
 @pytest.mark.parametrize("args", [

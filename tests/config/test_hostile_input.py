@@ -15,17 +15,16 @@ from resilient.config import ConfigError, load_job_file
 from resilient.config._load import MAX_FILE_BYTES
 from resilient.config._yaml import MAX_VALUES
 
-ROOT = Path(__file__).resolve().parents[2]
+from .conftest import load_text
+
 PLAIN = "entrypoint: tests.config.fixtures.plain:train\n"
 
 pytestmark = pytest.mark.usefixtures("in_tmp_with_fixtures")
 
 
 def refused(text: str, *overrides: str) -> str:
-    path = Path("job.yaml")
-    path.write_text(text)
     with pytest.raises(ConfigError) as caught:
-        load_job_file(path, overrides)
+        load_text(text, *overrides)
     message = str(caught.value)
     assert "\n" not in message
     return message
