@@ -11,7 +11,6 @@ bound, so a hang or a blow-up fails its own case and nothing else.
 from __future__ import annotations
 
 import resource
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,8 +100,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.C
     directory = tmp_path_factory.mktemp("hostile")
     files = {name: _write(directory, name, text, executor) for name, (text, executor) in HOSTILE.items()}
     files["local"] = _write(directory, "baseline-local", "", "local")
-    if shutil.which("srun"):  # submitit's SLURM executor wants to find it, even for a dry run
-        files["slurm"] = _write(directory, "baseline-slurm", "", "slurm")
+    files["slurm"] = _write(directory, "baseline-slurm", "", "slurm")  # a dry run needs no SLURM
     with ThreadPoolExecutor(2) as pool:
         results = dict(zip(files, pool.map(_submit, files.values())))
     results["pwned"] = (directory / "pwned").exists()  # type: ignore[assignment]
@@ -112,8 +110,6 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.C
 @pytest.mark.parametrize("executor", ["local", "slurm"])
 def test_the_base_file_is_valid(executor: str, refusals: dict[str, subprocess.CompletedProcess[str]]) -> None:
     """What the hostile files add is what gets them refused."""
-    if executor not in refusals:
-        pytest.skip("no srun on this machine: the SLURM executor cannot even print a batch script")
     result = refusals[executor]
     assert result.returncode == 0, result.stderr
 
