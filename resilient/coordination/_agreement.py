@@ -7,8 +7,10 @@ each rank contributes its flags to an element-wise MAX all-reduce and all act on
 
 The reduce is started without blocking and only waited for at the next boundary, so its latency
 hides behind a training step; the price is that a stop takes effect one step after the signal
-was seen. With one process there is no collective at all and no delay. With NCCL the flags
-still travel over a small gloo group on the CPU, so reading them never synchronises the GPU.
+was seen. With one process there is no collective at all and no delay. The flags travel over
+resilient's own gloo group on the CPU (even with NCCL, so reading them never synchronises the GPU),
+which `shutdown` destroys after `close`: that joins the threads that reduced them, so none is left
+to free a buffer while the interpreter exits (see `_dist._OwnGroup`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from ._dist import DistInfo
-
-# The buffers of a Run's last reduces, kept until the interpreter exits (a few bytes per Run).
-_KEPT_UNTIL_EXIT: list[object] = []
+from ._dist import DistInfo, all_reduce_max_async
 
 
 class StepAgreement:
@@ -30,12 +29,7 @@ class StepAgreement:
     def __init__(self, info: DistInfo, width: int) -> None:
         self._info = info
         self._width = width
-        self._group = None
-        if info.world_size > 1 and dist.get_backend() != "gloo":
-            self._group = dist.new_group(backend="gloo")
         self._in_flight: tuple[torch.Tensor, dist.Work] | None = None
-        # Buffers of finished reduces, released one exchange late; see `drain`.
-        self._finished: tuple[torch.Tensor, dist.Work] | None = None
 
     def exchange(self, flags: Sequence[int]) -> list[int]:
         """Contribute this boundary's flags; get the agreed flags every rank acts on now."""
@@ -43,8 +37,7 @@ class StepAgreement:
             return list(flags)
         agreed = self.drain()
         buffer = torch.tensor(flags, dtype=torch.uint8)
-        work = dist.all_reduce(buffer, op=dist.ReduceOp.MAX, group=self._group, async_op=True)
-        self._in_flight = (buffer, work)
+        self._in_flight = (buffer, all_reduce_max_async(buffer, self._info))
         return agreed
 
     def drain(self) -> list[int]:
@@ -54,17 +47,8 @@ class StepAgreement:
         buffer, work = self._in_flight
         self._in_flight = None
         work.wait()
-        # gloo's worker thread destroys its side of the work a moment after `wait()` returns. If
-        # Python has let go of the buffer by then, that destruction must take the GIL to free
-        # the tensor's Python object, and a worker thread taking the GIL while the interpreter
-        # exits aborts the whole process ("terminate called without an active exception"). So
-        # each buffer stays referenced one exchange longer, by which time its work is long gone.
-        self._finished = (buffer, work)
         return buffer.tolist()
 
     def close(self) -> None:
-        """Drain, then keep the last buffer alive until exit: no exchange follows to outlast its work."""
+        """Drain before the group closes: every rank contributed to the last reduce, so it completes."""
         self.drain()
-        if self._finished is not None:
-            _KEPT_UNTIL_EXIT.append(self._finished)
-            self._finished = None
