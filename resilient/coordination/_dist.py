@@ -253,9 +253,3 @@ def gather_to_main(obj: T, info: DistInfo) -> list[T] | None:
     dist.gather_object(obj, gathered, dst=0, group=_group_of(info))
     return gathered
 
-
-def barrier(info: DistInfo) -> None:
-    """Wait until every rank arrives here."""
-    _check_info(info)
-    if info.world_size > 1:
-        dist.barrier(group=_group_of(info))

@@ -16,7 +16,6 @@ import torch.distributed as dist
 import resilient
 from resilient.coordination._dist import (
     DistInfo,
-    barrier,
     broadcast_object,
     gather_to_main,
     init_distributed,
@@ -32,7 +31,7 @@ WORKER = r"""
 import json, os, sys
 from pathlib import Path
 import torch.distributed as dist
-from resilient.coordination._dist import barrier, broadcast_object, gather_to_main, init_distributed, shutdown
+from resilient.coordination._dist import broadcast_object, gather_to_main, init_distributed, shutdown
 
 info = init_distributed()
 marker = Path(sys.argv[1]) / "rank0-before-barrier"
@@ -41,7 +40,7 @@ from_1 = broadcast_object(f"hello from {info.rank}", info, src=1)
 gathered = gather_to_main({"rank": info.rank, "square": info.rank ** 2}, info)
 if info.rank == 0:
     marker.write_text("here")
-barrier(info)
+dist.barrier()
 saw_marker = marker.exists()
 owned = dist.is_initialized()
 shutdown(info)
@@ -77,7 +76,6 @@ def test_single_process_touches_no_collective(clean_env):
     payload = {"a": [1, 2]}
     assert broadcast_object(payload, info) is payload
     assert gather_to_main(payload, info) == [payload]
-    barrier(info)
     shutdown(info)
     assert not dist.is_initialized()
 
@@ -145,7 +143,7 @@ def test_bad_arguments(clean_env):
     with pytest.raises(TypeError, match="timeout"):
         init_distributed(timeout=30)
     with pytest.raises(TypeError, match="info"):
-        barrier(None)
+        broadcast_object(1, None)
     info = DistInfo(0, 1, 0, False)
     with pytest.raises(ValueError, match="src"):
         broadcast_object(1, info, src=1)
