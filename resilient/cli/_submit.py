@@ -10,9 +10,9 @@ import yaml
 from ..config import json_schema, load_job_file
 from ..requeue._status import CANCELLED, COMPLETED
 from ..rundir import submitit_folder
+from ..submission import EXECUTORS
 from ..submission._executors import SlurmUnavailable, batch_script
 from ..submission._launch import launch
-from ..submission._options import EXECUTORS
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, ended, say
 from ._follow import follow
 

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..loop.run import Run
+from ..submission import JobOptions
 from ..submission._job import Job
-from ..submission._options import JobOptions
 from ._errors import Invalid, cut, given, kind, shown, suggestion
 
 _ENTRYPOINT = ("entrypoint",)

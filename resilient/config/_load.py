@@ -20,12 +20,13 @@ from pydantic import BaseModel, ValidationError
 
 from ..loop.run import EMERGENCY_DIR, _rules_from
 from ..rules import ModelCheckpoint, RuleConflict, check_rule_set
+from ..settings import LOCAL_TASKS_PER_CPU, InvalidSetting, check_nodes, run_dir_for
+from ..submission import JobOptions
 from ..submission._launch import CHECKPOINTS_DIR
-from ..submission._options import JobOptions
 from ._entrypoint import check_args, import_entrypoint
 from ._errors import ConfigError, Invalid, KeyPath, Origins
 from ._messages import explain
-from ._model import LOCAL_TASKS_PER_CPU, Checkpoint, JobFile
+from ._model import Checkpoint, JobFile
 from ._overrides import apply_overrides, set_value
 from ._run_dir import check_not_shared, check_run_dir
 from ._values import NAME, to_minutes, to_seconds
@@ -129,7 +130,7 @@ def _resolve(model: JobFile, source: Path) -> JobSpec:
     if decorated is not None:  # the file overrides the decorator, field by field
         settings.update({field: getattr(decorated, field) for field in _FIELDS if not written[field]})
     _check_combinations(settings, written)
-    run_dir = Path(os.path.abspath(settings["run_dir"] or Path("runs") / name))
+    run_dir = run_dir_for(settings["run_dir"], name)
     check_run_dir(run_dir, settings["checkpoint"])
     _check_rules(settings["checkpoint"], run_dir)
     settings["run_dir"] = run_dir
@@ -210,10 +211,11 @@ def _local_cpus() -> int:
 
 def _check_combinations(settings: dict[str, Any], written: dict[str, bool]) -> None:
     """Checks across sections, reported at the key the file wrote (the other may be a default)."""
-    nodes, executor = settings["nodes"], settings["executor"]
-    if nodes > 1 and executor != "slurm":
-        path = _FIELDS["nodes"] if written["nodes"] else _FIELDS["executor"]
-        raise Invalid(path, f"{nodes} nodes need executor slurm; the {executor} executor runs on one node")
+    executor = settings["executor"]
+    try:
+        check_nodes(settings["nodes"], executor)
+    except InvalidSetting as error:
+        raise Invalid(_FIELDS["nodes"] if written["nodes"] else _FIELDS["executor"], error.problem) from None
     tasks, cpus = settings["tasks_per_node"], _local_cpus()
     if executor == "local" and tasks > LOCAL_TASKS_PER_CPU * cpus:
         path = _FIELDS["tasks_per_node"] if written["tasks_per_node"] else _FIELDS["executor"]

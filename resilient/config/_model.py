@@ -14,9 +14,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..loop._saving import OnSaveError
-from ..submission._options import EXECUTORS
+from ..settings import (
+    DEFAULT_WARNING_SIGNAL,
+    LOCAL_TASKS_PER_CPU,
+    MAX_CPUS_PER_TASK,
+    MAX_GPUS_PER_NODE,
+    MAX_MEM_GB,
+    MAX_NODES,
+    MAX_TASKS_PER_NODE,
+)
+from ..submission import EXECUTORS
 from ._values import (
     Entrypoint,
+    FireDrillStep,
     Minutes,
     Name,
     OptionName,
@@ -24,14 +34,19 @@ from ._values import (
     SafeToken,
     Seconds,
     Signal,
+    count,
 )
 
-# More processes than this per CPU would only take turns on the cores (and a typo such as
-# tasks_per_node: 1000000 would start that many processes here).
-LOCAL_TASKS_PER_CPU = 4
-
-
 SAVE_ERROR_CHOICES = tuple(choice.value for choice in OnSaveError)
+
+# Counts with their bounds (from resilient.settings); `count` applies the rule `JobOptions` applies too.
+Nodes = count(1, MAX_NODES)
+TasksPerNode = count(1, MAX_TASKS_PER_NODE)
+GpusPerNode = count(0, MAX_GPUS_PER_NODE)
+CpusPerTask = count(1, MAX_CPUS_PER_TASK)
+MemGb = count(1, MAX_MEM_GB)
+Requeues = count(0)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -44,15 +59,17 @@ class Resources(_Section):
     into an error here instead of a job that never starts, or a million processes on this machine.
     """
 
-    nodes: int = Field(1, ge=1, le=10_000, description="Nodes (1 to 10000); more than one needs executor slurm.")
-    tasks_per_node: int = Field(1, ge=1, le=1024, description=(
-        "Processes per node, one per rank (1 to 1024); the local executor runs at most "
+    nodes: Nodes = Field(1, description=(
+        f"Nodes (1 to {MAX_NODES}); more than one needs executor slurm."))
+    tasks_per_node: TasksPerNode = Field(1, description=(
+        f"Processes per node, one per rank (1 to {MAX_TASKS_PER_NODE}); the local executor runs at most "
         f"{LOCAL_TASKS_PER_CPU} per CPU of the machine."))
-    gpus_per_node: int = Field(0, ge=0, le=64, description="GPUs per node (0 to 64).")
-    cpus_per_task: int | None = Field(None, ge=1, le=1024, description=(
-        "CPUs per process (1 to 1024), or null for the cluster's default."))
-    mem_gb: int | None = Field(None, ge=1, le=65_536, description=(
-        "Memory per node in GB (1 to 65536), or null for the cluster's default."))
+    gpus_per_node: GpusPerNode = Field(0, description=(
+        f"GPUs per node (0 to {MAX_GPUS_PER_NODE})."))
+    cpus_per_task: CpusPerTask | None = Field(None, description=(
+        f"CPUs per process (1 to {MAX_CPUS_PER_TASK}), or null for the cluster's default."))
+    mem_gb: MemGb | None = Field(None, description=(
+        f"Memory per node in GB (1 to {MAX_MEM_GB}), or null for the cluster's default."))
     time: Minutes = Field(60, description=(
         "Time limit: an integer is minutes (as sbatch --time), or a duration such as '4h' or "
         "'1h30m'; whole minutes, from 1 minute to 365 days."))
@@ -64,7 +81,7 @@ class Slurm(_Section):
     partition: SafeToken | None = Field(None, description="Partition (sbatch --partition), or null for the default.")
     account: SafeToken | None = Field(None, description="Account to charge (sbatch --account), or null.")
     qos: SafeToken | None = Field(None, description="Quality of service (sbatch --qos), or null.")
-    signal: Signal = Field("USR2", description=(
+    signal: Signal = Field(DEFAULT_WARNING_SIGNAL, description=(
         "Warning signal SLURM sends before the time limit, by name ('USR2', 'SIGUSR1') or number: "
         "one the job can catch and that means nothing else to it, such as USR1, USR2, TERM or "
         "HUP. KILL and STOP (uncatchable), INT (Ctrl-C), CHLD, CONT, job control and fault "
@@ -106,16 +123,16 @@ class Checkpoint(_Section):
 class Requeue(_Section):
     """How often the job may come back on its own."""
 
-    max_requeues: int | None = Field(None, ge=0, description=(
+    max_requeues: Requeues | None = Field(None, description=(
         "Requeues after preemption or the time limit (>= 0); null: no bound."))
-    max_crash_requeues: int = Field(0, ge=0, description=(
+    max_crash_requeues: Requeues = Field(0, description=(
         "Requeues after an exception in the training code (>= 0); 0: a crash ends the job."))
 
 
 class FireDrill(_Section):
     """Preempt the job once, on purpose, to see it come back."""
 
-    preempt_at_step: int | None = Field(None, ge=1, description=(
+    preempt_at_step: FireDrillStep | None = Field(None, description=(
         "The training step (>= 1) at which the drill preempts the job; null: no drill."))
 
 
@@ -130,7 +147,7 @@ class JobFile(_Section):
         "first on sys.path (as python -m would). It takes the Run as its first parameter."))
     args: dict[str, Any] = Field(default_factory=dict, description=(
         "Keyword arguments for the function (after run), checked against its signature."))
-    executor: Literal[EXECUTORS] = Field("local", description=(  # type: ignore[valid-type]
+    executor: Literal[EXECUTORS] = Field("local", description=(
         "Where the job runs: local (this machine, the default), slurm, or debug (in this process)."))
     run_dir: SafeToken | None = Field(None, description=(
         "Directory of the run's logs and checkpoints (relative: from the current directory). "
@@ -139,7 +156,7 @@ class JobFile(_Section):
     slurm: Slurm = Field(default_factory=Slurm, description=Slurm.__doc__)
     checkpoint: list[Checkpoint] | None = Field(None, description=(
         "One ModelCheckpoint rule or a list of them; none: the default rule (every epoch)."))
-    on_save_error: Literal[SAVE_ERROR_CHOICES] = Field("stop", description=(  # type: ignore[valid-type]
+    on_save_error: Literal[SAVE_ERROR_CHOICES] = Field("stop", description=(
         "What a failed periodic save (a full disk, a quota) does: stop (fail, naming the cause) or "
         "continue (warn and try again at the next save a rule schedules)."))
     requeue: Requeue = Field(default_factory=Requeue, description=Requeue.__doc__)

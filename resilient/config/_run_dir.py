@@ -19,10 +19,9 @@ from pathlib import Path
 
 from ..rules import ModelCheckpoint
 from ..rundir._lock import RunDirError
+from ..settings import SAFE_CHARACTERS, SAFE_VALUE
 from ..submission._launch import refuse_foreign_run_dir
-from ..submission._options import _SAFE_VALUE
 from ._errors import Invalid, KeyPath, shown
-from ._values import SAFE_CHARACTERS
 
 _RUN_DIR = ("run_dir",)
 # The operating system's own directories: never a run's, nor anything inside them.
@@ -35,7 +34,7 @@ _SHARED = ("/home", "/media", "/mnt", "/opt", "/root", "/run", "/srv", "/tmp", "
 def check_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) -> None:
     """Refuse an absolute `run_dir` that the batch script cannot name, the job cannot create, or
     that is not a run's own; `checkpoint` says where its rules write inside it."""
-    if not _SAFE_VALUE.fullmatch(str(run_dir)):
+    if not SAFE_VALUE.fullmatch(str(run_dir)):
         raise Invalid(_RUN_DIR, (
             f"{shown(str(run_dir))} is refused: only {SAFE_CHARACTERS} may appear in a path "
             "written into the batch script (the current directory counts for a relative run_dir)"))

@@ -1,30 +1,37 @@
-"""The job file's value types that plain pydantic types cannot say: tokens, durations, signals.
+"""The job file's value types that plain pydantic types cannot say: counts, tokens, durations, signals.
 
 Each type refuses a bad value with a message that says what would be right, and keeps the value
 as written (`"4h"` stays `"4h"`) so the resolved config saved in the run directory reads like the
-file; `to_minutes`/`to_seconds` convert when the value is used. Values that reach the generated
-batch script are restricted to `_SAFE_VALUE`, the set the submission code itself enforces, so a
-value accepted here is also accepted there.
+file; `to_minutes`/`to_seconds` convert when the value is used. pydantic checks the value's type
+(the file's shape); its rule is the one in `resilient.settings`, which `JobOptions` applies too,
+so a value accepted here is also accepted there.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, PlainValidator, WithJsonSchema
 
-from ..coordination._signals import signal_number
 from ..rules._duration import parse_duration
-from ..submission._options import _SAFE_VALUE
+from ..settings import (
+    MAX_TIME_MIN,
+    SAFE_VALUE,
+    InvalidSetting,
+    check_count,
+    check_fire_drill_step,
+    check_safe_text,
+    signal_number,
+)
 from ._errors import given, shown
 
-_LONGEST_MINUTES = 365 * 24 * 60  # a time limit beyond a year is a typo
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENTRYPOINT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
-SAFE_CHARACTERS = _SAFE_VALUE.pattern.strip("^$*")  # the character class, for messages
 
 # sbatch options resilient writes itself: setting them again would contradict the job's own
 # settings (or break requeue and logging), so each is refused with the key to use instead.
@@ -61,16 +68,34 @@ def _text(pattern: re.Pattern[str], explanation: str) -> Any:
     return Annotated[str, AfterValidator(check), WithJsonSchema(schema)]
 
 
-def _scalar(check: Any, schema: dict[str, Any]) -> Any:
-    """A value of several YAML types, kept as written after `check` accepts it."""
+def _reported(check: Callable[[Any], object]) -> Callable[[Any], Any]:
+    """A validator that applies `check` and keeps the value as written.
+
+    pydantic reports only a ValueError as a validation error, and the error names the key, so
+    a settings rule's refusal is said without the setting's own name (`InvalidSetting.problem`).
+    """
     def validate(value: Any) -> Any:
         try:
             check(value)
-        except TypeError as error:  # pydantic reports only a ValueError as a validation error
+        except InvalidSetting as error:
+            raise ValueError(error.problem) from None
+        except TypeError as error:
             raise ValueError(str(error)) from None
         return value
 
-    return Annotated[Any, PlainValidator(validate), WithJsonSchema(schema)]
+    return validate
+
+
+def _scalar(check: Callable[[Any], object], schema: dict[str, Any]) -> Any:
+    """A value of several YAML types, kept as written after `check` accepts it."""
+    return Annotated[Any, PlainValidator(_reported(check)), WithJsonSchema(schema)]
+
+
+def count(minimum: int, maximum: int | None = None) -> Any:
+    """An integer (strictly: the file's shape) from `minimum` to `maximum`, by `check_count`'s rule."""
+    schema = {"type": "integer", "minimum": minimum, **({} if maximum is None else {"maximum": maximum})}
+    check = partial(check_count, "value", minimum=minimum, maximum=maximum)
+    return Annotated[int, AfterValidator(_reported(check)), WithJsonSchema(schema)]
 
 
 def _whole(value: Any, unit: timedelta, unit_name: str, key: str, example: str) -> int:
@@ -90,8 +115,8 @@ def _whole(value: Any, unit: timedelta, unit_name: str, key: str, example: str) 
 def to_minutes(value: Any) -> int:
     """`resources.time` in minutes (SLURM's unit of time limits): an int is minutes, as for sbatch --time."""
     minutes = _whole(value, timedelta(minutes=1), "minute", "time", "'4h' or '1h30m'")
-    if minutes > _LONGEST_MINUTES:
-        raise ValueError(f"must be at most 365 days ({_LONGEST_MINUTES} minutes), not {shown(value)}")
+    if minutes > MAX_TIME_MIN:
+        raise ValueError(f"must be at most 365 days ({MAX_TIME_MIN} minutes), not {shown(value)}")
     return minutes
 
 
@@ -118,19 +143,21 @@ def _check_option_value(value: Any) -> None:
         raise ValueError("false is not an sbatch value; write true for a flag, or leave the option out")
     if not isinstance(value, str):
         raise TypeError(f"must be a string, a number or true (a flag), not {given(value)}")
-    if not value or not _SAFE_VALUE.fullmatch(value):
-        raise ValueError(f"{shown(value)} is refused: only {SAFE_CHARACTERS} may appear in a batch script value")
+    check_safe_text("value", value)
 
 
 Name = _text(NAME, "a name is a letter or digit, then letters, digits, '_', '.' or '-', at most 64 in all")
 Entrypoint = _text(_ENTRYPOINT, "write 'package.module:function', e.g. 'examples.train:main'")
-SafeToken = _text(_SAFE_VALUE, f"only {SAFE_CHARACTERS} may appear in a value written into the batch script")
+SafeToken = Annotated[str, AfterValidator(_reported(partial(check_safe_text, "value"))), WithJsonSchema(
+    {"type": "string", "pattern": SAFE_VALUE.pattern, "minLength": 1})]
 OptionName = Annotated[
     _text(_OPTION_NAME, "an sbatch option name is lowercase letters, digits, '_' and '-'"),
     AfterValidator(_check_option_name),
 ]
 OptionValue = _scalar(_check_option_value, {"anyOf": [
-    {"type": "string", "pattern": _SAFE_VALUE.pattern, "minLength": 1}, {"type": "number"}, {"const": True}]})
+    {"type": "string", "pattern": SAFE_VALUE.pattern, "minLength": 1}, {"type": "number"}, {"const": True}]})
 Minutes = _scalar(to_minutes, {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]})
 Seconds = _scalar(to_seconds, {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]})
 Signal = _scalar(_check_signal, {"anyOf": [{"type": "string"}, {"type": "integer"}]})
+FireDrillStep = Annotated[int, AfterValidator(_reported(check_fire_drill_step)),
+                          WithJsonSchema({"type": "integer", "minimum": 1})]

@@ -24,42 +24,6 @@ from types import FrameType
 from typing import Any
 
 
-# Signals that cannot serve as a warning: they cannot be caught, or they already mean something
-# to the process (faults, job control, children, Ctrl-C) and catching them would change that.
-_UNUSABLE = {
-    signal.SIGKILL: "it cannot be caught",
-    signal.SIGSTOP: "it cannot be caught",
-    signal.SIGINT: "it is Ctrl-C, which resilient already handles",
-    signal.SIGCHLD: "it reports child processes (DataLoader workers rely on it)",
-    signal.SIGCONT: "it resumes stopped processes",
-    signal.SIGTSTP: "it is job control", signal.SIGTTIN: "it is job control", signal.SIGTTOU: "it is job control",
-    signal.SIGSEGV: "it reports a crash", signal.SIGBUS: "it reports a crash", signal.SIGFPE: "it reports a crash",
-    signal.SIGILL: "it reports a crash", signal.SIGABRT: "it reports a crash", signal.SIGSYS: "it reports a crash",
-    signal.SIGTRAP: "debuggers use it", signal.SIGPIPE: "it reports a closed pipe",
-}
-
-
-def signal_number(value: str | int, *, name: str) -> int:
-    """`"USR2"`, `"SIGUSR2"` or `12` -> 12; an unknown or unusable signal is a ValueError naming `name`."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a signal name such as 'USR2' or a number, not {value!r}")
-    if isinstance(value, int):
-        try:
-            member = signal.Signals(value)
-        except ValueError:
-            raise ValueError(f"{name}={value} is not a signal number on this system") from None
-    elif isinstance(value, str):
-        upper = value.strip().upper()
-        member = getattr(signal.Signals, upper if upper.startswith("SIG") else "SIG" + upper, None)
-        if member is None:
-            raise ValueError(f"{name}={value!r:.40} is not a signal name (e.g. 'USR1', 'USR2', 'TERM')")
-    else:
-        raise TypeError(f"{name} must be a signal name such as 'USR2' or a number, not {value!r:.40}")
-    if member in _UNUSABLE:
-        raise ValueError(f"{name}={member.name} cannot be the warning signal: {_UNUSABLE[member]} (use USR1 or USR2)")
-    return int(member)
-
-
 class SignalRecorder:
     """Notes the first arrival time of each watched signal; the loop reads `received`."""
 

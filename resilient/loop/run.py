@@ -33,7 +33,7 @@ from ..checkpoint import (
 from ..coordination._agreement import StepAgreement
 from ..coordination._deadline import Deadline
 from ..coordination._dist import DistInfo, broadcast_object, init_distributed, shutdown
-from ..coordination._signals import SignalRecorder, signal_number
+from ..coordination._signals import SignalRecorder
 from ..requeue import _conclude
 from ..requeue._host import CTRL_C, Host, detect_host
 from ..requeue._policy import RequeuePolicy
@@ -41,6 +41,7 @@ from ..requeue._status import COMPLETED, read_status
 from ..rules import ModelCheckpoint, check_rule_set
 from ..rundir import _events as events
 from ..rundir._lock import RunDirInUse, RunLock
+from ..settings import signal_number
 from ._position import LoaderPosition
 from ._resume import Restored, restore_latest
 from ._rng import capture_rng, restore_rng

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..settings import check_count
 from ._host import CRASHED
-
-
-def _check_bound(name: str, value: object, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        expected = "an int >= 0 or None (no bound)" if allow_none else "an int >= 0"
-        raise TypeError(f"{name} must be {expected}, not {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, not {value}")
 
 
 @dataclass(frozen=True)
@@ -32,8 +23,8 @@ class RequeuePolicy:
     max_crash_requeues: int = 0
 
     def __post_init__(self) -> None:
-        _check_bound("max_requeues", self.max_requeues, allow_none=True)
-        _check_bound("max_crash_requeues", self.max_crash_requeues, allow_none=False)
+        check_count("max_requeues", self.max_requeues, minimum=0, none_means="no bound")
+        check_count("max_crash_requeues", self.max_crash_requeues, minimum=0)
 
     def allows(self, cause: str, done_before: int) -> bool:
         """May a run that was requeued `done_before` times for this kind of cause come back again?"""

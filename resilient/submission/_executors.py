@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any
 import submitit
 from submitit.local.local import LocalJob
 
-from ..coordination._signals import signal_number
 from ..requeue._host import SIGNAL_DELAY_ENV
 from ..rundir._modes import current_umask
+from ..settings import signal_name
 from ._options import JobOptions
 
 _SUBMITIT_LOG_LEVEL = ("SUBMITIT_LOG_LEVEL", "WARNING")
@@ -46,8 +45,7 @@ def require_slurm() -> None:
 
 def signal_option(options: JobOptions) -> str:
     """The value of sbatch's --signal: the warning signal, `signal_delay_s` before the end."""
-    name = signal.Signals(signal_number(options.warning_signal, name="warning_signal")).name
-    return f"{name.removeprefix('SIG')}@{options.signal_delay_s}"
+    return f"{signal_name(options.warning_signal, name='warning_signal')}@{options.signal_delay_s}"
 
 
 CONTROLLER_LOG = "controller.log"

@@ -23,7 +23,6 @@ import yaml
 
 from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints
 from ..checkpoint._atomic import LEFTOVER
-from ..coordination._signals import signal_number
 from ..loop.run import _rules_from
 from ..requeue._status import STATUS_FILE
 from ..rules import ModelCheckpoint
@@ -32,6 +31,7 @@ from ..rundir import _events as events
 from ..rundir._modes import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_dirs, write_atomically
 from ..rundir._lock import LOCK_FILE, RunDirError, RunDirInUse, RunLock
 from ..rundir._record import RECORD_FILE, JobRecord, is_alive, read_record, write_record
+from ..settings import check_fire_drill_step, signal_number
 from ._executors import SubmissionError, make_executor, require_slurm
 from ._handle import JobHandle
 from ._main import JobMain
@@ -174,6 +174,7 @@ def launch(
     `fresh` (the command line's --fresh) moves the previous run aside and says where, on stdout.
     """
     run_dir = options.resolved_run_dir(name)
+    check_fire_drill_step(fire_drill_step)
     if options.executor == "slurm":
         require_slurm()  # before anything is made
     previous = read_record(run_dir)

@@ -1,45 +1,33 @@
 """Everything a job needs besides its function: where it runs, with what, how it may come back.
 
-One validated, picklable record, so that the decorator, `.submit()` and (later) job.yaml share
-the same checks and the same messages naming the bad parameter.
+One validated, picklable record that the decorator, `.submit()` and the job file (through
+`config/`) all end in; its checks are those of `resilient.settings`, with the same messages
+naming the bad parameter.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..coordination._signals import signal_number
 from ..loop._saving import OnSaveError
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint
 from ..rundir._record import Executor
+from ..settings import (
+    DEFAULT_WARNING_SIGNAL,
+    check_count,
+    check_nodes,
+    check_safe_text,
+    run_dir_for,
+    signal_number,
+)
 
 EXECUTORS = tuple(executor.value for executor in Executor)
-# Values that end up in the generated batch script: plain tokens only, nothing a shell interprets.
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=@%+/-]*$")
-
-
-def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, not {value}")
-    return value
-
-
-def _safe_text(name: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{name} must be a non-empty string, not {value!r}")
-    if not _SAFE_VALUE.fullmatch(value):
-        raise ValueError(f"{name}={value!r} contains characters that are not allowed in a batch script option")
-    return value
+_CLUSTER_DEFAULT = "the cluster's default"
 
 
 @dataclass(frozen=True)
@@ -58,7 +46,7 @@ class JobOptions:
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    warning_signal: str | int = "USR2"
+    warning_signal: str | int = DEFAULT_WARNING_SIGNAL
     signal_delay_s: int = 120
     slurm_options: dict[str, Any] = field(default_factory=dict)
     max_requeues: int | None = None
@@ -69,30 +57,29 @@ class JobOptions:
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         for name in ("nodes", "tasks_per_node", "timeout_min", "signal_delay_s"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("gpus_per_node", self.gpus_per_node, minimum=0)
+            check_count(name, getattr(self, name), minimum=1)
+        check_count("gpus_per_node", self.gpus_per_node, minimum=0)
         for name in ("cpus_per_task", "mem_gb"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+            check_count(name, getattr(self, name), minimum=1, none_means=_CLUSTER_DEFAULT)
         for name in ("partition", "account", "qos"):
-            _safe_text(name, getattr(self, name))
-        if self.executor != "slurm" and self.nodes > 1:
-            raise ValueError(f"nodes={self.nodes} needs executor='slurm'; the {self.executor} executor has one node")
+            if getattr(self, name) is not None:
+                check_safe_text(name, getattr(self, name))
+        check_nodes(self.nodes, self.executor)
         signal_number(self.warning_signal, name="warning_signal")
         if not isinstance(self.slurm_options, dict):
             raise TypeError(f"slurm_options must be a dict of sbatch options, not {self.slurm_options!r}")
         for key, value in self.slurm_options.items():
-            _safe_text(f"slurm_options key {key!r}", key)
+            check_safe_text("slurm_options key", key)
             if not isinstance(value, bool):
-                _safe_text(f"slurm_options[{key!r}]", str(value))
+                check_safe_text(f"slurm_options[{key!r}]", str(value))
         RequeuePolicy(self.max_requeues, self.max_crash_requeues)
         OnSaveError.parse(self.on_save_error)
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise TypeError(f"run_dir must be a path, not {self.run_dir!r}")
 
     def resolved_run_dir(self, function_name: str) -> Path:
-        """`run_dir`, or `runs/<function name>` under the current directory."""
-        return Path(self.run_dir if self.run_dir is not None else Path("runs") / function_name).absolute()
+        """`run_dir`, or `runs/<function name>` under the current directory, absolute."""
+        return run_dir_for(self.run_dir, function_name)
 
     def run_arguments(self, run_dir: Path) -> dict[str, Any]:
         """Keyword arguments for the `Run` inside the job."""

@@ -15,7 +15,7 @@ from resilient.config import ConfigError, JobSpec, json_schema, load_job_file
 from resilient.config._load import _FIELDS
 from resilient.config._model import Checkpoint
 from resilient.rules import ModelCheckpoint
-from resilient.submission._options import JobOptions
+from resilient.submission import JobOptions
 from tests.config.fixtures import decorated, plain
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import pytest
 
 from resilient.rules import ModelCheckpoint
 from resilient.rundir._lock import RunDirError
+from resilient.submission import JobOptions
 from resilient.submission._launch import _set_aside, refuse_foreign_run_dir
-from resilient.submission._options import JobOptions
 
 
 def a_run(run_dir: Path) -> Path:
