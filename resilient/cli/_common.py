@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from ..rundir._files import shorten
+from ..settings import RUNS_DIR
 from ..submission import JobHandle
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the job, a checkpoint or a file of the run directory is not what it should be
 EXIT_USAGE = 2  # the command line or the job file is wrong: nothing was done
 
-RUNS_DIR = Path("runs")  # where run directories go by default (runs/<name>)
 TABLE_WIDTH = 119  # a status row fits a 120-column terminal
 
 
