@@ -32,7 +32,14 @@ from ._atomic import commit, fsync_dir, make_dirs, sibling
 from ._errors import CheckpointWriteError
 from ._files import DIR_MODE, create
 from ._hashing import HashingWriter
-from ._manifest import CHECKPOINT_SUFFIX, CheckpointKind, FileEntry, Manifest, name_problem, write_manifest
+from ._manifest import (
+    CHECKPOINT_SUFFIX,
+    CheckpointKind,
+    FileEntry,
+    Manifest,
+    name_problem,
+    write_manifest,
+)
 
 KINDS = tuple(kind.value for kind in CheckpointKind)
 Rule = str | Mapping[str, Any]  # a manifest's `rule`: a rule's identity, or a CheckpointOrigin

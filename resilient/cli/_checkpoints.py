@@ -6,8 +6,8 @@ import argparse
 import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from ..checkpoint import CHECKPOINT_SUFFIX, CheckpointError, verify
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, size, table

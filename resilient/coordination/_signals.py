@@ -94,13 +94,16 @@ class SignalRecorder:
         """Signal number -> time.time() of its first arrival."""
         return self._received
 
-    def install(self) -> None:
-        """Take over the watched signals (main thread only: Python delivers signals there)."""
+    def install(self, *, stacklevel: int = 3) -> None:
+        """Take over the watched signals (main thread only: Python delivers signals there).
+
+        `stacklevel` is that of the warning outside the main thread, which names the caller's caller.
+        """
         if threading.current_thread() is not threading.main_thread():
             warnings.warn(
                 "resilient.Run was created outside the main thread, so it cannot catch preemption "
                 "signals; create it in the main thread to get emergency checkpoints",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
             return
         for signum in self._signals:

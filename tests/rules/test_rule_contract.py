@@ -9,7 +9,14 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from resilient.rules import CheckpointRule, IntervalTimer, ModelCheckpoint, identity_key, same_rule, saved_state
+from resilient.rules import (
+    CheckpointRule,
+    IntervalTimer,
+    ModelCheckpoint,
+    identity_key,
+    same_rule,
+    saved_state,
+)
 from resilient.rules._identity import legacy_key
 
 # What resilient wrote before identities were mappings, for ModelCheckpoint(monitor="val", train_time_interval="30m").
