@@ -33,6 +33,13 @@ def check_backend_and_clock(backend: object, clock: object) -> None:
         raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
 
 
+def check_epochs(n: object) -> None:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"epochs(n): n must be an int, not {n!r}")
+    if n < 0:
+        raise ValueError(f"epochs(n): n must be >= 0, not {n}")
+
+
 def checkpoint_path(path: object, suffix: str) -> Path:
     """`save_checkpoint`'s argument as an absolute path, if it names a checkpoint directory."""
     if not isinstance(path, (str, os.PathLike)) or str(path) == "":

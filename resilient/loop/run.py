@@ -33,6 +33,7 @@ from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
 from ._arguments import (
     check_backend_and_clock,
+    check_epochs,
     check_flag,
     checkpoint_path,
     run_dir_from,
@@ -46,7 +47,7 @@ from ._rng import capture_rng, restore_rng
 from ._saver import Saver
 from ._saving import OnSaveError
 from ._session import Session
-from ._state import check_trackable, restore_objects
+from ._state import check_new_objects, restore_objects
 from ._workers import prepare_workers
 
 T = TypeVar("T")
@@ -198,12 +199,7 @@ class Run:
         """
         if self._loop_started:
             raise RuntimeError("track() must be called before the training loop starts")
-        if not objects:
-            raise TypeError("track() needs at least one object, e.g. run.track(model=model, optimizer=opt)")
-        for name, obj in objects.items():
-            check_trackable(name, obj)
-            if name in self._tracked:
-                raise ValueError(f"track(): {name!r} is already tracked")
+        check_new_objects(objects, self._tracked)
         self._tracked.update(objects)
         if not self._looked_for_checkpoint:
             self._looked_for_checkpoint = True
@@ -214,10 +210,7 @@ class Run:
 
     def epochs(self, n: int) -> Iterator[int]:
         """Yield epoch numbers from the restored epoch up to `n - 1`; epoch rules fire after each."""
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"epochs(n): n must be an int, not {n!r}")
-        if n < 0:
-            raise ValueError(f"epochs(n): n must be >= 0, not {n}")
+        check_epochs(n)
         if not self._loop_started and self._restored is not None and self._at.epoch >= n and self._dist.rank == 0:
             print(f"resilient: nothing left to train: resumed at epoch {self._at.epoch}, step {self._at.step} from "
                   f"{self._restored.path}, and epochs({n}) ends before it; use a new run_dir to train again",
