@@ -19,7 +19,12 @@ import torch
 from torch import nn
 
 from resilient import ModelCheckpoint, Run
-from resilient.checkpoint import MANIFEST_NAME, FileEntry, read_manifest, write_checkpoint
+from resilient.checkpoint import (
+    MANIFEST_NAME,
+    FileEntry,
+    read_manifest,
+    write_checkpoint,
+)
 from resilient.checkpoint._hashing import checksum_bytes
 from resilient.checkpoint._manifest import encode_manifest
 from resilient.cli import _checkpoints
