@@ -94,10 +94,10 @@ class SignalRecorder:
         """Signal number -> time.time() of its first arrival."""
         return self._received
 
-    def install(self, *, stacklevel: int = 3) -> None:
+    def install(self, *, stacklevel: int) -> None:
         """Take over the watched signals (main thread only: Python delivers signals there).
 
-        `stacklevel` is that of the warning outside the main thread, which names the caller's caller.
+        `stacklevel` points the warning given outside the main thread at the code that created the run.
         """
         if threading.current_thread() is not threading.main_thread():
             warnings.warn(
