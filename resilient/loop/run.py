@@ -31,13 +31,7 @@ from ..coordination._signals import SignalRecorder, signal_number
 from ..requeue._host import detect_host
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
-from ._arguments import (
-    check_backend_and_clock,
-    check_epochs,
-    check_flag,
-    checkpoint_path,
-    run_dir_from,
-)
+from . import _arguments as arguments
 from ._boundary import Boundaries, StopFlags
 from ._journal import Journal
 from ._position import LoaderPosition
@@ -117,12 +111,12 @@ class Run:
         on_save_error: str | OnSaveError = "stop",
     ) -> None:
         self._rules = rule_list(checkpoint)
-        self._run_dir = run_dir_from(run_dir)
+        self._run_dir = arguments.run_dir_from(run_dir)
         self._emergency_dir = self._run_dir / "checkpoints" / EMERGENCY_DIR
         check_rule_set(self._rules, default_dirpath=self._run_dir / "checkpoints", emergency_dir=self._emergency_dir)
-        self._resume = check_flag("resume", resume)
-        self._weights_only = check_flag("weights_only", weights_only)
-        check_backend_and_clock(backend, clock)
+        self._resume = arguments.check_flag("resume", resume)
+        self._weights_only = arguments.check_flag("weights_only", weights_only)
+        arguments.check_backend_and_clock(backend, clock)
         warning = signal_number(warning_signal, name="warning_signal")
         policy = RequeuePolicy(max_requeues, max_crash_requeues)
         on_error = OnSaveError.parse(on_save_error)
@@ -210,7 +204,7 @@ class Run:
 
     def epochs(self, n: int) -> Iterator[int]:
         """Yield epoch numbers from the restored epoch up to `n - 1`; epoch rules fire after each."""
-        check_epochs(n)
+        arguments.check_epochs(n)
         if not self._loop_started and self._restored is not None and self._at.epoch >= n and self._dist.rank == 0:
             print(f"resilient: nothing left to train: resumed at epoch {self._at.epoch}, step {self._at.step} from "
                   f"{self._restored.path}, and epochs({n}) ends before it; use a new run_dir to train again",
@@ -255,7 +249,7 @@ class Run:
 
         Like Lightning's `trainer.save_checkpoint`: all ranks take part, rank 0 writes.
         """
-        self._saver.save_manual(checkpoint_path(path, CHECKPOINT_SUFFIX), self._at)
+        self._saver.save_manual(arguments.checkpoint_path(path, CHECKPOINT_SUFFIX), self._at)
 
     def close(self, *, together: bool = True) -> None:
         """Give the signals back and leave the process group if this run created it.
