@@ -1,7 +1,7 @@
 """A rule's identity across restarts, as stored in checkpoints, and matching it without parsing.
 
 A rule's identity is a plain JSON mapping (``{"kind": "ModelCheckpoint", "monitor": ...}``):
-the manifest stores it as an object and ``state.pt`` keys each rule's bookkeeping by its
+the manifest stores it as an object and a checkpoint keys each rule's bookkeeping by its
 canonical JSON text, so nothing ever parses it back. Checkpoints written before that stored
 the identity as a Python repr (``ModelCheckpoint{'monitor': ...}``); that form is rebuilt here
 from the mapping, never parsed, so that old checkpoints still match their rules on resume.
