@@ -9,7 +9,16 @@ either nothing visible or a whole checkpoint; leftovers are dot-names that
 
 from ._atomic import link_checkpoint, remove_checkpoint
 from ._errors import CheckpointError, CheckpointWriteError, UntrustedCheckpointError
-from ._manifest import CHECKPOINT_SUFFIX, FORMAT_VERSION, MANIFEST_NAME, FileEntry, Manifest, read_manifest
+from ._manifest import (
+    CHECKPOINT_SUFFIX,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    CheckpointKind,
+    CheckpointOrigin,
+    FileEntry,
+    Manifest,
+    read_manifest,
+)
 from ._read import find_checkpoints, load_files, verify
 from ._recover import recover_directory
 from ._write import write_checkpoint
@@ -19,6 +28,8 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "CheckpointError",
+    "CheckpointKind",
+    "CheckpointOrigin",
     "CheckpointWriteError",
     "FileEntry",
     "Manifest",

@@ -10,6 +10,10 @@ interprets the version number inside. A manifest of a known version must also be
 what the writer renders for its content: a flipped digit deep in a float (``...5385`` to
 ``...5384``) can parse to the same double, pass the checksum, and still be a sign of a bad disk.
 
+The ``rule`` that asked for a checkpoint is a rule's identity, a JSON object (format 2), or a
+string: a `CheckpointOrigin` for checkpoints no rule planned, or, in format 1, a rule's identity
+as a Python repr, which readers compare but never parse.
+
 Non-finite metrics (a diverged loss is NaN) are stored as the strings ``"nan"``, ``"inf"``
 and ``"-inf"``: the file stays strict JSON that ``jq`` and other tools can read.
 
@@ -25,6 +29,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,7 @@ from ._errors import CheckpointError
 from ._files import create, open_checkpoint, open_member, read_exactly
 from ._hashing import ALGORITHM, checksum_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `rule` may be a JSON object
 MANIFEST_NAME = "MANIFEST.json"
 CHECKPOINT_SUFFIX = ".ckpt"
 # About 75,000 payload files: far more ranks than any job has, far less memory than a load takes.
@@ -56,6 +61,20 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+class CheckpointKind(str, Enum):
+    """What a checkpoint holds: everything to resume a run, or the model's weights alone."""
+
+    FULL = "full"
+    WEIGHTS = "weights"
+
+
+class CheckpointOrigin(str, Enum):
+    """The manifest's `rule` of a checkpoint no rule planned."""
+
+    EMERGENCY = "emergency"  # taken at a stop (a signal, the deadline) to resume from
+    MANUAL = "manual"  # Run.save_checkpoint
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One payload file as committed: its size in bytes and xxh3-128 hex checksum."""
@@ -73,7 +92,7 @@ class Manifest:
     metrics: dict[str, float]
     world_size: int
     kind: str
-    rule: str
+    rule: str | dict[str, Any]
     files: dict[str, FileEntry]
     created: float
     package_version: str
@@ -131,7 +150,7 @@ def _decode(inner: dict[str, Any]) -> Manifest:
         metrics={str(key): float(value) for key, value in metrics.items()},
         world_size=_typed(inner, "world_size", int),
         kind=_typed(inner, "kind", str),
-        rule=_typed(inner, "rule", str),
+        rule=_typed(inner, "rule", (str, dict)),
         files={name: FileEntry(_typed(e, "size", int), _typed(e, "checksum", str)) for name, e in files.items()},
         created=float(_typed(inner, "created", (int, float))),
         package_version=_typed(inner, "package_version", str),

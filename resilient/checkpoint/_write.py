@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,23 +32,31 @@ from ._atomic import commit, fsync_dir, make_dirs, sibling
 from ._errors import CheckpointWriteError
 from ._files import DIR_MODE, create
 from ._hashing import HashingWriter
-from ._manifest import CHECKPOINT_SUFFIX, FileEntry, Manifest, name_problem, write_manifest
+from ._manifest import (
+    CHECKPOINT_SUFFIX,
+    CheckpointKind,
+    FileEntry,
+    Manifest,
+    name_problem,
+    write_manifest,
+)
 
-KINDS = ("full", "weights")
+KINDS = tuple(kind.value for kind in CheckpointKind)
+Rule = str | Mapping[str, Any]  # a manifest's `rule`: a rule's identity, or a CheckpointOrigin
 _COPY_CHUNK = 16 * 1024 * 1024  # a few system calls per gigabyte
 
 
-def _check_targets(targets: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    checked: list[tuple[Path, str]] = []
+def _check_targets(targets: Sequence[tuple[Path, Rule]]) -> list[tuple[Path, Rule]]:
+    checked: list[tuple[Path, Rule]] = []
     for target in targets:
         if not isinstance(target, tuple) or len(target) != 2:
             raise TypeError(f"targets must hold (path, rule) pairs, got {target!r}")
         path, rule = Path(target[0]), target[1]
         if not path.name.endswith(CHECKPOINT_SUFFIX) or path.name.startswith("."):
             raise ValueError(f"targets: checkpoint path {path} must end in {CHECKPOINT_SUFFIX!r}, not start with '.'")
-        if not isinstance(rule, str) or not rule:
-            raise ValueError(f"targets: the rule for {path} must be a non-empty string, got {rule!r}")
-        checked.append((path, rule))
+        if not isinstance(rule, (str, Mapping)) or not rule:
+            raise ValueError(f"targets: the rule for {path} must be a non-empty string or mapping, got {rule!r}")
+        checked.append((path, rule if isinstance(rule, str) else dict(rule)))
     if not checked:
         raise ValueError("targets must name at least one (path, rule) pair")
     absolute = [os.path.abspath(path) for path, _ in checked]
@@ -141,14 +150,14 @@ def _link_or_copy(source: Path, destination: Path) -> None:
 
 
 def write_checkpoint(
-    targets: Sequence[tuple[Path, str]],
+    targets: Sequence[tuple[Path, Rule]],
     files: Mapping[str, object],
     *,
     step: int,
     epoch: int,
     metrics: Mapping[str, float],
     world_size: int,
-    kind: str = "full",
+    kind: str = CheckpointKind.FULL.value,
 ) -> list[Manifest]:
     """Commit `files` (name -> object for `torch.save`) under every ``(path, rule)`` target.
 
@@ -179,7 +188,7 @@ def write_checkpoint(
                 epoch=epoch,
                 metrics=dict(checked_metrics),
                 world_size=world_size,
-                kind=kind,
+                kind=CheckpointKind(kind).value,
                 rule=rule,
                 files=dict(entries),
                 created=time.time(),

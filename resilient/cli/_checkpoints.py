@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import os
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ..checkpoint import CHECKPOINT_SUFFIX, CheckpointError, verify
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, size, table
 
-_TIMEDELTA = re.compile(r"datetime\.timedelta\([^)]*\)")  # how train_time_interval appears in a rule's key
-_ARGUMENT = re.compile(r"(\w+)=([\d.]+)")
 _HEADERS = ("CHECKPOINT", "STEP", "EPOCH", "RULE", "METRICS", "SIZE", "CREATED", "VALID")
 
 
@@ -32,24 +29,22 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     checkpoints.set_defaults(handler=_checkpoints)
 
 
-def _rule_label(rule: str) -> str:
-    """A rule's identity (`ModelCheckpoint{...}`, Lightning's state key) in a few words."""
-    if not rule.startswith("ModelCheckpoint{"):
-        return rule  # emergency, manual
-    text = _TIMEDELTA.sub(lambda m: repr(str(timedelta(**{k: float(v) for k, v in _ARGUMENT.findall(m[0])}))), rule)
-    try:
-        settings = ast.literal_eval(text.removeprefix("ModelCheckpoint"))
-    except (ValueError, SyntaxError):
+def _rule_label(rule: str | Mapping[str, Any]) -> str:
+    """A rule's identity (what its manifest stores) in a few words.
+
+    A string is shown as it is: "emergency", "manual", or an older checkpoint's rule.
+    """
+    if isinstance(rule, str):
         return rule
     parts = []
-    if settings.get("every_n_train_steps"):
-        parts.append(f"every {settings['every_n_train_steps']} steps")
-    if settings.get("every_n_epochs"):
-        parts.append(f"every {settings['every_n_epochs']} epochs")
-    if settings.get("train_time_interval"):
-        parts.append(f"every {settings['train_time_interval']}")
-    if settings.get("monitor"):
-        parts.append(f"by {settings['monitor']} ({settings.get('mode')})")
+    if rule.get("every_n_train_steps"):
+        parts.append(f"every {rule['every_n_train_steps']} steps")
+    if rule.get("every_n_epochs"):
+        parts.append(f"every {rule['every_n_epochs']} epochs")
+    if rule.get("train_time_interval_s"):
+        parts.append(f"every {timedelta(seconds=rule['train_time_interval_s'])}")
+    if rule.get("monitor"):
+        parts.append(f"by {rule['monitor']} ({rule.get('mode')})")
     return ", ".join(parts) or "rule"
 
 

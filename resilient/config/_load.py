@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..loop.run import EMERGENCY_DIR, _rules_from
-from ..rules import ModelCheckpoint, RuleConflict, check_rule_set
+from ..loop.run import EMERGENCY_DIR
+from ..rules import ModelCheckpoint, RuleConflict, check_rule_set, rule_list
 from ..settings import LOCAL_TASKS_PER_CPU, InvalidSetting, check_nodes, run_dir_for
 from ..submission import JobOptions
 from ..submission._launch import CHECKPOINTS_DIR
@@ -192,7 +192,7 @@ def _rule(index: int, entry: Checkpoint) -> ModelCheckpoint:
 def _check_rules(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None, run_dir: Path) -> None:
     """Rules that could not share the run: see `check_rule_set`; and no dirpath in a system or
     shared directory."""
-    rules = _rules_from(checkpoint)
+    rules = rule_list(checkpoint)
     for index, rule in enumerate(rules):
         if rule.dirpath is not None:
             check_not_shared(Path(rule.dirpath), ("checkpoint", index, "dirpath"))

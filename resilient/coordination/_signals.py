@@ -58,13 +58,16 @@ class SignalRecorder:
         """Signal number -> time.time() of its first arrival."""
         return self._received
 
-    def install(self) -> None:
-        """Take over the watched signals (main thread only: Python delivers signals there)."""
+    def install(self, *, stacklevel: int) -> None:
+        """Take over the watched signals (main thread only: Python delivers signals there).
+
+        `stacklevel` points the warning given outside the main thread at the code that created the run.
+        """
         if threading.current_thread() is not threading.main_thread():
             warnings.warn(
                 "resilient.Run was created outside the main thread, so it cannot catch preemption "
                 "signals; create it in the main thread to get emergency checkpoints",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
             return
         for signum in self._signals:

@@ -1,7 +1,7 @@
 """The training loop: `Run`, resumable data order, and loading checkpoints back."""
 
 from .load import load_checkpoint
-from .run import Run
+from .run import Run, schedule_fire_drill
 from .sampler import ResumableSampler
 
-__all__ = ["ResumableSampler", "Run", "load_checkpoint"]
+__all__ = ["ResumableSampler", "Run", "load_checkpoint", "schedule_fire_drill"]

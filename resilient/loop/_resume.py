@@ -4,7 +4,8 @@ Rank 0 alone scans the directories and verifies, then broadcasts its choice: eve
 resume from the same checkpoint, and a listing of a shared filesystem can differ between nodes
 for a moment. The candidate is verified in full (checksums) as it is read, so a checkpoint is
 read once, never twice; when the newest fails, the next older one is tried, with a warning that
-names the bad one.
+names the bad one. What the loop carries on from is returned as a record (`Resumed`): the loop
+assigns it, rather than this module reaching into the loop.
 """
 
 from __future__ import annotations
@@ -15,8 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError, Manifest, UntrustedCheckpointError, load_files, verify
+from ..checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    Manifest,
+    UntrustedCheckpointError,
+    find_checkpoints,
+    load_files,
+    recover_directory,
+    verify,
+)
 from ..coordination._dist import DistInfo, broadcast_object
+from ..rundir import _events as events
+from ._journal import Journal
+from ._progress import Phase, Progress
 from ._state import STATE_FILE, rank_file
 
 
@@ -37,7 +50,7 @@ def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool) -> Rest
 
 def _choose(found: Iterable[tuple[Path, Manifest]], weights_only: bool) -> Restored | None:
     for path, manifest in found:
-        if manifest.kind != "full":
+        if manifest.kind != CheckpointKind.FULL:
             continue
         try:
             restored = _read(path, manifest, 0, weights_only)
@@ -46,7 +59,7 @@ def _choose(found: Iterable[tuple[Path, Manifest]], weights_only: bool) -> Resto
         except UntrustedCheckpointError:
             raise  # sound but unsafe to load: the user must decide, not a fallback
         except CheckpointError as error:
-            warnings.warn(f"skipping checkpoint {path}: {error}; trying the next older one", stacklevel=4)
+            warnings.warn(f"skipping checkpoint {path}: {error}; trying the next older one", stacklevel=5)
     return None
 
 
@@ -66,3 +79,53 @@ def restore_latest(
             "world size: resume with the same number of ranks, or start fresh with resume=False"
         )
     return chosen or _read(Path(path), verify(Path(path)), dist.rank, weights_only)
+
+
+@dataclass(frozen=True)
+class PendingRng:
+    """This rank's RNG states at the checkpoint, put back where the resumed loop reaches that point.
+
+    `epoch_rng` (None at an epoch's start) recreates the epoch's data iterator first (worker
+    seeds, sampler orders); `rng` then continues the draws from the checkpoint on.
+    """
+
+    rng: dict[str, Any]
+    epoch_rng: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Where a restored run carries on: its checkpoint, counters and metrics, and pending RNG."""
+
+    restored: Restored
+    progress: Progress
+    rng: PendingRng
+    train_end_saved_epoch: int | None  # the epoch whose batches' end was saved: not to be saved again
+
+
+def resume(
+    dirs: Iterable[Path], dist: DistInfo, journal: Journal, *, enabled: bool, weights_only: bool
+) -> tuple[Resumed | None, list[tuple[Path, Manifest]]]:
+    """Tidy `dirs` (rank 0), then, if `enabled`, restore from their newest valid checkpoint.
+
+    Also returns rank 0's scan of `dirs`, which serves the orphan clean-up as well.
+    """
+    dirs = list(dirs)
+    if dist.rank == 0:
+        for directory in dirs:
+            recover_directory(directory)
+    if not enabled:
+        return None, []
+    found = find_checkpoints(dirs) if dist.rank == 0 else []
+    restored = restore_latest(found, dist, weights_only=weights_only)
+    if restored is None:
+        return None, found
+    loop = restored.state["loop"]
+    progress = Progress(step=loop["step"], epoch=loop["epoch"], batch=loop["batch"],
+                        metrics=dict(restored.state["metrics"]))
+    phase = Phase(loop["phase"])
+    if phase is Phase.EPOCH_END:
+        progress.epoch, progress.batch = progress.epoch + 1, 0
+    rng = PendingRng(restored.own["rng"], restored.own["epoch_rng"])
+    journal.record(events.RESUMED, checkpoint=str(restored.path), step=progress.step, epoch=progress.epoch)
+    return Resumed(restored, progress, rng, progress.epoch if phase is Phase.TRAIN_END else None), found

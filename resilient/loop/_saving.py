@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError, Manifest, write_checkpoint
+from ..checkpoint import CheckpointError, CheckpointKind, Manifest, write_checkpoint
 from ..coordination._dist import DistInfo, broadcast_object, gather_to_main
 from ._rng import capture_rng
 from ._state import STATE_FILE, module_states, rank_file, split_states
@@ -52,10 +52,12 @@ def write_together(
     dist: DistInfo,
     tracked: Mapping[str, Any],
     snapshot: Callable[[], Snapshot],
-    full: Sequence[tuple[Path, str]],
-    weights: Sequence[tuple[Path, str]] = (),
+    full: Sequence[tuple[Path, Any]],
+    weights: Sequence[tuple[Path, Any]] = (),
 ) -> list[tuple[Path, Manifest]]:
     """Commit `full` (resumable) and `weights` (model only) targets; every rank must call this.
+
+    Each target is a path and the rule its manifest names (see `write_checkpoint`).
 
     Returns what rank 0 committed, target by target (nothing on the other ranks).
     """
@@ -86,7 +88,7 @@ def write_together(
                     epoch=snap.epoch,
                     metrics=snap.metrics,
                     world_size=dist.world_size,
-                    kind="weights",
+                    kind=CheckpointKind.WEIGHTS,
                 )
                 committed += zip((path for path, _ in weights), manifests)
         except BaseException as error:  # re-raised below, after the other ranks have been told

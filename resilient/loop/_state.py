@@ -57,6 +57,16 @@ def check_trackable(name: str, obj: object) -> None:
             )
 
 
+def check_new_objects(objects: Mapping[str, object], tracked: Mapping[str, object]) -> None:
+    """`track(**objects)`'s checks: at least one, each trackable, none tracked already."""
+    if not objects:
+        raise TypeError("track() needs at least one object, e.g. run.track(model=model, optimizer=opt)")
+    for name, obj in objects.items():
+        check_trackable(name, obj)
+        if name in tracked:
+            raise ValueError(f"track(): {name!r} is already tracked")
+
+
 def split_states(tracked: Mapping[str, Any], *, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(replicated states, this rank's own states); replicated ones are only read on rank 0."""
     replicated: dict[str, Any] = {}

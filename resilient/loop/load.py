@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_files, read_manifest
+from ..checkpoint import CheckpointKind, load_files, read_manifest
 from ._state import STATE_FILE, rank_file
 
 
@@ -35,13 +35,13 @@ def load_checkpoint(
     manifest = read_manifest(directory)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < manifest.world_size:
         raise ValueError(f"load_checkpoint(): rank must be an int in [0, {manifest.world_size}), not {rank!r}")
-    names = [STATE_FILE] if manifest.kind == "weights" else [STATE_FILE, rank_file(rank)]
+    names = [STATE_FILE] if manifest.kind == CheckpointKind.WEIGHTS else [STATE_FILE, rank_file(rank)]
     files = load_files(directory, names, weights_only=weights_only, map_location=map_location)
     state = files[STATE_FILE]
     result: dict[str, Any] = dict(state["objects"])
     meta: dict[str, Any] = {"step": manifest.step, "epoch": manifest.epoch, "metrics": dict(manifest.metrics),
                             "kind": manifest.kind, "world_size": manifest.world_size, "rule": manifest.rule}
-    if manifest.kind == "full":
+    if manifest.kind == CheckpointKind.FULL:
         result.update(files[rank_file(rank)]["objects"])
         meta["loop"] = state["loop"]
         meta["rules"] = state["rules"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from resilient.rules._identity import identity_key
 from resilient.rules.model_checkpoint import ModelCheckpoint, _resolve
 
 
@@ -32,7 +33,7 @@ def check_rule_set(
 
     `default_dirpath` is where a rule without `dirpath` writes (`<run_dir>/checkpoints`),
     `emergency_dir` where the run writes its emergency checkpoints. Refused: two rules with the
-    same identity (`_key`, which a resumed run uses to give each rule its bookkeeping back), two
+    same identity (`identity`, which a resumed run uses to give each rule its bookkeeping back), two
     rules writing the same names into one directory without the version counter (each would
     overwrite and delete the other's files), and a rule writing into the emergency directory
     (whose checkpoints the run manages alone).
@@ -47,7 +48,7 @@ def check_rule_set(
             raise RuleConflict(index, "dirpath", (
                 f"dirpath {directory} {where}is where the run keeps its emergency checkpoints; "
                 "choose another dirpath"))
-        first = keys.setdefault(rule._key, index)
+        first = keys.setdefault(identity_key(rule.identity), index)
         if first != index:
             raise RuleConflict(index, None, (
                 f"has the same monitor, mode, triggers and filename as checkpoint[{first}]; a run "

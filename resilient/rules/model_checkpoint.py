@@ -1,8 +1,8 @@
 """Lightning's ``ModelCheckpoint`` rules as pure bookkeeping.
 
 The rule decides *what* to save and delete; the ``Run`` loop decides *when* to ask (it
-evaluates the triggers at step and epoch boundaries) and does the I/O through the atomic
-checkpoint store. Keeping all file system effects out of this class is what makes it
+evaluates the triggers at step and epoch boundaries, through the public ``CheckpointRule``
+contract this class implements) and does the I/O through the atomic checkpoint store. Keeping all file system effects out of this class is what makes it
 testable without disk and safe with several ranks: only rank 0 plans, the others receive
 ``state_dict()``, so the bookkeeping cannot diverge between ranks.
 """
@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from resilient.rules._checks import (
 )
 from resilient.rules._duration import parse_duration
 from resilient.rules._filename import check_component, check_template, expand, fit
+from resilient.rules._interval import IntervalTimer
 from resilient.rules._plan import PlanBuilder, SavePlan
 
 __all__ = ["ModelCheckpoint", "SavePlan"]
@@ -126,7 +127,7 @@ class ModelCheckpoint:
             epochs = 1  # Lightning's default: save at the end of every epoch
         self.every_n_train_steps: int = steps or 0
         self.every_n_epochs: int = epochs or 0
-        self.train_time_interval: timedelta | None = interval
+        self._timer = IntervalTimer(interval)
 
         self.best_k_models: dict[str, float] = {}
         self.best_model_path = ""
@@ -135,14 +136,14 @@ class ModelCheckpoint:
         self.kth_value: float = _ranking.worst_score(self.mode)
         self.last_model_path = ""
         self.current_score: float | None = None
-        # Set by Run to the checkpoint it resumed from: that file is never deleted.
-        self._protected: str | None = None
+        self._protected: str | None = None  # the checkpoint the run resumed from: never deleted
         self._last_topk_saved = ""
         self._last_global_step_saved = 0  # Lightning's: nothing to save before the first step
         self._warned_missing_monitor = False
-        self._clock: Callable[[], float] | None = None
-        self._time_anchor = 0.0
-        self._pending_elapsed = 0.0
+
+    @property
+    def train_time_interval(self) -> timedelta | None:
+        return self._timer.interval
 
     # ---------------------------------------------------------------- file names
 
@@ -193,7 +194,7 @@ class ModelCheckpoint:
 
     # ---------------------------------------------------------------- Run interface
 
-    def _bind(self, default_dirpath: Path, clock: Callable[[], float]) -> None:
+    def bind(self, default_dirpath: Path, clock: Callable[[], float]) -> None:
         """Attach the rule to a run: its directory (unless given) and its monotonic clock.
 
         The clock is injected so that tests drive time explicitly and so that every rule of a
@@ -201,48 +202,76 @@ class ModelCheckpoint:
         """
         if self.dirpath is None:
             self.dirpath = _resolve(default_dirpath)
-        self._clock = clock
-        self._time_anchor = clock() - self._pending_elapsed
+        self._timer.bind(clock)
 
     @property
-    def _key(self) -> str:
+    def identity(self) -> dict[str, Any]:
         """Identity of this rule across restarts (Lightning's ``state_key`` plus ``filename``).
 
         ``dirpath`` is left out on purpose so that a moved run directory still restores.
         """
-        identity = {
+        interval = self.train_time_interval
+        return {
+            "kind": type(self).__qualname__,
             "monitor": self.monitor,
             "mode": self.mode,
             "every_n_train_steps": self.every_n_train_steps,
             "every_n_epochs": self.every_n_epochs,
-            "train_time_interval": self.train_time_interval,
+            "train_time_interval_s": None if interval is None else interval.total_seconds(),
             "filename": self.filename,
         }
-        return f"{type(self).__qualname__}{identity!r}"
 
-    def _step_due(self, step: int) -> bool:
+    @property
+    def record(self) -> dict[str, Any]:
+        """The rule as events.jsonl shows it: what it saves by, as plain JSON."""
+        interval = self.train_time_interval
+        return {
+            "kind": type(self).__name__,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "save_top_k": self.save_top_k,
+            "every_n_train_steps": self.every_n_train_steps or None,
+            "every_n_epochs": self.every_n_epochs or None,
+            "train_time_interval_s": interval.total_seconds() if interval is not None else None,
+            "filename": self.filename,
+            "dirpath": self.dirpath,
+        }
+
+    def step_due(self, step: int) -> bool:
         """``step`` counts optimizer steps completed, i.e. it is read after the batch."""
         return self.every_n_train_steps >= 1 and step % self.every_n_train_steps == 0
 
-    def _epoch_due(self, epoch: int) -> bool:
+    def epoch_due(self, epoch: int) -> bool:
         """``epoch`` is zero-based and just finished, hence ``epoch + 1``."""
         return self.every_n_epochs >= 1 and (epoch + 1) % self.every_n_epochs == 0
 
-    def _time_due(self) -> bool:
-        """Whether ``train_time_interval`` has elapsed; only ``_plan(time_fired=True)`` resets."""
-        if self.train_time_interval is None or self._clock is None:
-            return False
-        return self._clock() - self._time_anchor >= self.train_time_interval.total_seconds()
+    def time_due(self) -> bool:
+        """Whether ``train_time_interval`` has elapsed; only ``plan(time_fired=True)`` resets."""
+        return self._timer.due()
 
     @property
-    def _weights_only(self) -> bool:
+    def timed(self) -> bool:
+        return self.train_time_interval is not None
+
+    @property
+    def weights_only(self) -> bool:
         return self.save_weights_only
 
     @property
-    def _epoch_end_on_train(self) -> bool:
+    def epoch_end_on_train(self) -> bool:
         return self.save_on_train_epoch_end is True
 
-    def _plan(
+    def protect(self, path: str) -> None:
+        """Never schedule `path` for deletion (Run protects the checkpoint it resumed from)."""
+        self._protected = path
+
+    def kept_paths(self) -> Collection[str] | None:
+        """The top-k, best and last checkpoints; None with ``save_top_k=-1``, which keeps all."""
+        if self.save_top_k == -1:
+            return None
+        return [path for path in (*self.best_k_models, self.best_model_path, self.last_model_path) if path]
+
+    def plan(
         self,
         *,
         step: int,
@@ -259,12 +288,12 @@ class ModelCheckpoint:
         at ``step`` (e.g. an epoch end right after a step-triggered save), and then the timer
         is not reset either.
         """
-        if self._clock is None:
-            raise RuntimeError("ModelCheckpoint._plan called before _bind")
+        if not self._timer.bound:
+            raise RuntimeError("ModelCheckpoint.plan called before bind")
         if step == self._last_global_step_saved:
             return SavePlan()
         if time_fired:
-            self._time_anchor = self._clock()
+            self._timer.restart()
         candidates: dict[str, Any] = dict(metrics)
         # Lightning casts these: a logged "epoch" arrives as a float.
         candidates["epoch"] = int(candidates.get("epoch", epoch))
@@ -276,6 +305,14 @@ class ModelCheckpoint:
         if result.save:
             self._last_global_step_saved = step
         return result
+
+    def forget_failed_save(self, before: dict[str, Any]) -> None:
+        """Return to `before` (``state_dict()`` ahead of a save that failed), keeping the timer.
+
+        Otherwise a time rule would be due again at the very next step, retrying a full disk at
+        every step; and the rule would name a checkpoint that does not exist.
+        """
+        self.load_state_dict({**before, "seconds_since_time_save": self._timer.elapsed()})
 
     def _plan_top_k(self, candidates: Mapping[str, Any], plan: PlanBuilder) -> None:
         if self.save_top_k == 0:
@@ -408,7 +445,7 @@ class ModelCheckpoint:
             "last_topk_saved": self._to_state(self._last_topk_saved),
             "last_global_step_saved": self._last_global_step_saved,
             "warned_missing_monitor": self._warned_missing_monitor,
-            "seconds_since_time_save": self._elapsed(),
+            "seconds_since_time_save": self._timer.elapsed(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -428,11 +465,9 @@ class ModelCheckpoint:
         self._last_topk_saved = self._from_state(state["last_topk_saved"])
         self._last_global_step_saved = state["last_global_step_saved"]
         self._warned_missing_monitor = state["warned_missing_monitor"]
-        self._pending_elapsed = state["seconds_since_time_save"]
-        if self._clock is not None:
-            self._time_anchor = self._clock() - self._pending_elapsed
+        self._timer.resume(state["seconds_since_time_save"])
 
-    def _reconcile(self, existing: Callable[[str], bool]) -> None:
+    def reconcile(self, existing: Callable[[str], bool]) -> None:
         """Forget checkpoints that are gone after a resume.
 
         A crash between committing a checkpoint and deleting the one it displaced, or another
@@ -453,11 +488,6 @@ class ModelCheckpoint:
             self.last_model_path = ""
         if self._last_topk_saved and not existing(self._last_topk_saved):
             self._last_topk_saved = ""
-
-    def _elapsed(self) -> float:
-        if self._clock is None:
-            return self._pending_elapsed
-        return self._clock() - self._time_anchor
 
     def _to_state(self, path: str) -> str:
         if not path or self.dirpath is None:

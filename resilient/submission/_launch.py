@@ -23,9 +23,8 @@ import yaml
 
 from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints
 from ..checkpoint._atomic import LEFTOVER
-from ..loop.run import _rules_from
 from ..requeue._status import STATUS_FILE
-from ..rules import ModelCheckpoint
+from ..rules import ModelCheckpoint, rule_list
 from ..rundir import CONFIG_FILE, SUBMITIT_DIR, submitit_folder
 from ..rundir import _events as events
 from ..rundir._modes import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_dirs, write_atomically
@@ -56,7 +55,7 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
     if not run_dir.is_dir():
         return
     owned, holds_checkpoints = set(_RUN_ENTRIES), False
-    for rule in _rules_from(checkpoint):
+    for rule in rule_list(checkpoint):
         if rule.dirpath and Path(rule.dirpath).is_relative_to(run_dir.resolve()):
             inside = Path(rule.dirpath).relative_to(run_dir.resolve()).parts
             owned.update(inside[:1])
@@ -79,7 +78,7 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
 
     Only a run directory moves: one that holds a run's records and nothing that is not a run's.
     """
-    for rule in _rules_from(options.checkpoint):
+    for rule in rule_list(options.checkpoint):
         outside = rule.dirpath and not Path(rule.dirpath).resolve().is_relative_to(run_dir.resolve())
         if outside and find_checkpoints([Path(rule.dirpath)]):
             raise RunDirError(

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import submitit
 from submitit.core.job_environment import SignalHandler
 
-from ..loop.run import Run
+from ..loop import Run, schedule_fire_drill
 from ._options import JobOptions
 
 R = TypeVar("R")
@@ -65,5 +65,5 @@ def run_function(function: Callable[..., R], options: JobOptions, run_dir: Path,
                 print(f"resilient: {run_dir} already completed; nothing to do (use a new run_dir to train again)",
                       file=sys.stderr, flush=True)
             return None
-        run._fire_drill_at = fire_drill_step
+        schedule_fire_drill(run, fire_drill_step)
         return function(run, *args, **kwargs)

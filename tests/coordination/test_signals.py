@@ -13,7 +13,7 @@ from resilient.coordination._signals import SignalRecorder
 def test_recorder_only_records_and_gives_the_handlers_back() -> None:
     before = signal.getsignal(signal.SIGUSR2)
     recorder = SignalRecorder([signal.SIGUSR2])
-    recorder.install()
+    recorder.install(stacklevel=2)
     try:
         os.kill(os.getpid(), signal.SIGUSR2)
         assert list(recorder.received) == [signal.SIGUSR2]
@@ -24,7 +24,7 @@ def test_recorder_only_records_and_gives_the_handlers_back() -> None:
 
 def test_a_second_ctrl_c_raises_at_once_and_says_it_was_forced() -> None:
     recorder = SignalRecorder([signal.SIGINT])
-    recorder.install()
+    recorder.install(stacklevel=2)
     try:
         os.kill(os.getpid(), signal.SIGINT)
         assert list(recorder.received) == [signal.SIGINT] and not recorder.forced

@@ -98,9 +98,9 @@ def test_empty_filename_means_default_template_like_lightning():
 
 def test_flags_for_the_run_loop():
     rule = ModelCheckpoint(save_weights_only=True, save_on_train_epoch_end=True)
-    assert rule._weights_only and rule._epoch_end_on_train
-    assert not ModelCheckpoint()._weights_only
-    assert not ModelCheckpoint(save_on_train_epoch_end=None)._epoch_end_on_train
+    assert rule.weights_only and rule.epoch_end_on_train
+    assert not ModelCheckpoint().weights_only
+    assert not ModelCheckpoint(save_on_train_epoch_end=None).epoch_end_on_train
 
 
 def test_key_is_stable_and_ignores_dirpath(tmp_path):
@@ -108,8 +108,8 @@ def test_key_is_stable_and_ignores_dirpath(tmp_path):
     b = ModelCheckpoint(
         dirpath=tmp_path / "b", monitor="val", train_time_interval=timedelta(minutes=30)
     )
-    assert a._key == b._key
-    assert a._key.startswith("ModelCheckpoint{'monitor': 'val', 'mode': 'min'")
+    assert a.identity == b.identity
+    assert list(a.identity.items())[:3] == [("kind", "ModelCheckpoint"), ("monitor", "val"), ("mode", "min")]
 
 
 @pytest.mark.parametrize(
@@ -125,4 +125,4 @@ def test_key_is_stable_and_ignores_dirpath(tmp_path):
 )
 def test_key_differs_when_identity_differs(change):
     base = {"monitor": "val"}
-    assert ModelCheckpoint(**base)._key != ModelCheckpoint(**{**base, **change})._key
+    assert ModelCheckpoint(**base).identity != ModelCheckpoint(**{**base, **change}).identity

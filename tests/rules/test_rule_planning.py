@@ -45,7 +45,7 @@ class Disk:
 def make(tmp_path, **kwargs) -> ModelCheckpoint:
     kwargs = {"monitor": "val_loss", "filename": "{step}", **kwargs}
     rule = ModelCheckpoint(dirpath=tmp_path, **kwargs)
-    rule._bind(tmp_path / "unused", clock=lambda: 0.0)
+    rule.bind(tmp_path / "unused", clock=lambda: 0.0)
     return rule
 
 
@@ -55,7 +55,7 @@ def boundary(rule, disk, step, value, *, epoch=None, monitor="val_loss") -> Save
     if value is not None:
         metrics[monitor] = value
     return disk.apply(
-        rule._plan(step=step, epoch=epoch, metrics=metrics, exists=disk.exists, time_fired=False)
+        rule.plan(step=step, epoch=epoch, metrics=metrics, exists=disk.exists, time_fired=False)
     )
 
 
@@ -354,10 +354,10 @@ def test_protected_checkpoint_is_never_removed(tmp_path):
     rule, disk = make(real, save_top_k=1, monitor=None, save_last=True), Disk()
     rule.CHECKPOINT_NAME_LAST = "{step}-last"
     feed(rule, disk, [None])
-    rule._protected = str(tmp_path / "alias" / "step=1.ckpt")  # same file, through a symlinked dir
+    rule.protect(str(tmp_path / "alias" / "step=1.ckpt"))  # same file, through a symlinked dir
     plan = boundary(rule, disk, 2, None)
     assert [name(p) for p in plan.remove] == ["step=1-last.ckpt"]
-    rule._protected = str(real / "step=2-last.ckpt")
+    rule.protect(str(real / "step=2-last.ckpt"))
     assert [name(p) for p in boundary(rule, disk, 3, None).remove] == ["step=2.ckpt"]
     assert disk.names() == ["step=1.ckpt", "step=2-last.ckpt", "step=3-last.ckpt", "step=3.ckpt"]
 
@@ -380,16 +380,16 @@ def test_paths_outside_dirpath_are_never_removed(tmp_path):
 
 def test_plan_requires_bind(tmp_path):
     rule = ModelCheckpoint(dirpath=tmp_path)
-    with pytest.raises(RuntimeError, match="_bind"):
-        rule._plan(step=1, epoch=0, metrics={}, exists=lambda p: False, time_fired=False)
+    with pytest.raises(RuntimeError, match="before bind"):
+        rule.plan(step=1, epoch=0, metrics={}, exists=lambda p: False, time_fired=False)
 
 
 def test_bind_defaults_dirpath_only_when_unset(tmp_path):
     rule = ModelCheckpoint()
-    rule._bind(tmp_path / "run" / "checkpoints", clock=lambda: 0.0)
+    rule.bind(tmp_path / "run" / "checkpoints", clock=lambda: 0.0)
     assert rule.dirpath == str((tmp_path / "run" / "checkpoints").resolve())
     given = ModelCheckpoint(dirpath=tmp_path / "mine")
-    given._bind(tmp_path / "other", clock=lambda: 0.0)
+    given.bind(tmp_path / "other", clock=lambda: 0.0)
     assert given.dirpath == str((tmp_path / "mine").resolve())
 
 
@@ -458,7 +458,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, kwargs, values, cut):
     state = through_checkpoint(first.state_dict())
     resumed = make(tmp_path, **kwargs)
     resumed.load_state_dict(state)
-    resumed._reconcile(disk.exists)
+    resumed.reconcile(disk.exists)
     for step, value in enumerate(values[cut:], start=cut + 1):
         boundary(resumed, disk, step, value, epoch=epoch_of(step))
 
@@ -491,7 +491,7 @@ def test_reconcile_forgets_missing_checkpoints(tmp_path):
     feed(rule, disk, [3.0, 1.0, 2.0])
     del disk.entries[rule.best_model_path]  # step=2: committed bookkeeping, file lost
     del disk.entries[rule.last_model_path]
-    rule._reconcile(disk.exists)
+    rule.reconcile(disk.exists)
     assert scores(rule) == {"step=1.ckpt": 3.0, "step=3.ckpt": 2.0}
     assert (name(rule.best_model_path), rule.best_model_score) == ("step=3.ckpt", 2.0)
     assert (name(rule.kth_best_model_path), rule.kth_value) == ("step=1.ckpt", 3.0)
@@ -503,7 +503,7 @@ def test_reconcile_forgets_missing_checkpoints(tmp_path):
 def test_reconcile_of_everything_resets_best_and_kth(tmp_path):
     rule, disk = make(tmp_path, save_top_k=2, mode="max"), Disk()
     feed(rule, disk, [1.0, 2.0])
-    rule._reconcile(lambda path: False)
+    rule.reconcile(lambda path: False)
     assert (rule.best_k_models, rule.best_model_path, rule.best_model_score) == ({}, "", None)
     assert (rule.kth_best_model_path, rule.kth_value) == ("", -math.inf)
 
@@ -511,7 +511,7 @@ def test_reconcile_of_everything_resets_best_and_kth(tmp_path):
 def test_reconcile_without_monitor_forgets_the_latest(tmp_path):
     rule, disk = make(tmp_path, monitor=None), Disk()
     feed(rule, disk, [None])
-    rule._reconcile(lambda path: False)
+    rule.reconcile(lambda path: False)
     assert rule.best_model_path == ""
     plan = boundary(rule, disk, 2, None)
     assert plan.remove == []  # nothing left to replace
@@ -520,7 +520,7 @@ def test_reconcile_without_monitor_forgets_the_latest(tmp_path):
 def test_reconcile_stops_linking_to_a_lost_checkpoint(tmp_path):
     rule, disk = make(tmp_path, save_top_k=1, save_last="link"), Disk()
     feed(rule, disk, [1.0])
-    rule._reconcile(lambda path: name(path) != "step=1.ckpt")
+    rule.reconcile(lambda path: name(path) != "step=1.ckpt")
     with pytest.warns(UserWarning):
         plan = boundary(rule, disk, 2, None)  # no top-k save at this boundary
     assert ([name(p) for p in plan.save], plan.link) == (["last.ckpt"], [])
@@ -530,7 +530,7 @@ def test_reconcile_with_everything_present_changes_nothing(tmp_path):
     rule, disk = make(tmp_path, save_top_k=2, save_last=True), Disk()
     feed(rule, disk, [3.0, 1.0, 2.0])
     before = rule.state_dict()
-    rule._reconcile(disk.exists)
+    rule.reconcile(disk.exists)
     assert rule.state_dict() == before
 
 

@@ -1,0 +1,174 @@
+"""Saving by the rules: plan on rank 0, share the plan, write with every rank, then link and evict.
+
+This is the single seam between deciding to save and the bytes on disk: the asynchronous and
+the sharded writers plug in here (in `write`), and nothing else in the loop needs to change. It
+also keeps the rules' bookkeeping honest with the disk: after a resume it gives each rule its
+bookkeeping back and deletes the checkpoints a rule had evicted but not yet deleted when the job
+died; after a stop it keeps one emergency checkpoint; after a failed save it makes the rules
+forget it (``on_save_error="continue"``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import (
+    CHECKPOINT_SUFFIX,
+    CheckpointError,
+    CheckpointOrigin,
+    Manifest,
+    find_checkpoints,
+    link_checkpoint,
+    remove_checkpoint,
+)
+from ..coordination._dist import DistInfo, broadcast_object
+from ..rules import CheckpointRule, SavePlan, same_rule, saved_state
+from ..rundir import _events as events
+from ._boundary import Fired, Interrupted, StopFlags
+from ._journal import Journal
+from ._progress import Phase, Progress
+from ._resume import Restored
+from ._saving import OnSaveError, Snapshot, write_together
+
+Target = tuple[Path, Any]  # a checkpoint path and the manifest's rule: an identity or a CheckpointOrigin
+
+
+class Saver:
+    """Writes the checkpoints a run's rules plan, its emergency ones, and cleans up after both."""
+
+    def __init__(self, dist: DistInfo, journal: Journal, rules: Sequence[CheckpointRule], tracked: Mapping[str, Any],
+                 emergency_dir: Path, on_save_error: OnSaveError) -> None:
+        self._dist = dist
+        self._journal = journal
+        self._rules = rules
+        self._tracked = tracked  # the run's tracked objects, as they are when a save happens
+        self._emergency_dir = emergency_dir
+        self._on_save_error = on_save_error
+        self._protected: str | None = None  # the checkpoint the run resumed from: never deleted
+        self.save_seconds: float | None = None  # how long the last full save took (the deadline needs it)
+
+    def save(self, fired: Fired, progress: Progress, phase: Phase, stop: StopFlags | None) -> None:
+        """Plan on rank 0 (the file system it sees decides names), share, write, then evict.
+
+        With `stop`, the same write also commits the emergency checkpoint, then raises
+        `Interrupted`: one write serves the rules due at this boundary and the stop.
+        """
+        rank0 = self._dist.rank == 0
+        before = [rule.state_dict() for rule, _ in fired]  # what a failed save is undone to
+        plans = self._plan(fired, progress) if rank0 else None
+        plans, states = broadcast_object((plans, [rule.state_dict() for rule, _ in fired]) if rank0 else None,
+                                         self._dist)
+        if not rank0:
+            for (rule, _), state in zip(fired, states):
+                rule.load_state_dict(state)
+        full = [(Path(p), rule.identity) for (rule, _), plan in zip(fired, plans) if not rule.weights_only
+                for p in plan.save]
+        weights = [(Path(p), rule.identity) for (rule, _), plan in zip(fired, plans) if rule.weights_only
+                   for p in plan.save]
+        emergency = self._emergency_dir / f"step={progress.step}{CHECKPOINT_SUFFIX}"
+        if stop:
+            full.append((emergency, CheckpointOrigin.EMERGENCY.value))
+        if full or weights:
+            try:
+                seconds = self.write(lambda: progress.snapshot(self._rules, phase), full, weights)
+            except (OSError, CheckpointError) as error:
+                if stop or self._on_save_error is OnSaveError.STOP:
+                    raise
+                self._forget_failed_save(fired, before, progress.step, error)
+                return
+            if full:
+                self.save_seconds = seconds
+        if rank0:
+            for plan in plans:
+                for link, target in plan.link:
+                    link_checkpoint(Path(link), Path(target))
+                for path in plan.remove:
+                    remove_checkpoint(Path(path))
+            if stop:
+                self._remove_older_emergency(keep=emergency)
+        if stop:
+            raise Interrupted(stop, str(emergency))
+
+    def save_manual(self, path: Path, progress: Progress) -> None:
+        """`Run.save_checkpoint`: a full checkpoint no rule planned, written by every rank."""
+        self.write(lambda: progress.snapshot(self._rules, Phase.STEP), [(path, CheckpointOrigin.MANUAL.value)])
+
+    def write(self, snapshot: Callable[[], Snapshot], full: Sequence[Target], weights: Sequence[Target] = ()) -> float:
+        """Write with every rank, record each committed checkpoint as an event; returns the seconds taken."""
+        started = time.monotonic()
+        committed = write_together(self._dist, self._tracked, snapshot, full, weights)
+        seconds = time.monotonic() - started
+        for path, manifest in committed:
+            rule = next((rule for rule in self._rules if same_rule(manifest.rule, rule.identity)), None)
+            self._journal.record(
+                events.CHECKPOINT, rule=rule.record if rule else {"kind": manifest.rule}, path=str(path),
+                step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
+                bytes=sum(entry.size for entry in manifest.files.values()),
+            )
+        return seconds
+
+    def resume_from(self, restored: Restored, found: Sequence[tuple[Path, Manifest]]) -> None:
+        """Give each rule its bookkeeping back from `restored`, and (rank 0) delete orphaned checkpoints.
+
+        The checkpoint resumed from is protected: no rule and no emergency clean-up deletes it.
+        """
+        self._protected = os.path.realpath(restored.path)
+        saved = restored.state["rules"]
+        for rule in self._rules:
+            rule.protect(self._protected)
+            state = saved_state(saved, rule.identity)
+            if state is None:
+                warnings.warn(f"{rule.identity} has no bookkeeping in {self._protected}; it starts afresh",
+                              stacklevel=4)
+                continue
+            rule.load_state_dict(state)
+            rule.reconcile(os.path.lexists)
+        if self._dist.rank == 0:
+            self._remove_orphans(found)
+
+    def _plan(self, fired: Fired, progress: Progress) -> list[SavePlan]:
+        candidates = progress.candidates()
+        planned: set[str] = set()
+        plans = []
+        for rule, time_fired in fired:
+            plan = rule.plan(step=progress.step, epoch=progress.epoch, metrics=candidates,
+                             exists=lambda p: p in planned or os.path.lexists(p), time_fired=time_fired)
+            planned.update(plan.save)
+            plans.append(plan)
+        return plans
+
+    def _forget_failed_save(self, fired: Fired, before: list[dict[str, Any]], step: int, error: BaseException) -> None:
+        """`on_save_error="continue"`: the rules forget the save, but not that their interval restarted."""
+        for (rule, _), state in zip(fired, before):
+            rule.forget_failed_save(state)
+        if self._dist.rank == 0:
+            self._journal.record(events.CHECKPOINT_FAILED, step=step, error=str(error))
+            print(f"resilient: checkpoint at step {step} failed: {error}; training goes on "
+                  "(on_save_error='continue'), the next save is tried as the rules schedule it",
+                  file=sys.stderr, flush=True)
+
+    def _remove_orphans(self, found: Sequence[tuple[Path, Manifest]]) -> None:
+        """Delete checkpoints a rule had evicted but not yet deleted when the job died."""
+        for rule in self._rules:
+            kept_paths = rule.kept_paths()
+            if kept_paths is None or rule.dirpath is None:
+                continue
+            kept = {os.path.realpath(path) for path in kept_paths}
+            kept.add(self._protected)
+            directory = os.path.realpath(rule.dirpath)
+            for path, manifest in found:
+                real = os.path.realpath(path)
+                if same_rule(manifest.rule, rule.identity) and os.path.dirname(real) == directory and real not in kept:
+                    remove_checkpoint(path)
+
+    def _remove_older_emergency(self, keep: Path) -> None:
+        """One emergency checkpoint is enough once it is committed (but the resume point stays)."""
+        for path, _ in find_checkpoints([self._emergency_dir]):
+            if os.path.realpath(path) not in (os.path.realpath(keep), self._protected):
+                remove_checkpoint(path)
