@@ -34,8 +34,7 @@ from ..coordination._agreement import StepAgreement
 from ..coordination._deadline import Deadline
 from ..coordination._dist import DistInfo, broadcast_object, init_distributed, shutdown
 from ..coordination._signals import SignalRecorder, signal_number
-from ..requeue import _conclude
-from ..requeue._host import CTRL_C, Host, detect_host
+from ..requeue import Cause, Host, _conclude, detect_host
 from ..requeue._policy import RequeuePolicy
 from ..requeue._status import COMPLETED, read_status
 from ..rules import ModelCheckpoint, check_rule_set
@@ -405,7 +404,7 @@ class Run:
             outcome = None
             if rank0:
                 received = {sig for sig, flag in zip(self._stop_signals, error.flags) if flag}
-                cause = (CTRL_C if signal.SIGINT in received else
+                cause = (Cause.CTRL_C if signal.SIGINT in received else
                          self._host.classify(received, self._warning_signal, deadline_hit=bool(error.flags[_DEADLINE])))
                 outcome = _conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
             return broadcast_object(outcome, self._dist)

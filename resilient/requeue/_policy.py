@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._host import CRASHED
+from ._cause import Cause
 
 
 def _check_bound(name: str, value: object, *, allow_none: bool) -> None:
@@ -35,7 +35,7 @@ class RequeuePolicy:
         _check_bound("max_requeues", self.max_requeues, allow_none=True)
         _check_bound("max_crash_requeues", self.max_crash_requeues, allow_none=False)
 
-    def allows(self, cause: str, done_before: int) -> bool:
+    def allows(self, cause: Cause, done_before: int) -> bool:
         """May a run that was requeued `done_before` times for this kind of cause come back again?"""
-        bound = self.max_crash_requeues if cause == CRASHED else self.max_requeues
+        bound = self.max_crash_requeues if cause == Cause.CRASHED else self.max_requeues
         return bound is None or done_before < bound

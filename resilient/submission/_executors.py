@@ -21,7 +21,7 @@ import submitit
 from submitit.local.local import LocalJob
 
 from ..coordination._signals import signal_number
-from ..requeue._host import SIGNAL_DELAY_ENV
+from ..requeue import SIGNAL_DELAY_ENV
 from ..rundir._modes import current_umask
 from ._options import JobOptions
 
