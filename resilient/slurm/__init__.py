@@ -5,7 +5,7 @@ parsers of what it prints (`_parse.py`); submitit's local executor through its p
 (`_local.py`).
 """
 
-from ._commands import SLURM, Scheduler, SlurmCommandError, SlurmCommands
+from ._commands import SLURM, Scheduler, SlurmCommandError, SlurmCommands, missing_submit_commands
 from ._local import local_controller, local_end_time, local_tasks
 from ._parse import (
     ENDED_STATES,
@@ -14,7 +14,6 @@ from ._parse import (
     JobInfo,
     job_id_from_env,
     parse_duration,
-    parse_fields,
     parse_job,
     parse_queue_state,
     parse_time,
@@ -22,6 +21,6 @@ from ._parse import (
 
 __all__ = [
     "ENDED_STATES", "SLURM", "UNKNOWN_STATE", "WAITING_STATES", "JobInfo", "Scheduler", "SlurmCommandError",
-    "SlurmCommands", "job_id_from_env", "local_controller", "local_end_time", "local_tasks", "parse_duration",
-    "parse_fields", "parse_job", "parse_queue_state", "parse_time",
+    "SlurmCommands", "job_id_from_env", "local_controller", "local_end_time", "local_tasks", "missing_submit_commands",
+    "parse_duration", "parse_job", "parse_queue_state", "parse_time",
 ]

@@ -10,6 +10,7 @@ asks, never per step.
 from __future__ import annotations
 
 import shlex
+import shutil
 import signal
 import subprocess
 from typing import Protocol
@@ -17,6 +18,7 @@ from typing import Protocol
 from ._parse import UNKNOWN_STATE, JobInfo, parse_job, parse_queue_state
 
 SCONTROL_TIMEOUT_S = 60  # slurmctld can be slow when busy; a requeue must not be given up lightly
+_SUBMIT_COMMANDS = ("sbatch", "srun")  # to submit, and what the batch script runs the tasks with
 
 
 class SlurmCommandError(RuntimeError):
@@ -41,6 +43,11 @@ class Scheduler(Protocol):
     def cancel(self, job_id: str, signum: int | None = None) -> None:
         """End the job, or only send it `signum` (`scancel`); ValueError saying why if refused."""
         ...
+
+
+def missing_submit_commands() -> list[str]:
+    """The commands a SLURM submission needs that this machine's PATH lacks ([]: it can submit)."""
+    return [command for command in _SUBMIT_COMMANDS if shutil.which(command) is None]
 
 
 def _scontrol(*args: str) -> str:

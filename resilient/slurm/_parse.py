@@ -55,7 +55,7 @@ def parse_time(raw: str | None) -> float | None:
 
 
 def parse_duration(raw: str | None) -> float | None:
-    """SLURM's TimeLimit ([days-]hours:minutes:seconds, or minutes) in seconds; None if unlimited."""
+    """A TimeLimit as scontrol prints it ([days-]hours:minutes:seconds) in seconds; None if unlimited."""
     if not raw or raw in ("UNLIMITED", "Partition_Limit", "NONE"):
         return None
     days, _, rest = raw.rpartition("-")

@@ -10,7 +10,6 @@ lines would mix into the job's output what `events.jsonl` tells better.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +22,10 @@ from submitit.local.local import LocalJob
 from ..coordination._signals import signal_number
 from ..requeue import SIGNAL_DELAY_ENV
 from ..rundir._modes import current_umask
+from ..slurm import missing_submit_commands
 from ._options import JobOptions
 
 _SUBMITIT_LOG_LEVEL = ("SUBMITIT_LOG_LEVEL", "WARNING")
-_SLURM_COMMANDS = ("sbatch", "srun")  # to submit, and what the batch script runs the tasks with
 
 
 class SubmissionError(RuntimeError):
@@ -39,7 +38,7 @@ class SlurmUnavailable(SubmissionError):
 
 def require_slurm() -> None:
     """SlurmUnavailable unless this machine can submit SLURM jobs."""
-    missing = [command for command in _SLURM_COMMANDS if shutil.which(command) is None]
+    missing = missing_submit_commands()
     if missing:
         raise SlurmUnavailable(f"SLURM is not available here (no {' or '.join(missing)} on PATH)")
 
