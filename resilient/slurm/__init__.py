@@ -5,7 +5,13 @@ parsers of what it prints (`_parse.py`); submitit's local executor through its p
 (`_local.py`).
 """
 
-from ._commands import SLURM, Scheduler, SlurmCommandError, SlurmCommands, missing_submit_commands
+from ._commands import (
+    SLURM,
+    Scheduler,
+    SlurmCommandError,
+    SlurmCommands,
+    missing_submit_commands,
+)
 from ._local import local_controller, local_end_time, local_tasks
 from ._parse import (
     ENDED_STATES,

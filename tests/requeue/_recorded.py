@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resilient.slurm import JobInfo, SlurmCommandError, parse_job, parse_queue_state, parse_time
+from resilient.slurm import (
+    JobInfo,
+    SlurmCommandError,
+    parse_job,
+    parse_queue_state,
+    parse_time,
+)
 
 RECORDED = Path(__file__).parent / "recorded"
 

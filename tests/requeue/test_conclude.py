@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from resilient.requeue import EXIT_CTRL_C, EXIT_STOPPED, LOCAL_REQUEUE_EXIT, Cause, Host, LocalHost, SlurmHost
+from resilient.requeue import (
+    EXIT_CTRL_C,
+    EXIT_STOPPED,
+    LOCAL_REQUEUE_EXIT,
+    Cause,
+    Host,
+    LocalHost,
+    SlurmHost,
+)
 from resilient.requeue import _conclude as conclude
 from resilient.requeue._policy import RequeuePolicy
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from resilient.coordination._deadline import FIRST_SAVE_GUESS_S, SAVE_SAFETY_FACTOR, Deadline
+from resilient.coordination._deadline import (
+    FIRST_SAVE_GUESS_S,
+    SAVE_SAFETY_FACTOR,
+    Deadline,
+)
 from resilient.requeue import SlurmHost
 
 from ._recorded import RecordedScheduler, at

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from resilient.slurm import ENDED_STATES, WAITING_STATES, job_id_from_env, parse_duration, parse_job, parse_queue_state
+from resilient.slurm import (
+    ENDED_STATES,
+    WAITING_STATES,
+    job_id_from_env,
+    parse_duration,
+    parse_job,
+    parse_queue_state,
+)
 
 from ._recorded import at, recording
 
