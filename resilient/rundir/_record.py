@@ -65,4 +65,3 @@ def read_record(run_dir: Path) -> JobRecord | None:
     if problem is not None:
         raise DamagedFile(path, problem)
     return JobRecord(**{field.name: raw[field.name] for field in fields(JobRecord)})
-

@@ -198,4 +198,3 @@ class JobHandle:
 def _text(log: Path) -> str:
     """A log as text; what a job printed need not be UTF-8."""
     return log.read_text(errors="replace") if log.exists() else ""
-
