@@ -25,11 +25,6 @@ class Deadline:
         self._margin_s = margin_s
         self._clock = clock
 
-    @property
-    def end_time(self) -> float | None:
-        """Unix time at which the cluster ends the job, if it will."""
-        return self._end_time
-
     def near(self, step_seconds: float, save_seconds: float | None) -> bool:
         if self._end_time is None:
             return False

@@ -17,7 +17,7 @@ from ..coordination._agreement import StepAgreement
 from ..coordination._dist import DistInfo, broadcast_object, shutdown
 from ..coordination._signals import SignalRecorder
 from ..requeue import _conclude
-from ..requeue._host import CTRL_C, Host
+from ..requeue import Cause, Host
 from ..requeue._policy import RequeuePolicy
 from ..requeue._status import COMPLETED, read_status
 from ..rundir._lock import RunDirInUse, RunLock
@@ -99,7 +99,7 @@ class Session:
             outcome = None
             if rank0:
                 received = error.flags.signals(self._warning_signal)
-                cause = (CTRL_C if signal.SIGINT in received else
+                cause = (Cause.CTRL_C if signal.SIGINT in received else
                          self._host.classify(received, self._warning_signal, deadline_hit=error.flags.deadline))
                 outcome = _conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
             return broadcast_object(outcome, self._dist)

@@ -28,7 +28,7 @@ from ..coordination._agreement import StepAgreement
 from ..coordination._deadline import Deadline
 from ..coordination._dist import DistInfo, init_distributed
 from ..coordination._signals import SignalRecorder
-from ..requeue._host import detect_host
+from ..requeue import detect_host
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
 from ..settings import signal_number

@@ -1,1 +1,18 @@
-"""Whether a stopped job comes back: policy, status file, and what each host does."""
+"""Whether a stopped job comes back: why it stopped, policy, status file, and what each host does."""
+
+from ._cause import Cause, classify_local, classify_slurm
+from ._host import (
+    EXIT_CTRL_C,
+    EXIT_STOPPED,
+    LOCAL_REQUEUE_EXIT,
+    SIGNAL_DELAY_ENV,
+    Host,
+    LocalHost,
+    SlurmHost,
+    detect_host,
+)
+
+__all__ = [
+    "EXIT_CTRL_C", "EXIT_STOPPED", "LOCAL_REQUEUE_EXIT", "SIGNAL_DELAY_ENV", "Cause", "Host", "LocalHost", "SlurmHost",
+    "classify_local", "classify_slurm", "detect_host",
+]

@@ -1,8 +1,10 @@
 """Deciding, once per start and once per end, what the run's state is and whether it comes back.
 
-Only rank 0 calls these (the others follow its decision), and each decision is written to the
-status file before the requeue is requested, because SLURM kills the job the moment
-`scontrol requeue` succeeds.
+Rank 0 alone calls `begin`, `finish` and `after_interrupt`: the others follow the decision it
+broadcasts. `after_abort` and `after_crash` are called by every rank that ends that way, since
+a rank stopped on the spot or crashed cannot wait for the others; the status file's lock keeps
+each update whole. Each decision is written to the status file before the requeue is requested,
+because SLURM kills the job the moment `scontrol requeue` succeeds.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..rundir import _events as events
-from ..slurm._scontrol import SlurmCommandError
+from ..slurm import SlurmCommandError
 from . import _status as status
-from ._host import CANCELLED, CRASHED, CTRL_C, EXIT_CTRL_C, EXIT_STOPPED, PREEMPTED, TIME_LIMIT, Host
+from ._cause import Cause
+from ._host import EXIT_CTRL_C, EXIT_STOPPED, Host
 from ._policy import RequeuePolicy
 
 EXIT_FAILED = 1
-_INFRASTRUCTURE = (PREEMPTED, TIME_LIMIT)  # counted together against max_requeues
+_INFRASTRUCTURE = (Cause.PREEMPTED, Cause.TIME_LIMIT)  # counted together against max_requeues
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,16 @@ def finish(run_dir: Path, host: Host, step: int | None) -> None:
     _record_end(run_dir, host, record, **({} if step is None else {"step": step}))
 
 
-def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, detail: str) -> Outcome:
+def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, detail: str) -> Outcome:
     with status.update_status(run_dir) as record:
-        done = record.count(cause) if cause == CRASHED else record.count(*_INFRASTRUCTURE)
+        done = record.count(cause) if cause == Cause.CRASHED else record.count(*_INFRASTRUCTURE)
         allowed = policy.allows(cause, done)
         if allowed:
             record.requeues[cause] = record.requeues.get(cause, 0) + 1
             record.state, record.message = status.REQUEUED, f"{detail}; requeued ({cause} #{record.requeues[cause]})"
         else:
-            bound = "max_crash_requeues" if cause == CRASHED else "max_requeues"
-            record.state = status.FAILED if cause == CRASHED else status.GAVE_UP
+            bound = "max_crash_requeues" if cause == Cause.CRASHED else "max_requeues"
+            record.state = status.FAILED if cause == Cause.CRASHED else status.GAVE_UP
             record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
         outcome = Outcome(EXIT_FAILED, record.state, record.message)
     _record_end(run_dir, host, record, cause=cause)
@@ -92,22 +95,22 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
         return Outcome(EXIT_FAILED, status.FAILED, record.message)
 
 
-def _end(run_dir: Path, host: Host, state: str, detail: str, *, exit_code: int, cause: str) -> Outcome:
+def _end(run_dir: Path, host: Host, state: str, detail: str, *, exit_code: int, cause: Cause) -> Outcome:
     with status.update_status(run_dir) as record:
         record.state, record.message = state, detail
     _record_end(run_dir, host, record, cause=cause)
     return Outcome(exit_code, state, detail)
 
 
-def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str, checkpoint: str) -> Outcome:
+def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, checkpoint: str) -> Outcome:
     """The emergency checkpoint is committed; stop for good, or come back."""
     if status.read_status(run_dir).cancel_requested:
-        cause = CANCELLED  # `resilient cancel` of a local job: its SIGTERM alone reads as a preemption
+        cause = Cause.CANCELLED  # `resilient cancel` of a local job: its SIGTERM alone reads as a preemption
     detail = f"{cause}: emergency checkpoint {checkpoint}"
-    if cause == CTRL_C:
+    if cause == Cause.CTRL_C:
         return _end(run_dir, host, status.STOPPED, f"{detail}; run it again to resume", exit_code=EXIT_CTRL_C,
                     cause=cause)
-    if cause == CANCELLED:
+    if cause == Cause.CANCELLED:
         return _end(run_dir, host, status.CANCELLED, detail, exit_code=0, cause=cause)
     if not host.can_requeue:
         return _end(run_dir, host, status.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause)
@@ -116,18 +119,18 @@ def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: str
 
 def after_abort(run_dir: Path, host: Host, detail: str) -> Outcome:
     """A second Ctrl-C ended the run on the spot, without a checkpoint: stopped, never requeued."""
-    return _end(run_dir, host, status.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=CTRL_C)
+    return _end(run_dir, host, status.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=Cause.CTRL_C)
 
 
 def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException) -> Outcome | None:
     """An exception ended the training code: requeue if the crash bound allows, else None (fail)."""
     detail = f"crashed: {type(error).__name__}: {error}"
     if host.can_requeue and policy.max_crash_requeues > 0:
-        outcome = _requeue_or_give_up(run_dir, host, policy, CRASHED, detail)
+        outcome = _requeue_or_give_up(run_dir, host, policy, Cause.CRASHED, detail)
         if outcome.state == status.REQUEUED:
             return outcome
         return None
-    _end(run_dir, host, status.FAILED, detail, exit_code=EXIT_FAILED, cause=CRASHED)
+    _end(run_dir, host, status.FAILED, detail, exit_code=EXIT_FAILED, cause=Cause.CRASHED)
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..settings import check_count
-from ._host import CRASHED
+from ._cause import Cause
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class RequeuePolicy:
         check_count("max_requeues", self.max_requeues, minimum=0, none_means="no bound")
         check_count("max_crash_requeues", self.max_crash_requeues, minimum=0)
 
-    def allows(self, cause: str, done_before: int) -> bool:
+    def allows(self, cause: Cause, done_before: int) -> bool:
         """May a run that was requeued `done_before` times for this kind of cause come back again?"""
-        bound = self.max_crash_requeues if cause == CRASHED else self.max_requeues
+        bound = self.max_crash_requeues if cause == Cause.CRASHED else self.max_requeues
         return bound is None or done_before < bound

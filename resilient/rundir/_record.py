@@ -2,21 +2,16 @@
 
 Written by whoever submits (the CLI or `.submit()`), read by `resilient status`, `logs`,
 `cancel` and `preempt`, and by the next submission, which refuses to start a second live job
-on the same directory. Liveness is asked of the scheduler (SLURM's queue, or the local
-controller process), because a job that was killed outright never gets to say it ended.
+on the same directory (asking the scheduler whether the recorded job is still alive).
 """
 
 from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from pathlib import Path
-
-import psutil
 
 from ._files import DamagedFile, read_json_object, type_problem
 from ._modes import write_atomically
@@ -30,11 +25,6 @@ class Executor(str, Enum):
     LOCAL = "local"
     SLURM = "slurm"
     DEBUG = "debug"
-
-
-# squeue states in which a job will not run again.
-ENDED_STATES = frozenset({"", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-                    "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
 
 
 @dataclass(frozen=True)
@@ -75,34 +65,3 @@ def read_record(run_dir: Path) -> JobRecord | None:
     if problem is not None:
         raise DamagedFile(path, problem)
     return JobRecord(**{field.name: raw[field.name] for field in fields(JobRecord)})
-
-
-def slurm_state(job_id: str) -> str:
-    """The job's state in SLURM's queue ('' once it has left the queue, UNKNOWN without squeue)."""
-    try:
-        listed = subprocess.run(["squeue", "--noheader", "--jobs", job_id, "--format", "%T"],
-                                capture_output=True, text=True, check=False)
-    except OSError:
-        return "UNKNOWN"
-    return listed.stdout.strip().splitlines()[0] if listed.stdout.strip() else ""
-
-
-def local_controller(record: JobRecord) -> psutil.Process | None:
-    """The local job's controller process, if it still runs (and is not a reused pid)."""
-    if record.host != socket.gethostname():
-        return None
-    try:
-        process = psutil.Process(int(record.job_id))
-        alive = process.create_time() <= record.submitted + 1 and "submitit.local._local" in " ".join(process.cmdline())
-    except (psutil.Error, ValueError):
-        return None
-    return process if alive else None
-
-
-def is_alive(record: JobRecord) -> bool:
-    """Whether the recorded job may still run (queued, running or between requeues)."""
-    if record.executor == "slurm":
-        return slurm_state(record.job_id) not in ENDED_STATES
-    if record.executor == "local":
-        return local_controller(record) is not None
-    return False  # the debug executor runs inside the submitting process

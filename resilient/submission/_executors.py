@@ -10,7 +10,6 @@ lines would mix into the job's output what `events.jsonl` tells better.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +18,13 @@ from typing import Any
 import submitit
 from submitit.local.local import LocalJob
 
-from ..requeue._host import SIGNAL_DELAY_ENV
+from ..requeue import SIGNAL_DELAY_ENV
 from ..rundir._modes import current_umask
 from ..settings import signal_name
+from ..slurm import missing_submit_commands
 from ._options import JobOptions
 
 _SUBMITIT_LOG_LEVEL = ("SUBMITIT_LOG_LEVEL", "WARNING")
-_SLURM_COMMANDS = ("sbatch", "srun")  # to submit, and what the batch script runs the tasks with
 
 
 class SubmissionError(RuntimeError):
@@ -38,7 +37,7 @@ class SlurmUnavailable(SubmissionError):
 
 def require_slurm() -> None:
     """SlurmUnavailable unless this machine can submit SLURM jobs."""
-    missing = [command for command in _SLURM_COMMANDS if shutil.which(command) is None]
+    missing = missing_submit_commands()
     if missing:
         raise SlurmUnavailable(f"SLURM is not available here (no {' or '.join(missing)} on PATH)")
 

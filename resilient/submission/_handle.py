@@ -11,28 +11,25 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import submitit
 from submitit.local.local import LocalJob
 
 from ..requeue import _status
 from ..rundir import _events as events
 from ..rundir import submitit_folder
-from ..rundir._record import JobRecord, is_alive, local_controller, read_record, slurm_state
+from ..rundir._record import JobRecord, read_record
+from ..slurm import SLURM, WAITING_STATES, Scheduler, local_tasks
+from ._liveness import controller_of, is_alive
 
 TERMINAL_STATES = (_status.COMPLETED, _status.FAILED, _status.GAVE_UP, _status.CANCELLED, _status.STOPPED)
 PENDING = "pending"
 LOST = "lost"  # the scheduler no longer has the job, but it never said how it ended
 _POLL_S = 0.5
 
-
-# squeue states of a job that has no process running: queued, or held after a requeue.
-_WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"})
 
 class JobError(RuntimeError):
     """The job ended without a result: failed, gave up after its requeue bound, or was cancelled."""
@@ -48,19 +45,21 @@ def _submitit_job(run_dir: Path, record: JobRecord) -> submitit.Job[Any]:
 class JobHandle:
     """A submitted job: id, state, result, logs, cancel, and a fire drill."""
 
-    def __init__(self, run_dir: Path, record: JobRecord, job: submitit.Job[Any] | None = None) -> None:
+    def __init__(self, run_dir: Path, record: JobRecord, job: submitit.Job[Any] | None = None,
+                 scheduler: Scheduler = SLURM) -> None:
         self._run_dir = run_dir
         self._record = record
         self._job = job if job is not None else _submitit_job(run_dir, record)
+        self._scheduler = scheduler
 
     @classmethod
-    def attach(cls, run_dir: str | os.PathLike[str]) -> JobHandle:
+    def attach(cls, run_dir: str | os.PathLike[str], scheduler: Scheduler = SLURM) -> JobHandle:
         """The handle of the job last submitted in `run_dir` (ValueError if none; DamagedFile: job.json unreadable)."""
         path = Path(run_dir).absolute()
         record = read_record(path)
         if record is None:
             raise ValueError(f"{path} holds no submitted job (no job.json)")
-        return cls(path, record)
+        return cls(path, record, scheduler=scheduler)
 
     def __repr__(self) -> str:
         return f"JobHandle(job_id={self.job_id!r}, executor={self.executor!r}, state={self.state!r})"
@@ -102,7 +101,7 @@ class JobHandle:
     def _alive(self) -> bool:
         if self.executor == "local" and self._job is not None and getattr(self._job, "_process", None) is not None:
             return not self._job.done()  # our own child: polling it also reaps it
-        return is_alive(self._record)
+        return is_alive(self._record, self._scheduler)
 
     def done(self) -> bool:
         """True once the job has ended for good (not merely stopped for a requeue)."""
@@ -144,16 +143,13 @@ class JobHandle:
                 record.cancel_requested = True
         events.append_event(self._run_dir, events.CANCEL_REQUESTED, job_id=self.job_id)
         if self.executor == "slurm":
-            waiting = slurm_state(self.job_id) in _WAITING_STATES
-            _scancel(self.job_id)
+            waiting = self._scheduler.queue_state(self.job_id) in WAITING_STATES
+            self._scheduler.cancel(self.job_id)
         else:
-            try:
-                tasks = _local_tasks(self._record, None)
-            except ValueError:  # between restarts: ask the controller itself, as submitit would
-                tasks = []
-                controller = local_controller(self._record)
-                if controller is not None:
-                    controller.send_signal(signal.SIGINT)
+            controller = controller_of(self._record)
+            tasks = local_tasks(controller, None)
+            if not tasks and controller is not None:  # between restarts: ask the controller itself, as submitit would
+                controller.send_signal(signal.SIGINT)
             for task in tasks:
                 task.send_signal(signal.SIGTERM)
             waiting = not tasks
@@ -187,12 +183,13 @@ class JobHandle:
         warning = self._record.warning_signal
         if self.executor == "slurm":
             events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
-            name = signal.Signals(warning).name.removeprefix("SIG")
-            _scancel(f"--signal={name}", self.job_id)
+            self._scheduler.cancel(self.job_id, warning)
             return
         if self.executor != "local":
             raise ValueError(f"preempt() needs a running slurm or local job, not the {self.executor} executor")
-        tasks = _local_tasks(self._record, rank)
+        tasks = local_tasks(controller_of(self._record), rank)
+        if not tasks:
+            raise ValueError(f"no running task{'' if rank is None else f' of rank {rank}'} in local job {self.job_id}")
         events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
         for task in tasks:
             task.send_signal(warning)
@@ -201,28 +198,3 @@ class JobHandle:
 def _text(log: Path) -> str:
     """A log as text; what a job printed need not be UTF-8."""
     return log.read_text(errors="replace") if log.exists() else ""
-
-
-def _scancel(*args: str) -> None:
-    try:
-        done = subprocess.run(["scancel", *args], capture_output=True, text=True, check=False)
-    except OSError as error:
-        raise ValueError(f"scancel {' '.join(args)}: {error.strerror} (is SLURM available here?)") from None
-    if done.returncode != 0:
-        raise ValueError(f"scancel {' '.join(args)}: {done.stderr.strip() or f'exit code {done.returncode}'}")
-
-
-def _local_tasks(record: JobRecord, rank: int | None) -> list[psutil.Process]:
-    """The task processes of a local job, by the rank submitit gave them."""
-    controller = local_controller(record)
-    tasks = []
-    for process in controller.children(recursive=True) if controller is not None else []:
-        try:
-            global_id = process.environ().get("SUBMITIT_LOCAL_GLOBALID")
-        except psutil.Error:
-            continue
-        if global_id is not None and (rank is None or int(global_id) == rank):
-            tasks.append(process)
-    if not tasks:
-        raise ValueError(f"no running task{'' if rank is None else f' of rank {rank}'} in local job {record.job_id}")
-    return tasks

@@ -29,10 +29,11 @@ from ..rundir import CONFIG_FILE, SUBMITIT_DIR, submitit_folder
 from ..rundir import _events as events
 from ..rundir._modes import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_dirs, write_atomically
 from ..rundir._lock import LOCK_FILE, RunDirError, RunDirInUse, RunLock
-from ..rundir._record import RECORD_FILE, JobRecord, is_alive, read_record, write_record
+from ..rundir._record import RECORD_FILE, JobRecord, read_record, write_record
 from ..settings import check_fire_drill_step, signal_number
 from ._executors import SubmissionError, make_executor, require_slurm
 from ._handle import JobHandle
+from ._liveness import is_alive
 from ._main import JobMain
 from ._options import JobOptions
 
