@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..loop.run import EMERGENCY_DIR, _rules_from
+from ..loop.run import _rules_from
 from ..rules import ModelCheckpoint, RuleConflict, check_rule_set
-from ..submission._launch import CHECKPOINTS_DIR
+from ..rundir import checkpoints_dir, emergency_dir
 from ..submission._options import JobOptions
 from ._entrypoint import check_args, import_entrypoint
 from ._errors import ConfigError, Invalid, KeyPath, Origins
@@ -196,8 +196,7 @@ def _check_rules(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None,
         if rule.dirpath is not None:
             check_not_shared(Path(rule.dirpath), ("checkpoint", index, "dirpath"))
     try:
-        check_rule_set(rules, default_dirpath=run_dir / CHECKPOINTS_DIR,
-                       emergency_dir=run_dir / CHECKPOINTS_DIR / EMERGENCY_DIR)
+        check_rule_set(rules, default_dirpath=checkpoints_dir(run_dir), emergency_dir=emergency_dir(run_dir))
     except RuleConflict as conflict:
         path: KeyPath = ("checkpoint", conflict.index)
         raise Invalid(path if conflict.parameter is None else (*path, conflict.parameter), conflict.problem) from None

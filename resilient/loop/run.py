@@ -37,9 +37,15 @@ from ..coordination._signals import SignalRecorder, signal_number
 from ..requeue import _conclude
 from ..requeue._host import CTRL_C, Host, detect_host
 from ..requeue._policy import RequeuePolicy
-from ..requeue._status import COMPLETED, read_status
 from ..rules import ModelCheckpoint, check_rule_set
-from ..rundir import _events as events
+from ..rundir import (
+    Event,
+    State,
+    append_event,
+    checkpoints_dir,
+    emergency_dir,
+    read_status,
+)
 from ..rundir._lock import RunDirInUse, RunLock
 from ._position import LoaderPosition
 from ._resume import Restored, restore_latest
@@ -51,7 +57,6 @@ from ._workers import prepare_workers
 T = TypeVar("T")
 
 RUN_DIR_ENV = "RESILIENT_RUN_DIR"
-EMERGENCY_DIR = "emergency"
 _AUTOMATIC_METRICS = ("epoch", "step")
 # The stop flags, the first entries of every agreement, as events.jsonl names them (the first
 # is the warning signal, named by the signal Run was given).
@@ -175,8 +180,8 @@ class Run:
     ) -> None:
         self._rules = _rules_from(checkpoint)
         self._run_dir = _run_dir_from(run_dir)
-        self._emergency_dir = self._run_dir / "checkpoints" / EMERGENCY_DIR
-        check_rule_set(self._rules, default_dirpath=self._run_dir / "checkpoints", emergency_dir=self._emergency_dir)
+        self._emergency_dir = emergency_dir(self._run_dir)
+        check_rule_set(self._rules, default_dirpath=checkpoints_dir(self._run_dir), emergency_dir=self._emergency_dir)
         self._resume = _check_flag("resume", resume)
         self._weights_only = _check_flag("weights_only", weights_only)
         if backend is not None and not isinstance(backend, str):
@@ -187,7 +192,7 @@ class Run:
         self._policy = RequeuePolicy(max_requeues, max_crash_requeues)
         self._on_save_error = OnSaveError.parse(on_save_error)
         for rule in self._rules:
-            rule._bind(self._run_dir / "checkpoints", clock)
+            rule._bind(checkpoints_dir(self._run_dir), clock)
         self._time_rules = [rule for rule in self._rules if rule.train_time_interval is not None]
         self._dist: DistInfo = init_distributed(backend)
         self._host: Host = detect_host()
@@ -234,7 +239,7 @@ class Run:
             self._lock.acquire(self._host.job_id)
         except RunDirInUse as error:
             return error, False
-        completed = read_status(self._run_dir).state == COMPLETED
+        completed = read_status(self._run_dir).state == State.COMPLETED
         return _conclude.begin(self._run_dir, self._host), completed
 
     # -- public surface -------------------------------------------------------------------
@@ -450,8 +455,8 @@ class Run:
         self._pending_rng = {"rng": own["rng"], "epoch_rng": own["epoch_rng"]}
         self._restore_rules(state["rules"], found)
         if self._dist.rank == 0:
-            events.append_event(self._run_dir, events.RESUMED, job_id=self._host.job_id,
-                                checkpoint=str(self._restored.path), step=self._step, epoch=self._epoch)
+            append_event(self._run_dir, Event.RESUMED, job_id=self._host.job_id,
+                         checkpoint=str(self._restored.path), step=self._step, epoch=self._epoch)
 
     def _restore_rules(self, saved: dict[str, Any], found: list[tuple[Path, Manifest]]) -> None:
         assert self._restored is not None
@@ -519,7 +524,7 @@ class Run:
 
     def _step_boundary(self) -> None:
         if self._step == self._fire_drill_at and self._dist.rank == 0 and self._signals.active:
-            events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self._host.job_id, step=self._step)
+            append_event(self._run_dir, Event.FIRE_DRILL, job_id=self._host.job_id, step=self._step)
             os.kill(os.getpid(), self._warning_signal)
         stop, timed = self._agree(time_rules=True)
         fired = [(rule, rule in timed) for rule in self._rules if rule in timed or rule._step_due(self._step)]
@@ -545,8 +550,8 @@ class Run:
             self._agreement.drain()  # nothing may be in flight when the checkpoint's collectives start
             if rank0:
                 reasons = [name for name, flag in zip(self._stop_reasons, agreed) if flag]
-                events.append_event(self._run_dir, events.SIGNAL, job_id=self._host.job_id, step=self._step,
-                                    reasons=reasons)
+                append_event(self._run_dir, Event.SIGNAL, job_id=self._host.job_id, step=self._step,
+                             reasons=reasons)
             return agreed[:stops], timed
         return None, timed
 
@@ -627,8 +632,8 @@ class Run:
             state["seconds_since_time_save"] = rule.state_dict()["seconds_since_time_save"]
             rule.load_state_dict(state)
         if self._dist.rank == 0:
-            events.append_event(self._run_dir, events.CHECKPOINT_FAILED, job_id=self._host.job_id, step=self._step,
-                                error=str(error))
+            append_event(self._run_dir, Event.CHECKPOINT_FAILED, job_id=self._host.job_id, step=self._step,
+                         error=str(error))
             print(f"resilient: checkpoint at step {self._step} failed: {error}; training goes on "
                   "(on_save_error='continue'), the next save is tried as the rules schedule it",
                   file=sys.stderr, flush=True)
@@ -642,8 +647,8 @@ class Run:
         rules = {rule._key: rule for rule in self._rules}
         for path, manifest in committed:
             rule = rules.get(manifest.rule)
-            events.append_event(
-                self._run_dir, events.CHECKPOINT, job_id=self._host.job_id,
+            append_event(
+                self._run_dir, Event.CHECKPOINT, job_id=self._host.job_id,
                 rule=_rule_record(rule) if rule else {"kind": manifest.rule}, path=str(path),
                 step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
                 bytes=sum(entry.size for entry in manifest.files.values()),

@@ -1,1 +1,1 @@
-"""Whether a stopped job comes back: policy, status file, and what each host does."""
+"""Whether a stopped job comes back: policy, what each host does, and the state it records in the run directory."""

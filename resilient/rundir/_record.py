@@ -8,7 +8,6 @@ controller process), because a job that was killed outright never gets to say it
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
@@ -19,9 +18,8 @@ from pathlib import Path
 import psutil
 
 from ._files import DamagedFile, read_json_object, type_problem
-from ._modes import write_atomically
-
-RECORD_FILE = "job.json"
+from ._layout import RECORD_FILE
+from ._write import write_json
 
 
 class Executor(str, Enum):
@@ -55,7 +53,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def write_record(run_dir: Path, record: JobRecord) -> None:
-    write_atomically(run_dir / RECORD_FILE, json.dumps(asdict(record), indent=1) + "\n")
+    write_json(run_dir / RECORD_FILE, asdict(record))
 
 
 def read_record(run_dir: Path) -> JobRecord | None:

@@ -20,12 +20,21 @@ import psutil
 import submitit
 from submitit.local.local import LocalJob
 
-from ..requeue import _status
-from ..rundir import _events as events
-from ..rundir import submitit_folder
-from ..rundir._record import JobRecord, is_alive, local_controller, read_record, slurm_state
+from ..rundir import (
+    RECORD_FILE,
+    Event,
+    JobRecord,
+    State,
+    Status,
+    append_event,
+    read_record,
+    read_status,
+    submitit_folder,
+    update_status,
+)
+from ..rundir._record import is_alive, local_controller, slurm_state
 
-TERMINAL_STATES = (_status.COMPLETED, _status.FAILED, _status.GAVE_UP, _status.CANCELLED, _status.STOPPED)
+TERMINAL_STATES = (State.COMPLETED, State.FAILED, State.GAVE_UP, State.CANCELLED, State.STOPPED)
 PENDING = "pending"
 LOST = "lost"  # the scheduler no longer has the job, but it never said how it ended
 _POLL_S = 0.5
@@ -59,7 +68,7 @@ class JobHandle:
         path = Path(run_dir).absolute()
         record = read_record(path)
         if record is None:
-            raise ValueError(f"{path} holds no submitted job (no job.json)")
+            raise ValueError(f"{path} holds no submitted job (no {RECORD_FILE})")
         return cls(path, record)
 
     def __repr__(self) -> str:
@@ -82,21 +91,22 @@ class JobHandle:
         return self._run_dir
 
     @property
-    def status(self) -> _status.Status:
+    def status(self) -> Status:
         """The run's status record: state, requeues by cause, last message."""
-        return _status.read_status(self._run_dir)
+        return read_status(self._run_dir)
 
     @property
     def state(self) -> str:
         """pending, running, requeued, completed, failed, gave_up, cancelled, stopped, or lost."""
         record = self.status
+        state = record.state.value  # a plain string, as PENDING and LOST are
         if self.executor == "debug":
-            return record.state  # it runs inside this process, when its result is asked for
+            return state  # it runs inside this process, when its result is asked for
         ours = record.job_id == self.job_id
         if ours and record.state in TERMINAL_STATES:
-            return record.state
+            return state
         if self._alive():
-            return record.state if ours else PENDING
+            return state if ours else PENDING
         return LOST
 
     def _alive(self) -> bool:
@@ -124,7 +134,7 @@ class JobHandle:
         if self.executor == "debug":
             return self._job.result()
         state = self.wait(timeout)
-        if state != _status.COMPLETED:
+        if state != State.COMPLETED:
             raise JobError(f"job {self.job_id} {state}: {self.status.message or 'see its logs'} (run dir {self._run_dir})")
         return self._job.results()[0]
 
@@ -140,9 +150,9 @@ class JobHandle:
         if self.executor not in ("slurm", "local"):
             raise ValueError(f"cancel() needs a slurm or local job, not the {self.executor} executor")
         if self.executor == "local":
-            with _status.update_status(self._run_dir) as record:
+            with update_status(self._run_dir) as record:
                 record.cancel_requested = True
-        events.append_event(self._run_dir, events.CANCEL_REQUESTED, job_id=self.job_id)
+        append_event(self._run_dir, Event.CANCEL_REQUESTED, job_id=self.job_id)
         if self.executor == "slurm":
             waiting = slurm_state(self.job_id) in _WAITING_STATES
             _scancel(self.job_id)
@@ -163,10 +173,10 @@ class JobHandle:
 
     def _record_cancelled_while_waiting(self) -> None:
         message = "cancelled while waiting to start; its checkpoints stay, submitting again resumes it"
-        with _status.update_status(self._run_dir) as record:
-            record.state, record.message = _status.CANCELLED, message
-        events.append_event(self._run_dir, events.CANCELLED, job_id=self.job_id, message=message,
-                            requeues=dict(record.requeues))
+        with update_status(self._run_dir) as record:
+            record.state, record.message = State.CANCELLED, message
+        append_event(self._run_dir, Event.CANCELLED, job_id=self.job_id, message=message,
+                     requeues=dict(record.requeues))
 
     def log_path(self, rank: int = 0, stream: str = "stdout") -> Path:
         """Where rank `rank`'s stdout or stderr goes (the same file across requeues)."""
@@ -186,14 +196,14 @@ class JobHandle:
         """
         warning = self._record.warning_signal
         if self.executor == "slurm":
-            events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
+            append_event(self._run_dir, Event.FIRE_DRILL, job_id=self.job_id, rank=rank)
             name = signal.Signals(warning).name.removeprefix("SIG")
             _scancel(f"--signal={name}", self.job_id)
             return
         if self.executor != "local":
             raise ValueError(f"preempt() needs a running slurm or local job, not the {self.executor} executor")
         tasks = _local_tasks(self._record, rank)
-        events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
+        append_event(self._run_dir, Event.FIRE_DRILL, job_id=self.job_id, rank=rank)
         for task in tasks:
             task.send_signal(warning)
 

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from resilient.requeue._status import read_status, update_status
-from resilient.rundir._events import EVENTS_FILE, append_event, read_events, read_history
+from resilient.rundir import (
+    EVENTS_FILE,
+    append_event,
+    read_events,
+    read_history,
+    read_status,
+    update_status,
+)
 from resilient.rundir._files import DamagedFile
 from resilient.rundir._record import JobRecord, read_record, write_record
 
