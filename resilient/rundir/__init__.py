@@ -11,11 +11,11 @@ from ._layout import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
     EMERGENCY_DIR,
-    ENTRIES,
     EVENTS_FILE,
     LOCK_FILE,
     RECORD_FILE,
-    RECORDS,
+    RUN_ENTRIES,
+    RUN_RECORDS,
     STATUS_FILE,
     STATUS_LOCK_FILE,
     SUBMITIT_DIR,
@@ -40,11 +40,11 @@ from ._vocabulary import Vocabulary
 from ._write import fsync_dir, write_atomically, write_json
 
 __all__ = [
-    "CHECKPOINTS_DIR", "CONFIG_FILE", "DIR_MODE", "EMERGENCY_DIR", "ENTRIES", "EVENTS_FILE", "FILE_MODE", "LOCK_FILE",
-    "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "RECORDS", "RECORD_FILE", "STATUS_FILE", "STATUS_LOCK_FILE",
-    "SUBMITIT_DIR", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError", "RunDirInUse",
-    "RunLock", "State", "Status", "Vocabulary", "append_event", "checkpoints_dir", "current_umask", "emergency_dir",
-    "fsync_dir", "is_emergency", "is_run_dir", "lock_holder", "make_dirs", "read_events", "read_history",
-    "read_record", "read_status", "shorten", "submitit_folder", "update_status", "write_atomically", "write_json",
-    "write_record",
+    "CHECKPOINTS_DIR", "CONFIG_FILE", "DIR_MODE", "EMERGENCY_DIR", "EVENTS_FILE", "FILE_MODE", "LOCK_FILE",
+    "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "RECORD_FILE", "RUN_ENTRIES", "RUN_RECORDS", "STATUS_FILE",
+    "STATUS_LOCK_FILE", "SUBMITIT_DIR", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError",
+    "RunDirInUse", "RunLock", "State", "Status", "Vocabulary", "append_event", "checkpoints_dir", "current_umask",
+    "emergency_dir", "fsync_dir", "is_emergency", "is_run_dir", "lock_holder", "make_dirs", "read_events",
+    "read_history", "read_record", "read_status", "shorten", "submitit_folder", "update_status", "write_atomically",
+    "write_json", "write_record",
 ]

@@ -29,9 +29,9 @@ EMERGENCY_DIR = "emergency"  # inside CHECKPOINTS_DIR
 SUBMITIT_DIR = "submitit"
 
 # The records mark a directory as a run's: every submission and every Run writes one.
-RECORDS = (CONFIG_FILE, RECORD_FILE, STATUS_FILE, EVENTS_FILE)
+RUN_RECORDS = (CONFIG_FILE, RECORD_FILE, STATUS_FILE, EVENTS_FILE)
 # Everything a run puts in its directory, besides the dot-names its records are written under.
-ENTRIES = frozenset({*RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE})
+RUN_ENTRIES = frozenset({*RUN_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE})
 
 
 def checkpoints_dir(run_dir: Path) -> Path:

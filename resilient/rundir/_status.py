@@ -2,7 +2,7 @@
 
 Counts must survive restarts (a requeued job is a new process) and be shared by every rank
 that might decide a requeue, so they live in `<run_dir>/status.json`, updated under a file lock
-and replaced atomically. A new submission (a different job id) starts counting afresh; a
+and replaced atomically and durably. A new submission (a different job id) starts counting afresh; a
 requeued or restarted job keeps its id (SLURM and submitit's local executor both do) and so
 keeps its counts. Whoever reads it (the job, `resilient status`) gets a DamagedFile naming
 what is wrong if it is not what resilient wrote, never a half-read record.
@@ -40,12 +40,17 @@ class State(Vocabulary):
 
 @dataclass
 class Status:
+    """What status.json holds: the run's state, its requeue counts by cause, and why it is where it is."""
+
     job_id: str | None = None
     state: State = State.RUNNING
     requeues: dict[str, int] = field(default_factory=dict)  # cause -> times requeued for it
     message: str = ""
     updated: float = 0.0
     cancel_requested: bool = False  # set by `resilient cancel` before it signals a local job
+
+    def __post_init__(self) -> None:
+        self.state = State(self.state)  # as read from the file: the plain string
 
     def count(self, *causes: str) -> int:
         return sum(self.requeues.get(cause, 0) for cause in causes)
@@ -78,9 +83,7 @@ def _read(path: Path) -> Status:
     problem = _problem(raw)
     if problem is not None:
         raise DamagedFile(path, f"{problem}; {_RESET}")
-    status = Status(**{key: raw[key] for key in Status.__dataclass_fields__ if key in raw})
-    status.state = State(status.state)
-    return status
+    return Status(**{key: raw[key] for key in Status.__dataclass_fields__ if key in raw})
 
 
 def read_status(run_dir: Path) -> Status:

@@ -28,11 +28,11 @@ from ..loop.run import _rules_from
 from ..rules import ModelCheckpoint
 from ..rundir import (
     CONFIG_FILE,
-    ENTRIES,
     LOCK_FILE,
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
-    RECORDS,
+    RUN_ENTRIES,
+    RUN_RECORDS,
     Event,
     JobRecord,
     RunDirError,
@@ -51,7 +51,7 @@ from ._handle import JobHandle
 from ._main import JobMain
 from ._options import JobOptions
 
-# A run leaves only rundir's ENTRIES in its directory, and its RECORDS mark the directory as a run's.
+# A run leaves only RUN_ENTRIES in its directory, and its RUN_RECORDS mark the directory as a run's.
 # Anything else there is someone else's (a data directory named by mistake, a home directory),
 # which is why such a directory is never written into or moved.
 _SHOWN_ENTRIES = 3
@@ -65,7 +65,7 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
     """
     if not run_dir.is_dir():
         return
-    owned, holds_checkpoints = set(ENTRIES), False
+    owned, holds_checkpoints = set(RUN_ENTRIES), False
     for rule in _rules_from(checkpoint):
         if rule.dirpath and Path(rule.dirpath).is_relative_to(run_dir.resolve()):
             inside = Path(rule.dirpath).relative_to(run_dir.resolve()).parts
@@ -73,7 +73,7 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
             holds_checkpoints = holds_checkpoints or not inside  # a rule writing into run_dir itself
     foreign = sorted(entry.name for entry in run_dir.iterdir() if not (
         entry.name in owned
-        or entry.name.startswith(tuple(f".{record}." for record in RECORDS))
+        or entry.name.startswith(tuple(f".{record}." for record in RUN_RECORDS))
         or (holds_checkpoints and (entry.name.endswith(CHECKPOINT_SUFFIX) or LEFTOVER.match(entry.name)))))
     if foreign:
         more = len(foreign) - _SHOWN_ENTRIES
@@ -100,9 +100,9 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
     names = ({entry.name for entry in run_dir.iterdir()} - {LOCK_FILE}) if run_dir.is_dir() else set()
     if not names:
         return None
-    if not names.intersection(RECORDS):
+    if not names.intersection(RUN_RECORDS):
         raise RunDirError(
-            f"run_dir {run_dir} holds {', '.join(sorted(names))} but no record of a run ({', '.join(RECORDS)}); "
+            f"run_dir {run_dir} holds {', '.join(sorted(names))} but no record of a run ({', '.join(RUN_RECORDS)}); "
             "--fresh moves only a run directory: move these away first"
         )
     stamp = f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S}"
