@@ -40,13 +40,14 @@ from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint, check_rule_set
 from ..rundir import (
     Event,
+    RunDirInUse,
+    RunLock,
     State,
     append_event,
     checkpoints_dir,
     emergency_dir,
     read_status,
 )
-from ..rundir._lock import RunDirInUse, RunLock
 from ._position import LoaderPosition
 from ._resume import Restored, restore_latest
 from ._rng import capture_rng, restore_rng
