@@ -18,6 +18,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+from ..rundir import fsync_dir
 from ._files import DIR_MODE
 from ._manifest import CHECKPOINT_SUFFIX
 
@@ -28,15 +29,6 @@ LEFTOVER = re.compile(rf"^\.(?P<name>.+{re.escape(CHECKPOINT_SUFFIX)})\.(?P<stat
 def sibling(final: Path, state: str) -> Path:
     """A fresh dot-name next to `final` that marks it as being in `state` (tmp, old or del)."""
     return final.with_name(f".{final.name}.{state}-{secrets.token_hex(6)}")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames and new entries in `directory` durable, not just visible."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_dirs(directory: Path) -> None:

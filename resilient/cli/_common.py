@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..rundir._files import shorten
+from ..rundir import RECORD_FILE, STATUS_FILE, Event, is_emergency, is_run_dir, shorten
 from ..settings import RUNS_DIR
 from ..submission import JobHandle
 
@@ -28,10 +28,10 @@ def find_run(name: str) -> Path:
     """RUN as given on the command line: a run directory, or the name of one under ./runs."""
     candidates = [Path(name)] if Path(name).is_absolute() else [Path(name), RUNS_DIR / name]
     for candidate in candidates:
-        if (candidate / "job.json").is_file() or (candidate / "status.json").is_file():
+        if is_run_dir(candidate):
             return candidate.absolute()
     looked = " and ".join(str(path) if path.is_absolute() else f"./{path}" for path in candidates)
-    raise UsageError(f"no run directory {name!r} (looked for job.json or status.json in {looked})")
+    raise UsageError(f"no run directory {name!r} (looked for {RECORD_FILE} or {STATUS_FILE} in {looked})")
 
 
 def attach(run: str) -> JobHandle:
@@ -80,7 +80,7 @@ def size(num_bytes: float) -> str:
 def checkpoint_name(path: str) -> str:
     """A checkpoint path as short as still tells rule and emergency checkpoints apart."""
     checkpoint = Path(path)
-    return f"{checkpoint.parent.name}/{checkpoint.name}" if checkpoint.parent.name == "emergency" else checkpoint.name
+    return f"{checkpoint.parent.name}/{checkpoint.name}" if is_emergency(checkpoint) else checkpoint.name
 
 
 def ended(state: str, message: str) -> str:
@@ -91,27 +91,27 @@ def ended(state: str, message: str) -> str:
 def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
     """One event as a short phrase, for `status` and `--follow`; paths in `run_dir` are named from there."""
     kind = event.get("event", "?")
-    if kind == "submitted":
+    if kind == Event.SUBMITTED:
         return f"submitted job {event.get('job_id')} ({event.get('executor')})"
-    if kind == "started":
+    if kind == Event.STARTED:
         restarts = event.get("restarts") or 0
         return f"started job {event.get('job_id')}" + (f" (restart {restarts})" if restarts else "")
-    if kind == "resumed":
+    if kind == Event.RESUMED:
         return f"resumed at step {event.get('step')} from {checkpoint_name(str(event.get('checkpoint')))}"
-    if kind == "checkpoint":
+    if kind == Event.CHECKPOINT:
         return (f"checkpoint at step {event.get('step')}: {checkpoint_name(str(event.get('path')))}, "
                 f"{size(event.get('bytes') or 0)} in {event.get('seconds')} s")
-    if kind == "signal":
+    if kind == Event.SIGNAL:
         return f"stop agreed at step {event.get('step')}: {', '.join(event.get('reasons') or [])}"
-    if kind == "fire_drill":
+    if kind == Event.FIRE_DRILL:
         return "fire drill: preemption signal sent" + (f" at step {event['step']}" if "step" in event else "")
-    if kind == "checkpoint_failed":
+    if kind == Event.CHECKPOINT_FAILED:
         return f"checkpoint at step {event.get('step')} failed: {event.get('error')}"
-    if kind == "finished":
+    if kind == Event.FINISHED:
         return f"finished at step {event['step']}" if "step" in event else "finished: it had already completed"
-    if kind == "cancel_requested":
+    if kind == Event.CANCEL_REQUESTED:
         return "cancel requested"
-    if kind == "requeued":
+    if kind == Event.REQUEUED:
         cause = event.get("cause", "?")
         return f"requeued ({cause} #{(event.get('requeues') or {}).get(cause, '?')})"
     message = event.get("message", "")

@@ -13,14 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from ..requeue._status import STATES
-from ..rundir._events import read_events
+from ..rundir import State, read_events
 from ..submission import JobHandle
 from ._common import describe, when
 
 _POLL_S = 0.5
 # What requeue/_conclude.announce() prints as a job's start ends.
-_ANNOUNCEMENT = re.compile(rf"resilient: (?:{'|'.join(STATES)}): ")
+_ANNOUNCEMENT = re.compile(rf"resilient: (?:{'|'.join(state.value for state in State)}): ")
 
 
 class _Tail:

@@ -8,11 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..requeue._status import RUNNING, Status, read_status
-from ..rundir._events import read_history
-from ..rundir._files import DamagedFile
-from ..rundir._lock import lock_holder
-from ..rundir._record import JobRecord, read_record
+from ..rundir import (
+    DamagedFile,
+    Event,
+    JobRecord,
+    State,
+    Status,
+    is_run_dir,
+    lock_holder,
+    read_history,
+    read_record,
+    read_status,
+)
 from ..submission import JobHandle
 from ..submission._handle import LOST
 from ._common import (EXIT_JOB_FAILED, EXIT_OK, RUNS_DIR, TABLE_WIDTH, UsageError, attach, checkpoint_name, describe,
@@ -62,7 +69,7 @@ def _state(run_dir: Path, record: JobRecord | None, status: Status) -> str:
     if record is not None:
         return JobHandle(run_dir, record).state
     # a plain process: it runs while it holds the run directory's lock
-    return LOST if status.state == RUNNING and lock_holder(run_dir) is None else status.state
+    return LOST if status.state == State.RUNNING and lock_holder(run_dir) is None else status.state
 
 
 def _readable(read: Callable[[Path], T], run_dir: Path, damage: list[DamagedFile]) -> T | None:
@@ -84,7 +91,7 @@ def _row(run_dir: Path) -> tuple[list[str], str, list[DamagedFile]]:
     status = _readable(read_status, run_dir, damage)
     history = read_history(run_dir)
     damage += [history.damage] if history.damage else []
-    checkpoints = [event for event in history.events if event["event"] == "checkpoint"]
+    checkpoints = [event for event in history.events if event["event"] == Event.CHECKPOINT]
     last_checkpoint = checkpoints[-1] if checkpoints else None
     last = history.events[-1] if history.events else None
     if damage:
@@ -110,8 +117,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.run is not None:
         runs = [find_run(args.run)]
     else:
-        runs = sorted(path.absolute() for path in RUNS_DIR.glob("*")
-                      if (path / "job.json").is_file() or (path / "status.json").is_file())
+        runs = sorted(path.absolute() for path in RUNS_DIR.glob("*") if is_run_dir(path))
         if not runs:
             raise UsageError(f"no runs under ./{RUNS_DIR}; name one: resilient status RUN")
     rows, messages, damage = zip(*(_row(run_dir) for run_dir in runs))

@@ -8,15 +8,14 @@ import json
 import yaml
 
 from ..config import json_schema, load_job_file
-from ..requeue._status import CANCELLED, COMPLETED
-from ..rundir import submitit_folder
+from ..rundir import State, submitit_folder
 from ..submission import EXECUTORS
 from ..submission._executors import SlurmUnavailable, batch_script
 from ..submission._launch import launch
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, ended, say
 from ._follow import follow
 
-_FOLLOWED_TO_SUCCESS = (COMPLETED, CANCELLED)  # a cancelled job did what its user asked
+_FOLLOWED_TO_SUCCESS = (State.COMPLETED, State.CANCELLED)  # a cancelled job did what its user asked
 
 SUBMIT_EXAMPLES = """\
 examples:

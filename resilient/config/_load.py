@@ -18,11 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..loop.run import EMERGENCY_DIR
 from ..rules import ModelCheckpoint, RuleConflict, check_rule_set, rule_list
+from ..rundir import checkpoints_dir, emergency_dir
 from ..settings import LOCAL_TASKS_PER_CPU, InvalidSetting, check_nodes, run_dir_for
 from ..submission import JobOptions
-from ..submission._launch import CHECKPOINTS_DIR
 from ._entrypoint import check_args, import_entrypoint
 from ._errors import ConfigError, Invalid, KeyPath, Origins
 from ._messages import explain
@@ -197,8 +196,7 @@ def _check_rules(checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None,
         if rule.dirpath is not None:
             check_not_shared(Path(rule.dirpath), ("checkpoint", index, "dirpath"))
     try:
-        check_rule_set(rules, default_dirpath=run_dir / CHECKPOINTS_DIR,
-                       emergency_dir=run_dir / CHECKPOINTS_DIR / EMERGENCY_DIR)
+        check_rule_set(rules, default_dirpath=checkpoints_dir(run_dir), emergency_dir=emergency_dir(run_dir))
     except RuleConflict as conflict:
         path: KeyPath = ("checkpoint", conflict.index)
         raise Invalid(path if conflict.parameter is None else (*path, conflict.parameter), conflict.problem) from None

@@ -21,7 +21,7 @@ from ..coordination._deadline import Deadline
 from ..coordination._dist import DistInfo
 from ..coordination._signals import SignalRecorder
 from ..rules import CheckpointRule
-from ..rundir import _events as events
+from ..rundir import Event
 from ._journal import Journal
 from ._progress import Phase
 
@@ -116,7 +116,7 @@ class Boundaries:
         nothing: the epoch's end comes right after it.
         """
         if phase is Phase.STEP and step == self.fire_drill_at and self._dist.rank == 0 and self._signals.active:
-            self._journal.record(events.FIRE_DRILL, step=step)
+            self._journal.record(Event.FIRE_DRILL, step=step)
             os.kill(os.getpid(), self._warning_signal)
         flags = None if phase is Phase.TRAIN_END else self._agree(step, phase is Phase.STEP, save_seconds)
         if phase is Phase.STEP:
@@ -141,5 +141,5 @@ class Boundaries:
         agreed = StopFlags.decode(self._agreement.exchange(observed.encode()))
         if agreed.stopping:
             self._agreement.drain()  # nothing may be in flight when the checkpoint's collectives start
-            self._journal.record(events.SIGNAL, step=step, reasons=agreed.reasons(self._warning_signal))
+            self._journal.record(Event.SIGNAL, step=step, reasons=agreed.reasons(self._warning_signal))
         return agreed

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..rundir import _events as events
+from ..rundir import Event, append_event
 
 
 class Journal:
@@ -20,6 +20,6 @@ class Journal:
         self._job_id = job_id
         self._writes = writes
 
-    def record(self, event: str, **fields: Any) -> None:
+    def record(self, event: Event, **fields: Any) -> None:
         if self._writes:
-            events.append_event(self._run_dir, event, job_id=self._job_id, **fields)
+            append_event(self._run_dir, event, job_id=self._job_id, **fields)

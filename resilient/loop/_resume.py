@@ -27,7 +27,7 @@ from ..checkpoint import (
     verify,
 )
 from ..coordination._dist import DistInfo, broadcast_object
-from ..rundir import _events as events
+from ..rundir import Event
 from ._journal import Journal
 from ._progress import Phase, Progress
 from ._state import STATE_FILE, rank_file
@@ -127,5 +127,5 @@ def resume(
     if phase is Phase.EPOCH_END:
         progress.epoch, progress.batch = progress.epoch + 1, 0
     rng = PendingRng(restored.own["rng"], restored.own["epoch_rng"])
-    journal.record(events.RESUMED, checkpoint=str(restored.path), step=progress.step, epoch=progress.epoch)
+    journal.record(Event.RESUMED, checkpoint=str(restored.path), step=progress.step, epoch=progress.epoch)
     return Resumed(restored, progress, rng, progress.epoch if phase is Phase.TRAIN_END else None), found

@@ -29,7 +29,7 @@ from ..checkpoint import (
 )
 from ..coordination._dist import DistInfo, broadcast_object
 from ..rules import CheckpointRule, SavePlan, same_rule, saved_state
-from ..rundir import _events as events
+from ..rundir import Event
 from ._boundary import Fired, Interrupted, StopFlags
 from ._journal import Journal
 from ._progress import Phase, Progress
@@ -107,7 +107,7 @@ class Saver:
         for path, manifest in committed:
             rule = next((rule for rule in self._rules if same_rule(manifest.rule, rule.identity)), None)
             self._journal.record(
-                events.CHECKPOINT, rule=rule.record if rule else {"kind": manifest.rule}, path=str(path),
+                Event.CHECKPOINT, rule=rule.record if rule else {"kind": manifest.rule}, path=str(path),
                 step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
                 bytes=sum(entry.size for entry in manifest.files.values()),
             )
@@ -148,7 +148,7 @@ class Saver:
         for (rule, _), state in zip(fired, before):
             rule.forget_failed_save(state)
         if self._dist.rank == 0:
-            self._journal.record(events.CHECKPOINT_FAILED, step=step, error=str(error))
+            self._journal.record(Event.CHECKPOINT_FAILED, step=step, error=str(error))
             print(f"resilient: checkpoint at step {step} failed: {error}; training goes on "
                   "(on_save_error='continue'), the next save is tried as the rules schedule it",
                   file=sys.stderr, flush=True)

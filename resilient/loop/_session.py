@@ -19,8 +19,7 @@ from ..coordination._signals import SignalRecorder
 from ..requeue import _conclude
 from ..requeue import Cause, Host
 from ..requeue._policy import RequeuePolicy
-from ..requeue._status import COMPLETED, read_status
-from ..rundir._lock import RunDirInUse, RunLock
+from ..rundir import RunDirInUse, RunLock, State, read_status
 from ._boundary import Interrupted
 
 
@@ -62,7 +61,7 @@ class Session:
             self._lock.acquire(self._host.job_id)
         except RunDirInUse as error:
             return error, False
-        completed = read_status(self._run_dir).state == COMPLETED
+        completed = read_status(self._run_dir).state == State.COMPLETED
         return _conclude.begin(self._run_dir, self._host), completed
 
     def close(self, *, together: bool = True) -> None:

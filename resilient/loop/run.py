@@ -31,6 +31,7 @@ from ..coordination._signals import SignalRecorder
 from ..requeue import detect_host
 from ..requeue._policy import RequeuePolicy
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
+from ..rundir import checkpoints_dir, emergency_dir
 from ..settings import signal_number
 from . import _arguments as arguments
 from ._boundary import Boundaries, StopFlags
@@ -47,7 +48,6 @@ from ._workers import prepare_workers
 
 T = TypeVar("T")
 
-EMERGENCY_DIR = "emergency"
 DEADLINE_MARGIN_S = 20.0
 
 
@@ -113,8 +113,8 @@ class Run:
     ) -> None:
         self._rules = rule_list(checkpoint)
         self._run_dir = arguments.run_dir_from(run_dir)
-        self._emergency_dir = self._run_dir / "checkpoints" / EMERGENCY_DIR
-        check_rule_set(self._rules, default_dirpath=self._run_dir / "checkpoints", emergency_dir=self._emergency_dir)
+        self._emergency_dir = emergency_dir(self._run_dir)
+        check_rule_set(self._rules, default_dirpath=checkpoints_dir(self._run_dir), emergency_dir=self._emergency_dir)
         self._resume = arguments.check_flag("resume", resume)
         self._weights_only = arguments.check_flag("weights_only", weights_only)
         arguments.check_backend_and_clock(backend, clock)
@@ -122,7 +122,7 @@ class Run:
         policy = RequeuePolicy(max_requeues, max_crash_requeues)
         on_error = OnSaveError.parse(on_save_error)
         for rule in self._rules:
-            rule.bind(self._run_dir / "checkpoints", clock)
+            rule.bind(checkpoints_dir(self._run_dir), clock)
         self._dist: DistInfo = init_distributed(backend)
         host = detect_host()
         journal = Journal(self._run_dir, host.job_id, writes=self._dist.rank == 0)

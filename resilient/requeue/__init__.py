@@ -1,4 +1,4 @@
-"""Whether a stopped job comes back: why it stopped, policy, status file, and what each host does."""
+"""Whether a stopped job comes back: policy, what each host does, and the state it records in the run directory."""
 
 from ._cause import Cause, classify_local, classify_slurm
 from ._host import (

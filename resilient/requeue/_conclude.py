@@ -13,9 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import _events as events
+from ..rundir import Event, State, Status, append_event, read_status, update_status
 from ..slurm import SlurmCommandError
-from . import _status as status
 from ._cause import Cause
 from ._host import EXIT_CTRL_C, EXIT_STOPPED, Host
 from ._policy import RequeuePolicy
@@ -29,74 +28,74 @@ class Outcome:
     """How every rank leaves: exit code, final or intermediate state, and a line for the log."""
 
     exit_code: int
-    state: str
+    state: State
     message: str
 
 
 # The event that records each state a run can end a start in.
 _EVENT_OF_STATE = {
-    status.COMPLETED: events.FINISHED,
-    status.REQUEUED: events.REQUEUED,
-    status.FAILED: events.FAILED,
-    status.GAVE_UP: events.GAVE_UP,
-    status.CANCELLED: events.CANCELLED,
-    status.STOPPED: events.STOPPED,
+    State.COMPLETED: Event.FINISHED,
+    State.REQUEUED: Event.REQUEUED,
+    State.FAILED: Event.FAILED,
+    State.GAVE_UP: Event.GAVE_UP,
+    State.CANCELLED: Event.CANCELLED,
+    State.STOPPED: Event.STOPPED,
 }
 
 
-def _record_end(run_dir: Path, host: Host, record: status.Status, **fields: object) -> None:
+def _record_end(run_dir: Path, host: Host, record: Status, **fields: object) -> None:
     """The event for the state just written: before any requeue request, which kills the job."""
-    events.append_event(run_dir, _EVENT_OF_STATE[record.state], job_id=host.job_id, message=record.message,
-                        requeues=dict(record.requeues), **fields)
+    append_event(run_dir, _EVENT_OF_STATE[record.state], job_id=host.job_id, message=record.message,
+                 requeues=dict(record.requeues), **fields)
 
 
 def begin(run_dir: Path, host: Host) -> Outcome | None:
     """Mark the run as running; an Outcome means it must not run (it gave up before a requeue)."""
-    with status.update_status(run_dir) as record:
+    with update_status(run_dir) as record:
         if host.job_id is None or record.job_id != host.job_id:
             record.job_id, record.requeues = host.job_id, {}  # a new submission counts afresh
             record.cancel_requested = False
-        elif record.state == status.GAVE_UP:
-            return Outcome(EXIT_FAILED, status.GAVE_UP, record.message)
-        record.state, record.message = status.RUNNING, ""
+        elif record.state == State.GAVE_UP:
+            return Outcome(EXIT_FAILED, State.GAVE_UP, record.message)
+        record.state, record.message = State.RUNNING, ""
         restarts = sum(record.requeues.values())
-    events.append_event(run_dir, events.STARTED, job_id=host.job_id, host=host.kind, restarts=restarts)
+    append_event(run_dir, Event.STARTED, job_id=host.job_id, host=host.kind, restarts=restarts)
     return None
 
 
 def finish(run_dir: Path, host: Host, step: int | None) -> None:
     """Completed; `step` None when a completed run was called again and did nothing."""
-    with status.update_status(run_dir) as record:
-        record.state, record.message = status.COMPLETED, ""
+    with update_status(run_dir) as record:
+        record.state, record.message = State.COMPLETED, ""
     _record_end(run_dir, host, record, **({} if step is None else {"step": step}))
 
 
 def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, detail: str) -> Outcome:
-    with status.update_status(run_dir) as record:
+    with update_status(run_dir) as record:
         done = record.count(cause) if cause == Cause.CRASHED else record.count(*_INFRASTRUCTURE)
         allowed = policy.allows(cause, done)
         if allowed:
             record.requeues[cause] = record.requeues.get(cause, 0) + 1
-            record.state, record.message = status.REQUEUED, f"{detail}; requeued ({cause} #{record.requeues[cause]})"
+            record.state, record.message = State.REQUEUED, f"{detail}; requeued ({cause} #{record.requeues[cause]})"
         else:
             bound = "max_crash_requeues" if cause == Cause.CRASHED else "max_requeues"
-            record.state = status.FAILED if cause == Cause.CRASHED else status.GAVE_UP
+            record.state = State.FAILED if cause == Cause.CRASHED else State.GAVE_UP
             record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
         outcome = Outcome(EXIT_FAILED, record.state, record.message)
     _record_end(run_dir, host, record, cause=cause)
     if not allowed:
         return outcome
     try:
-        return Outcome(host.requeue(cause), status.REQUEUED, outcome.message)
+        return Outcome(host.requeue(cause), State.REQUEUED, outcome.message)
     except SlurmCommandError as error:
-        with status.update_status(run_dir) as record:
-            record.state, record.message = status.FAILED, f"{detail}; {error}"
+        with update_status(run_dir) as record:
+            record.state, record.message = State.FAILED, f"{detail}; {error}"
         _record_end(run_dir, host, record, cause=cause)
-        return Outcome(EXIT_FAILED, status.FAILED, record.message)
+        return Outcome(EXIT_FAILED, State.FAILED, record.message)
 
 
-def _end(run_dir: Path, host: Host, state: str, detail: str, *, exit_code: int, cause: Cause) -> Outcome:
-    with status.update_status(run_dir) as record:
+def _end(run_dir: Path, host: Host, state: State, detail: str, *, exit_code: int, cause: Cause) -> Outcome:
+    with update_status(run_dir) as record:
         record.state, record.message = state, detail
     _record_end(run_dir, host, record, cause=cause)
     return Outcome(exit_code, state, detail)
@@ -104,22 +103,22 @@ def _end(run_dir: Path, host: Host, state: str, detail: str, *, exit_code: int, 
 
 def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, checkpoint: str) -> Outcome:
     """The emergency checkpoint is committed; stop for good, or come back."""
-    if status.read_status(run_dir).cancel_requested:
+    if read_status(run_dir).cancel_requested:
         cause = Cause.CANCELLED  # `resilient cancel` of a local job: its SIGTERM alone reads as a preemption
     detail = f"{cause}: emergency checkpoint {checkpoint}"
     if cause == Cause.CTRL_C:
-        return _end(run_dir, host, status.STOPPED, f"{detail}; run it again to resume", exit_code=EXIT_CTRL_C,
+        return _end(run_dir, host, State.STOPPED, f"{detail}; run it again to resume", exit_code=EXIT_CTRL_C,
                     cause=cause)
     if cause == Cause.CANCELLED:
-        return _end(run_dir, host, status.CANCELLED, detail, exit_code=0, cause=cause)
+        return _end(run_dir, host, State.CANCELLED, detail, exit_code=0, cause=cause)
     if not host.can_requeue:
-        return _end(run_dir, host, status.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause)
+        return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause)
     return _requeue_or_give_up(run_dir, host, policy, cause, detail)
 
 
 def after_abort(run_dir: Path, host: Host, detail: str) -> Outcome:
     """A second Ctrl-C ended the run on the spot, without a checkpoint: stopped, never requeued."""
-    return _end(run_dir, host, status.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=Cause.CTRL_C)
+    return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=Cause.CTRL_C)
 
 
 def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException) -> Outcome | None:
@@ -127,10 +126,10 @@ def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseExc
     detail = f"crashed: {type(error).__name__}: {error}"
     if host.can_requeue and policy.max_crash_requeues > 0:
         outcome = _requeue_or_give_up(run_dir, host, policy, Cause.CRASHED, detail)
-        if outcome.state == status.REQUEUED:
+        if outcome.state == State.REQUEUED:
             return outcome
         return None
-    _end(run_dir, host, status.FAILED, detail, exit_code=EXIT_FAILED, cause=Cause.CRASHED)
+    _end(run_dir, host, State.FAILED, detail, exit_code=EXIT_FAILED, cause=Cause.CRASHED)
     return None
 
 

@@ -1,27 +1,50 @@
 """The run directory: everything one training run leaves behind, in one place.
 
-    <run_dir>/
-      config.yaml     the resolved job file (`resilient submit`)
-      job.json        the current submission: job id, executor, when (`_record.py`)
-      status.json     state and requeue counts (`requeue/_status.py`)
-      events.jsonl    one line per event, appended by the job's main process and the CLI
-      checkpoints/    the rules' checkpoints; checkpoints/emergency/ for stops
-      submitit/       submitit's pickles and logs
-      .lock           held by the running job's rank 0 (`_lock.py`)
-
 Keeping all of it under one directory is what lets `resilient status RUN` tell a job's whole
-story, and lets a second submission find the first and resume it.
+story, and lets a second submission find the first and resume it. `_layout.py` names every file
+in it; this package is the lowest layer, which everything else may read and write it through.
 """
 
-from pathlib import Path
+from ._events import Event, History, append_event, read_events, read_history
+from ._files import DamagedFile, shorten
+from ._layout import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    EMERGENCY_DIR,
+    EVENTS_FILE,
+    LOCK_FILE,
+    RECORD_FILE,
+    RUN_ENTRIES,
+    RUN_RECORDS,
+    STATUS_FILE,
+    STATUS_LOCK_FILE,
+    SUBMITIT_DIR,
+    checkpoints_dir,
+    emergency_dir,
+    is_emergency,
+    is_run_dir,
+    submitit_folder,
+)
+from ._lock import RunDirError, RunDirInUse, RunLock, lock_holder
+from ._modes import (
+    DIR_MODE,
+    FILE_MODE,
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    current_umask,
+    make_dirs,
+)
+from ._record import Executor, JobRecord, read_record, write_record
+from ._status import State, Status, read_status, update_status
+from ._vocabulary import Vocabulary
+from ._write import fsync_dir, write_atomically, write_json
 
-from ._lock import RunDirInUse
-
-__all__ = ["CONFIG_FILE", "RunDirInUse", "submitit_folder"]
-
-CONFIG_FILE = "config.yaml"
-SUBMITIT_DIR = "submitit"
-
-
-def submitit_folder(run_dir: Path) -> Path:
-    return run_dir / SUBMITIT_DIR
+__all__ = [
+    "CHECKPOINTS_DIR", "CONFIG_FILE", "DIR_MODE", "EMERGENCY_DIR", "EVENTS_FILE", "FILE_MODE", "LOCK_FILE",
+    "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "RECORD_FILE", "RUN_ENTRIES", "RUN_RECORDS", "STATUS_FILE",
+    "STATUS_LOCK_FILE", "SUBMITIT_DIR", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError",
+    "RunDirInUse", "RunLock", "State", "Status", "Vocabulary", "append_event", "checkpoints_dir", "current_umask",
+    "emergency_dir", "fsync_dir", "is_emergency", "is_run_dir", "lock_holder", "make_dirs", "read_events",
+    "read_history", "read_record", "read_status", "shorten", "submitit_folder", "update_status", "write_atomically",
+    "write_json", "write_record",
+]

@@ -20,28 +20,31 @@ from pathlib import Path
 from typing import Any
 
 from ._files import DamagedFile, type_problem
+from ._layout import EVENTS_FILE
 from ._modes import FILE_MODE, make_dirs
-
-EVENTS_FILE = "events.jsonl"
-
-# Event names, as users read them in events.jsonl and `resilient status`.
-SUBMITTED = "submitted"
-STARTED = "started"
-RESUMED = "resumed"
-CHECKPOINT = "checkpoint"
-CHECKPOINT_FAILED = "checkpoint_failed"  # a periodic save failed and training went on
-SIGNAL = "signal"
-FIRE_DRILL = "fire_drill"
-REQUEUED = "requeued"
-FINISHED = "finished"
-FAILED = "failed"
-GAVE_UP = "gave_up"
-CANCELLED = "cancelled"
-STOPPED = "stopped"
-CANCEL_REQUESTED = "cancel_requested"
+from ._vocabulary import Vocabulary
 
 
-def append_event(run_dir: Path, event: str, **fields: Any) -> None:
+class Event(Vocabulary):
+    """Event names, as users read them in events.jsonl and `resilient status`."""
+
+    SUBMITTED = "submitted"
+    STARTED = "started"
+    RESUMED = "resumed"
+    CHECKPOINT = "checkpoint"
+    CHECKPOINT_FAILED = "checkpoint_failed"  # a periodic save failed and training went on
+    SIGNAL = "signal"
+    FIRE_DRILL = "fire_drill"
+    REQUEUED = "requeued"
+    FINISHED = "finished"
+    FAILED = "failed"
+    GAVE_UP = "gave_up"
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"
+    CANCEL_REQUESTED = "cancel_requested"
+
+
+def append_event(run_dir: Path, event: Event, **fields: Any) -> None:
     """Append one event with the local time; `fields` must be JSON-serialisable (str() otherwise)."""
     record = {"time": datetime.now().astimezone().isoformat(timespec="milliseconds"), "event": event, **fields}
     line = (json.dumps(record, default=str) + "\n").encode()

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._layout import LOCK_FILE
 from ._modes import FILE_MODE, make_dirs
 
-LOCK_FILE = ".lock"
 _PATIENCE_S = 5.0  # a job starting while `resilient submit` holds the lock to submit waits that out
 
 

@@ -47,12 +47,3 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> list[Path]:
         made.append(directory)
     return made
 
-
-def write_atomically(path: Path, text: str, mode: int = FILE_MODE) -> None:
-    """Replace `path` with `text` in one step: readers see the old file or the new one, never half."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.unlink(missing_ok=True)  # a leftover of a killed writer would keep its own mode
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)

@@ -7,16 +7,14 @@ on the same directory (asking the scheduler whether the recorded job is still al
 
 from __future__ import annotations
 
-import json
 import signal
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from pathlib import Path
 
 from ._files import DamagedFile, read_json_object, type_problem
-from ._modes import write_atomically
-
-RECORD_FILE = "job.json"
+from ._layout import RECORD_FILE
+from ._write import write_json
 
 
 class Executor(str, Enum):
@@ -45,7 +43,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def write_record(run_dir: Path, record: JobRecord) -> None:
-    write_atomically(run_dir / RECORD_FILE, json.dumps(asdict(record), indent=1) + "\n")
+    write_json(run_dir / RECORD_FILE, asdict(record))
 
 
 def read_record(run_dir: Path) -> JobRecord | None:

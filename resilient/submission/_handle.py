@@ -18,14 +18,22 @@ from typing import Any
 import submitit
 from submitit.local.local import LocalJob
 
-from ..requeue import _status
-from ..rundir import _events as events
-from ..rundir import submitit_folder
-from ..rundir._record import JobRecord, read_record
+from ..rundir import (
+    RECORD_FILE,
+    Event,
+    JobRecord,
+    State,
+    Status,
+    append_event,
+    read_record,
+    read_status,
+    submitit_folder,
+    update_status,
+)
 from ..slurm import SLURM, WAITING_STATES, Scheduler, local_tasks
 from ._liveness import controller_of, is_alive
 
-TERMINAL_STATES = (_status.COMPLETED, _status.FAILED, _status.GAVE_UP, _status.CANCELLED, _status.STOPPED)
+TERMINAL_STATES = (State.COMPLETED, State.FAILED, State.GAVE_UP, State.CANCELLED, State.STOPPED)
 PENDING = "pending"
 LOST = "lost"  # the scheduler no longer has the job, but it never said how it ended
 _POLL_S = 0.5
@@ -58,7 +66,7 @@ class JobHandle:
         path = Path(run_dir).absolute()
         record = read_record(path)
         if record is None:
-            raise ValueError(f"{path} holds no submitted job (no job.json)")
+            raise ValueError(f"{path} holds no submitted job (no {RECORD_FILE})")
         return cls(path, record, scheduler=scheduler)
 
     def __repr__(self) -> str:
@@ -81,21 +89,22 @@ class JobHandle:
         return self._run_dir
 
     @property
-    def status(self) -> _status.Status:
+    def status(self) -> Status:
         """The run's status record: state, requeues by cause, last message."""
-        return _status.read_status(self._run_dir)
+        return read_status(self._run_dir)
 
     @property
     def state(self) -> str:
         """pending, running, requeued, completed, failed, gave_up, cancelled, stopped, or lost."""
         record = self.status
+        state = record.state.value  # a plain string, as PENDING and LOST are
         if self.executor == "debug":
-            return record.state  # it runs inside this process, when its result is asked for
+            return state  # it runs inside this process, when its result is asked for
         ours = record.job_id == self.job_id
         if ours and record.state in TERMINAL_STATES:
-            return record.state
+            return state
         if self._alive():
-            return record.state if ours else PENDING
+            return state if ours else PENDING
         return LOST
 
     def _alive(self) -> bool:
@@ -123,7 +132,7 @@ class JobHandle:
         if self.executor == "debug":
             return self._job.result()
         state = self.wait(timeout)
-        if state != _status.COMPLETED:
+        if state != State.COMPLETED:
             raise JobError(f"job {self.job_id} {state}: {self.status.message or 'see its logs'} (run dir {self._run_dir})")
         return self._job.results()[0]
 
@@ -139,9 +148,9 @@ class JobHandle:
         if self.executor not in ("slurm", "local"):
             raise ValueError(f"cancel() needs a slurm or local job, not the {self.executor} executor")
         if self.executor == "local":
-            with _status.update_status(self._run_dir) as record:
+            with update_status(self._run_dir) as record:
                 record.cancel_requested = True
-        events.append_event(self._run_dir, events.CANCEL_REQUESTED, job_id=self.job_id)
+        append_event(self._run_dir, Event.CANCEL_REQUESTED, job_id=self.job_id)
         if self.executor == "slurm":
             waiting = self._scheduler.queue_state(self.job_id) in WAITING_STATES
             self._scheduler.cancel(self.job_id)
@@ -159,10 +168,10 @@ class JobHandle:
 
     def _record_cancelled_while_waiting(self) -> None:
         message = "cancelled while waiting to start; its checkpoints stay, submitting again resumes it"
-        with _status.update_status(self._run_dir) as record:
-            record.state, record.message = _status.CANCELLED, message
-        events.append_event(self._run_dir, events.CANCELLED, job_id=self.job_id, message=message,
-                            requeues=dict(record.requeues))
+        with update_status(self._run_dir) as record:
+            record.state, record.message = State.CANCELLED, message
+        append_event(self._run_dir, Event.CANCELLED, job_id=self.job_id, message=message,
+                     requeues=dict(record.requeues))
 
     def log_path(self, rank: int = 0, stream: str = "stdout") -> Path:
         """Where rank `rank`'s stdout or stderr goes (the same file across requeues)."""
@@ -182,7 +191,7 @@ class JobHandle:
         """
         warning = self._record.warning_signal
         if self.executor == "slurm":
-            events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
+            append_event(self._run_dir, Event.FIRE_DRILL, job_id=self.job_id, rank=rank)
             self._scheduler.cancel(self.job_id, warning)
             return
         if self.executor != "local":
@@ -190,7 +199,7 @@ class JobHandle:
         tasks = local_tasks(controller_of(self._record), rank)
         if not tasks:
             raise ValueError(f"no running task{'' if rank is None else f' of rank {rank}'} in local job {self.job_id}")
-        events.append_event(self._run_dir, events.FIRE_DRILL, job_id=self.job_id, rank=rank)
+        append_event(self._run_dir, Event.FIRE_DRILL, job_id=self.job_id, rank=rank)
         for task in tasks:
             task.send_signal(warning)
 

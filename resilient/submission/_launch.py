@@ -23,13 +23,26 @@ import yaml
 
 from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints
 from ..checkpoint._atomic import LEFTOVER
-from ..requeue._status import STATUS_FILE
 from ..rules import ModelCheckpoint, rule_list
-from ..rundir import CONFIG_FILE, SUBMITIT_DIR, submitit_folder
-from ..rundir import _events as events
-from ..rundir._modes import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_dirs, write_atomically
-from ..rundir._lock import LOCK_FILE, RunDirError, RunDirInUse, RunLock
-from ..rundir._record import RECORD_FILE, JobRecord, read_record, write_record
+from ..rundir import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    RUN_ENTRIES,
+    RUN_RECORDS,
+    Event,
+    JobRecord,
+    RunDirError,
+    RunDirInUse,
+    RunLock,
+    append_event,
+    make_dirs,
+    read_record,
+    submitit_folder,
+    write_atomically,
+    write_record,
+)
 from ..settings import check_fire_drill_step, signal_number
 from ._executors import SubmissionError, make_executor, require_slurm
 from ._handle import JobHandle
@@ -37,13 +50,9 @@ from ._liveness import is_alive
 from ._main import JobMain
 from ._options import JobOptions
 
-
-# What a run leaves in its directory. The records mark a directory as a run's: every submission
-# and every Run writes one. Anything else there is someone else's (a data directory named by
-# mistake, a home directory), which is why such a directory is never written into or moved.
-CHECKPOINTS_DIR = "checkpoints"
-_RECORDS = (CONFIG_FILE, RECORD_FILE, STATUS_FILE, events.EVENTS_FILE)
-_RUN_ENTRIES = frozenset({*_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE})
+# A run leaves only RUN_ENTRIES in its directory, and its RUN_RECORDS mark the directory as a run's.
+# Anything else there is someone else's (a data directory named by mistake, a home directory),
+# which is why such a directory is never written into or moved.
 _SHOWN_ENTRIES = 3
 
 
@@ -55,7 +64,7 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
     """
     if not run_dir.is_dir():
         return
-    owned, holds_checkpoints = set(_RUN_ENTRIES), False
+    owned, holds_checkpoints = set(RUN_ENTRIES), False
     for rule in rule_list(checkpoint):
         if rule.dirpath and Path(rule.dirpath).is_relative_to(run_dir.resolve()):
             inside = Path(rule.dirpath).relative_to(run_dir.resolve()).parts
@@ -63,7 +72,7 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
             holds_checkpoints = holds_checkpoints or not inside  # a rule writing into run_dir itself
     foreign = sorted(entry.name for entry in run_dir.iterdir() if not (
         entry.name in owned
-        or entry.name.startswith(tuple(f".{record}." for record in _RECORDS))
+        or entry.name.startswith(tuple(f".{record}." for record in RUN_RECORDS))
         or (holds_checkpoints and (entry.name.endswith(CHECKPOINT_SUFFIX) or LEFTOVER.match(entry.name)))))
     if foreign:
         more = len(foreign) - _SHOWN_ENTRIES
@@ -90,9 +99,9 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
     names = ({entry.name for entry in run_dir.iterdir()} - {LOCK_FILE}) if run_dir.is_dir() else set()
     if not names:
         return None
-    if not names.intersection(_RECORDS):
+    if not names.intersection(RUN_RECORDS):
         raise RunDirError(
-            f"run_dir {run_dir} holds {', '.join(sorted(names))} but no record of a run ({', '.join(_RECORDS)}); "
+            f"run_dir {run_dir} holds {', '.join(sorted(names))} but no record of a run ({', '.join(RUN_RECORDS)}); "
             "--fresh moves only a run directory: move these away first"
         )
     stamp = f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S}"
@@ -205,8 +214,8 @@ def launch(
             warning_signal=signal_number(options.warning_signal, name="warning_signal"),
         )
         write_record(run_dir, record)
-        events.append_event(
-            run_dir, events.SUBMITTED, job_id=record.job_id, executor=record.executor, name=name,
+        append_event(
+            run_dir, Event.SUBMITTED, job_id=record.job_id, executor=record.executor, name=name,
             previous_job=previous.job_id if previous else None, set_aside=str(set_aside) if set_aside else None,
         )
     finally:

@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resilient.requeue._status import update_status
-from resilient.rundir._events import append_event
-from resilient.rundir._record import JobRecord, write_record
+from resilient.rundir import JobRecord, append_event, update_status, write_record
 
 from ._cli import ELSEWHERE, QUICKSTART, REPO, assert_usage_error, cli, cli_many, without_slurm
 

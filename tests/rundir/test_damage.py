@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from resilient.requeue._status import read_status, update_status
-from resilient.rundir._events import EVENTS_FILE, append_event, read_events, read_history
-from resilient.rundir._files import DamagedFile
-from resilient.rundir._record import JobRecord, read_record, write_record
+from resilient.rundir import (
+    EVENTS_FILE,
+    DamagedFile,
+    JobRecord,
+    append_event,
+    read_events,
+    read_history,
+    read_record,
+    read_status,
+    update_status,
+    write_record,
+)
 
 _RECORD = {"job_id": "12", "executor": "local", "name": "n", "submitted": 1.0, "host": "h", "tasks": 1,
            "warning_signal": int(signal.SIGUSR2)}

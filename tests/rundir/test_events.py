@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from resilient.rundir._events import EVENTS_FILE, append_event, read_events, read_history
+from resilient.rundir import EVENTS_FILE, append_event, read_events, read_history
 
 
 def test_events_read_back_in_order_with_their_fields(tmp_path: Path) -> None:

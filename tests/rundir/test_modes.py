@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient.requeue._status import update_status
-from resilient.rundir._events import append_event
+from resilient.rundir import append_event, update_status
 from resilient.rundir._lock import RunLock
 from resilient.rundir._modes import current_umask, make_dirs
 from resilient.rundir._record import JobRecord, write_record

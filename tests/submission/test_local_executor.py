@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import resilient
-from resilient.rundir._events import read_events
+from resilient.rundir import read_events
 from tests.loop._jobs import assert_bitwise_equal
 
 from .jobs import make_job, train_model

@@ -2,7 +2,7 @@
 
 Counts must survive restarts (a requeued job is a new process) and be shared by every rank
 that might decide a requeue, so they live in `<run_dir>/status.json`, updated under a file lock
-and replaced atomically. A new submission (a different job id) starts counting afresh; a
+and replaced atomically and durably. A new submission (a different job id) starts counting afresh; a
 requeued or restarted job keeps its id (SLURM and submitit's local executor both do) and so
 keeps its counts. Whoever reads it (the job, `resilient status`) gets a DamagedFile naming
 what is wrong if it is not what resilient wrote, never a half-read record.
@@ -10,7 +10,6 @@ what is wrong if it is not what resilient wrote, never a half-read record.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,30 +19,38 @@ from typing import Any
 
 from filelock import FileLock
 
-from ..rundir._files import DamagedFile, read_json_object, type_problem
-from ..rundir._modes import FILE_MODE, make_dirs, write_atomically
+from ._files import DamagedFile, read_json_object, type_problem
+from ._layout import STATUS_FILE, STATUS_LOCK_FILE
+from ._modes import FILE_MODE, make_dirs
+from ._vocabulary import Vocabulary
+from ._write import write_json
 
-STATUS_FILE = "status.json"
 
-# Final and intermediate states a run can be in, as users will read them.
-RUNNING = "running"
-REQUEUED = "requeued"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
-GAVE_UP = "gave_up"
-STOPPED = "stopped"  # a plain process stopped by a signal after its checkpoint; starting it again resumes
-STATES = (RUNNING, REQUEUED, COMPLETED, FAILED, CANCELLED, GAVE_UP, STOPPED)
+class State(Vocabulary):
+    """Final and intermediate states a run can be in, as users read them (and status.json holds them)."""
+
+    RUNNING = "running"
+    REQUEUED = "requeued"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    GAVE_UP = "gave_up"
+    STOPPED = "stopped"  # a plain process stopped by a signal after its checkpoint; starting it again resumes
 
 
 @dataclass
 class Status:
+    """What status.json holds: the run's state, its requeue counts by cause, and why it is where it is."""
+
     job_id: str | None = None
-    state: str = RUNNING
+    state: State = State.RUNNING
     requeues: dict[str, int] = field(default_factory=dict)  # cause -> times requeued for it
     message: str = ""
     updated: float = 0.0
     cancel_requested: bool = False  # set by `resilient cancel` before it signals a local job
+
+    def __post_init__(self) -> None:
+        self.state = State(self.state)  # as read from the file: the plain string
 
     def count(self, *causes: str) -> int:
         return sum(self.requeues.get(cause, 0) for cause in causes)
@@ -58,8 +65,8 @@ _RESET = "delete it to reset the run's requeue counts"
 
 def _problem(raw: dict[str, Any]) -> str | None:
     problem = type_problem(raw, _FIELD_TYPES)
-    if problem is None and raw.get("state", RUNNING) not in STATES:
-        problem = f"state {raw['state']!r:.40} is none of {', '.join(STATES)}"
+    if problem is None and raw.get("state", State.RUNNING) not in {state.value for state in State}:
+        problem = f"state {raw['state']!r:.40} is none of {', '.join(state.value for state in State)}"
     requeues = raw.get("requeues", {})
     if problem is None and not all(isinstance(cause, str) and type(count) is int for cause, count in requeues.items()):
         problem = f"requeues {requeues!r:.40} are not counts by cause"
@@ -89,8 +96,8 @@ def update_status(run_dir: Path) -> Iterator[Status]:
     """Read, let the caller change, and atomically write back the status, under a file lock."""
     make_dirs(run_dir)
     path = run_dir / STATUS_FILE
-    with FileLock(str(run_dir / f".{STATUS_FILE}.lock"), mode=FILE_MODE):
+    with FileLock(str(run_dir / STATUS_LOCK_FILE), mode=FILE_MODE):
         status = _read(path)
         yield status
         status.updated = time.time()
-        write_atomically(path, json.dumps(asdict(status), indent=1, sort_keys=True) + "\n")
+        write_json(path, asdict(status), sort_keys=True)
