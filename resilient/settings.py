@@ -38,7 +38,23 @@ SAFE_CHARACTERS = SAFE_VALUE.pattern.strip("^$*")  # the character class, for me
 DEFAULT_WARNING_SIGNAL = "USR2"
 RUNS_DIR = Path("runs")  # where run directories go by default (runs/<name>)
 
-_SHOWN = 80  # characters of a refused value quoted in a message
+SHOWN_CHARACTERS = 80  # of a value quoted in an error message
+
+
+def cut(text: str) -> str:
+    """`text`, or its first `SHOWN_CHARACTERS` characters and its length.
+
+    Errors quote the value at fault, and one line of an error must stay readable even when the
+    value is a 100,000-character string pasted by mistake.
+    """
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for an error message, cut when long."""
+    return cut(repr(value))
 
 
 class InvalidSetting(ValueError):
@@ -62,7 +78,7 @@ def check_count(name: str, value: object, *, minimum: int, maximum: int | None =
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         alternative = f" or None ({none_means})" if none_means is not None else ""
-        raise InvalidSettingType(name, f"must be an int >= {minimum}{alternative}, not {value!r:.{_SHOWN}}")
+        raise InvalidSettingType(name, f"must be an int >= {minimum}{alternative}, not {value!r:.{SHOWN_CHARACTERS}}")
     if value < minimum:
         raise InvalidSetting(name, f"must be >= {minimum}, not {value}")
     if maximum is not None and value > maximum:
@@ -73,10 +89,10 @@ def check_count(name: str, value: object, *, minimum: int, maximum: int | None =
 def check_safe_text(name: str, value: object) -> str:
     """A value that goes into the batch script: a non-empty plain token (`SAFE_CHARACTERS`)."""
     if not isinstance(value, str):
-        raise InvalidSettingType(name, f"must be a string, not {value!r:.{_SHOWN}}")
+        raise InvalidSettingType(name, f"must be a string, not {value!r:.{SHOWN_CHARACTERS}}")
     if not value or not SAFE_VALUE.fullmatch(value):
         raise InvalidSetting(name, (
-            f"{value!r:.{_SHOWN}} is refused: only {SAFE_CHARACTERS} may appear in a value written "
+            f"{value!r:.{SHOWN_CHARACTERS}} is refused: only {SAFE_CHARACTERS} may appear in a value written "
             "into the batch script"))
     return value
 

@@ -20,7 +20,7 @@ from ._manifest import (
     read_manifest,
 )
 from ._read import find_checkpoints, load_files, verify
-from ._recover import recover_directory
+from ._recover import is_checkpoint_entry, recover_directory
 from ._write import write_checkpoint
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Manifest",
     "UntrustedCheckpointError",
     "find_checkpoints",
+    "is_checkpoint_entry",
     "link_checkpoint",
     "load_files",
     "read_manifest",

@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from ._errors import CheckpointError, UntrustedCheckpointError
-from ._files import check_length, member_size, open_checkpoint, open_member, read_exactly
+from ._files import (
+    check_length,
+    member_size,
+    open_checkpoint,
+    open_member,
+    read_exactly,
+)
 from ._hashing import checksum_bytes, checksum_fd
 from ._manifest import CHECKPOINT_SUFFIX, FileEntry, Manifest, read_manifest_at
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ._atomic import LEFTOVER, delete, fsync_dir
 from ._errors import CheckpointError
+from ._manifest import CHECKPOINT_SUFFIX
 from ._read import verify
 
 
@@ -48,3 +49,8 @@ def recover_directory(directory: Path) -> None:
         for leftover in states["old"] + states["tmp"] + states["del"]:
             if os.path.lexists(leftover):
                 delete(leftover)
+
+
+def is_checkpoint_entry(name: str) -> bool:
+    """Whether a directory entry is a checkpoint or one of its leftovers (what `recover_directory` tidies)."""
+    return name.endswith(CHECKPOINT_SUFFIX) or LEFTOVER.match(name) is not None

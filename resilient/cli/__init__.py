@@ -16,7 +16,7 @@ from typing import NoReturn
 from .._version import __version__
 from ..config import ConfigError
 from ..rundir import DamagedFile, RunDirError
-from ..submission._executors import SubmissionError
+from ..submission import SubmissionError
 from . import _checkpoints, _control, _inspect, _submit
 from ._common import EXIT_JOB_FAILED, EXIT_USAGE, UsageError
 

@@ -18,7 +18,7 @@ from ..submission import JobHandle
 from ._common import describe, when
 
 _POLL_S = 0.5
-# What requeue/_conclude.announce() prints as a job's start ends.
+# What requeue/conclude.announce() prints as a job's start ends.
 _ANNOUNCEMENT = re.compile(rf"resilient: (?:{'|'.join(state.value for state in State)}): ")
 
 

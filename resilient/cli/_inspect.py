@@ -20,10 +20,20 @@ from ..rundir import (
     read_record,
     read_status,
 )
-from ..submission import JobHandle
-from ..submission._handle import LOST
-from ._common import (EXIT_JOB_FAILED, EXIT_OK, RUNS_DIR, TABLE_WIDTH, UsageError, attach, checkpoint_name, describe,
-                      find_run, table, when)
+from ..submission import LOST, JobHandle
+from ._common import (
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    RUNS_DIR,
+    TABLE_WIDTH,
+    UsageError,
+    attach,
+    checkpoint_name,
+    describe,
+    find_run,
+    table,
+    when,
+)
 from ._follow import follow
 
 T = TypeVar("T")

@@ -9,9 +9,7 @@ import yaml
 
 from ..config import json_schema, load_job_file
 from ..rundir import State, submitit_folder
-from ..submission import EXECUTORS
-from ..submission._executors import SlurmUnavailable, batch_script
-from ..submission._launch import launch
+from ..submission import EXECUTORS, SlurmUnavailable, batch_script, launch
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, ended, say
 from ._follow import follow
 

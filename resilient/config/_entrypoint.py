@@ -20,9 +20,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..loop.run import Run
-from ..submission import JobOptions
-from ..submission._job import Job
+from ..loop import Run
+from ..submission import Job, JobOptions
 from ._errors import Invalid, cut, given, kind, shown, suggestion
 
 _ENTRYPOINT = ("entrypoint",)

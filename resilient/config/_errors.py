@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..rules._checks import SHOWN_CHARACTERS, cut, shown
+from ..settings import SHOWN_CHARACTERS, cut, shown
 
 KeyPath = tuple[str | int, ...]
 

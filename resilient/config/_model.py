@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..loop._saving import OnSaveError
+from ..loop import OnSaveError
 from ..settings import (
     DEFAULT_WARNING_SIGNAL,
     LOCAL_TASKS_PER_CPU,

@@ -11,7 +11,15 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import ConfigError, KeyPath, Origins, format_key, kind, override_label, shown
+from ._errors import (
+    ConfigError,
+    KeyPath,
+    Origins,
+    format_key,
+    kind,
+    override_label,
+    shown,
+)
 from ._yaml import parse_value
 
 _SEGMENT = re.compile(r"(?P<name>[A-Za-z0-9_-]+)(?P<indices>(?:\[\d+\])*)")

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..rules import ModelCheckpoint
-from ..rundir._lock import RunDirError
+from ..rundir import RunDirError
 from ..settings import SAFE_CHARACTERS, SAFE_VALUE
-from ..submission._launch import refuse_foreign_run_dir
+from ..submission import refuse_foreign_run_dir
 from ._errors import Invalid, KeyPath, shown
 
 _RUN_DIR = ("run_dir",)

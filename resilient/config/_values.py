@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, PlainValidator, WithJsonSchema
 
-from ..rules._duration import parse_duration
+from ..rules import parse_duration
 from ..settings import (
     MAX_TIME_MIN,
     SAFE_VALUE,

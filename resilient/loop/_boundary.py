@@ -16,10 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..coordination._agreement import StepAgreement
-from ..coordination._deadline import Deadline
-from ..coordination._dist import DistInfo
-from ..coordination._signals import SignalRecorder
+from ..coordination import Deadline, DistInfo, SignalRecorder, StepAgreement
 from ..rules import CheckpointRule
 from ..rundir import Event
 from ._journal import Journal

@@ -26,7 +26,7 @@ from ..checkpoint import (
     recover_directory,
     verify,
 )
-from ..coordination._dist import DistInfo, broadcast_object
+from ..coordination import DistInfo, broadcast_object
 from ..rundir import Event
 from ._journal import Journal
 from ._progress import Phase, Progress

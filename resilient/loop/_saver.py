@@ -27,7 +27,7 @@ from ..checkpoint import (
     link_checkpoint,
     remove_checkpoint,
 )
-from ..coordination._dist import DistInfo, broadcast_object
+from ..coordination import DistInfo, broadcast_object
 from ..rules import CheckpointRule, SavePlan, same_rule, saved_state
 from ..rundir import Event
 from ._boundary import Fired, Interrupted, StopFlags

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import CheckpointError, CheckpointKind, Manifest, write_checkpoint
-from ..coordination._dist import DistInfo, broadcast_object, gather_to_main
+from ..coordination import DistInfo, broadcast_object, gather_to_main
 from ._rng import capture_rng
 from ._state import STATE_FILE, module_states, rank_file, split_states
 

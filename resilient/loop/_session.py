@@ -13,12 +13,14 @@ import signal
 import traceback
 from pathlib import Path
 
-from ..coordination._agreement import StepAgreement
-from ..coordination._dist import DistInfo, broadcast_object, shutdown
-from ..coordination._signals import SignalRecorder
-from ..requeue import _conclude
-from ..requeue import Cause, Host
-from ..requeue._policy import RequeuePolicy
+from ..coordination import (
+    DistInfo,
+    SignalRecorder,
+    StepAgreement,
+    broadcast_object,
+    shutdown,
+)
+from ..requeue import Cause, Host, RequeuePolicy, conclude
 from ..rundir import RunDirInUse, RunLock, State, read_status
 from ._boundary import Interrupted
 
@@ -46,7 +48,7 @@ class Session:
             self.close()
             if isinstance(refusal, RunDirInUse):
                 raise refusal
-            _conclude.announce(refusal)
+            conclude.announce(refusal)
             raise SystemExit(refusal.exit_code)
         try:
             self._signals.install(stacklevel=4)  # the warning names the code creating the Run
@@ -54,7 +56,7 @@ class Session:
             self.end(error, step=0, did_anything=False)
             raise
 
-    def _begin(self) -> tuple[_conclude.Outcome | RunDirInUse | None, bool]:
+    def _begin(self) -> tuple[conclude.Outcome | RunDirInUse | None, bool]:
         """Rank 0 takes the run directory and records the start: a refusal that stops every rank,
         and whether the run's previous start had completed it."""
         try:
@@ -62,7 +64,7 @@ class Session:
         except RunDirInUse as error:
             return error, False
         completed = read_status(self._run_dir).state == State.COMPLETED
-        return _conclude.begin(self._run_dir, self._host), completed
+        return conclude.begin(self._run_dir, self._host), completed
 
     def close(self, *, together: bool = True) -> None:
         """Give the signals back and leave the process group if this run created it.
@@ -89,10 +91,10 @@ class Session:
             self.close(together=error is None or isinstance(error, Interrupted))
         if outcome is not None:
             if self._dist.rank == 0 or not isinstance(error, Interrupted):
-                _conclude.announce(outcome)
+                conclude.announce(outcome)
             raise SystemExit(outcome.exit_code) from None
 
-    def _conclude(self, error: BaseException | None, step: int, did_anything: bool) -> _conclude.Outcome | None:
+    def _conclude(self, error: BaseException | None, step: int, did_anything: bool) -> conclude.Outcome | None:
         rank0 = self._dist.rank == 0
         if isinstance(error, Interrupted):
             outcome = None
@@ -100,21 +102,21 @@ class Session:
                 received = error.flags.signals(self._warning_signal)
                 cause = (Cause.CTRL_C if signal.SIGINT in received else
                          self._host.classify(received, self._warning_signal, deadline_hit=error.flags.deadline))
-                outcome = _conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
+                outcome = conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
             return broadcast_object(outcome, self._dist)
         if self._signals.forced or isinstance(error, KeyboardInterrupt):
             # Whatever a second Ctrl-C interrupted (a save turns it into torch's own error), it ends here.
-            return _conclude.after_abort(self._run_dir, self._host,
+            return conclude.after_abort(self._run_dir, self._host,
                                          f"stopped by Ctrl-C at step {step}, without a checkpoint; run it again "
                                          "to resume from the last one")
         if error is None or isinstance(error, SystemExit) and error.code in (None, 0):
             if rank0:
                 idle = self.completed_before and not did_anything  # called again, did nothing
-                _conclude.finish(self._run_dir, self._host, None if idle else step)
+                conclude.finish(self._run_dir, self._host, None if idle else step)
             return None
         if isinstance(error, SystemExit):
             error = RuntimeError(f"the training code called sys.exit({error.code!r})")
-        outcome = _conclude.after_crash(self._run_dir, self._host, self._policy, error)
+        outcome = conclude.after_crash(self._run_dir, self._host, self._policy, error)
         if outcome is not None:
             traceback.print_exception(error)
         return outcome

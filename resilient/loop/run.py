@@ -24,12 +24,14 @@ from typing import Any, TypeVar
 import torch
 
 from ..checkpoint import CHECKPOINT_SUFFIX
-from ..coordination._agreement import StepAgreement
-from ..coordination._deadline import Deadline
-from ..coordination._dist import DistInfo, init_distributed
-from ..coordination._signals import SignalRecorder
-from ..requeue import detect_host
-from ..requeue._policy import RequeuePolicy
+from ..coordination import (
+    Deadline,
+    DistInfo,
+    SignalRecorder,
+    StepAgreement,
+    init_distributed,
+)
+from ..requeue import RequeuePolicy, detect_host
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
 from ..rundir import checkpoints_dir, emergency_dir
 from ..settings import signal_number

@@ -12,23 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-SHOWN_CHARACTERS = 80  # of a value quoted in an error message
-
-
-def cut(text: str) -> str:
-    """``text``, or its first ``SHOWN_CHARACTERS`` characters and its length.
-
-    Errors quote the value at fault, and one line of an error must stay readable even when the
-    value is a 100,000-character string pasted by mistake.
-    """
-    if len(text) <= SHOWN_CHARACTERS:
-        return text
-    return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
-
-
-def shown(value: object) -> str:
-    """``repr(value)`` for an error message, cut when long."""
-    return cut(repr(value))
+from ..settings import shown
 
 
 def _kind(value: Any) -> str:

@@ -17,7 +17,7 @@ import re
 import warnings
 from collections.abc import Mapping
 
-from resilient.rules._checks import shown
+from resilient.settings import shown
 
 # Lightning's key pattern: from "{" up to the first ":" or "}". It is deliberately naive (a
 # "}" inside a format spec is not understood); matching it keeps names identical to Lightning's.

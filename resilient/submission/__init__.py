@@ -3,8 +3,13 @@
 `JobOptions` and `EXECUTORS` are exported for `config/`, which turns a job file into options.
 """
 
-from ._handle import JobError, JobHandle
+from ._executors import SlurmUnavailable, SubmissionError, batch_script
+from ._handle import LOST, JobError, JobHandle
 from ._job import Job, job
+from ._launch import launch, refuse_foreign_run_dir
 from ._options import EXECUTORS, JobOptions
 
-__all__ = ["EXECUTORS", "Job", "JobError", "JobHandle", "JobOptions", "job"]
+__all__ = [
+    "EXECUTORS", "LOST", "Job", "JobError", "JobHandle", "JobOptions", "SlurmUnavailable", "SubmissionError", "batch_script",
+    "job", "launch", "refuse_foreign_run_dir",
+]

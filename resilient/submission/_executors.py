@@ -19,7 +19,7 @@ import submitit
 from submitit.local.local import LocalJob
 
 from ..requeue import SIGNAL_DELAY_ENV
-from ..rundir._modes import current_umask
+from ..rundir import current_umask
 from ..settings import signal_name
 from ..slurm import missing_submit_commands
 from ._options import JobOptions

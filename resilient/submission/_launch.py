@@ -21,8 +21,7 @@ from typing import Any
 import submitit
 import yaml
 
-from ..checkpoint import CHECKPOINT_SUFFIX, find_checkpoints
-from ..checkpoint._atomic import LEFTOVER
+from ..checkpoint import find_checkpoints, is_checkpoint_entry
 from ..rules import ModelCheckpoint, rule_list
 from ..rundir import (
     CONFIG_FILE,
@@ -73,7 +72,7 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
     foreign = sorted(entry.name for entry in run_dir.iterdir() if not (
         entry.name in owned
         or entry.name.startswith(tuple(f".{record}." for record in RUN_RECORDS))
-        or (holds_checkpoints and (entry.name.endswith(CHECKPOINT_SUFFIX) or LEFTOVER.match(entry.name)))))
+        or (holds_checkpoints and is_checkpoint_entry(entry.name))))
     if foreign:
         more = len(foreign) - _SHOWN_ENTRIES
         listed = ", ".join(foreign[:_SHOWN_ENTRIES]) + (f" and {more} more" if more > 0 else "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psutil
 
-from ..rundir._record import JobRecord
+from ..rundir import JobRecord
 from ..slurm import ENDED_STATES, SLURM, Scheduler, local_controller
 
 

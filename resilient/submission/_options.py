@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..loop._saving import OnSaveError
-from ..requeue._policy import RequeuePolicy
+from ..loop import OnSaveError
+from ..requeue import RequeuePolicy
 from ..rules import ModelCheckpoint
-from ..rundir._record import Executor
+from ..rundir import Executor
 from ..settings import (
     DEFAULT_WARNING_SIGNAL,
     check_count,

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 import torch
 
-from resilient.checkpoint import MANIFEST_NAME, Manifest, read_manifest, write_checkpoint
+from resilient.checkpoint import (
+    MANIFEST_NAME,
+    Manifest,
+    read_manifest,
+    write_checkpoint,
+)
 from resilient.checkpoint._manifest import encode_manifest
 
 

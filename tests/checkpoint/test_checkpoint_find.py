@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from resilient.checkpoint import MANIFEST_NAME, FileEntry, find_checkpoints, link_checkpoint
+from resilient.checkpoint import (
+    MANIFEST_NAME,
+    FileEntry,
+    find_checkpoints,
+    link_checkpoint,
+)
 
 
 def test_newest_first_by_step_then_creation_time(tmp_path, save, rewrite_manifest):

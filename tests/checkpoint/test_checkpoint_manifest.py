@@ -5,7 +5,12 @@ import math
 
 import pytest
 
-from resilient.checkpoint import FORMAT_VERSION, MANIFEST_NAME, CheckpointError, read_manifest
+from resilient.checkpoint import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    CheckpointError,
+    read_manifest,
+)
 
 
 def test_manifest_round_trips_non_finite_metrics_as_strict_json(tmp_path, save):

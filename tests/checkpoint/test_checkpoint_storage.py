@@ -20,7 +20,12 @@ import pytest
 import torch
 
 import resilient.checkpoint
-from resilient.checkpoint import CheckpointWriteError, link_checkpoint, verify, write_checkpoint
+from resilient.checkpoint import (
+    CheckpointWriteError,
+    link_checkpoint,
+    verify,
+    write_checkpoint,
+)
 
 REPO = Path(resilient.checkpoint.__file__).resolve().parents[2]
 

@@ -14,7 +14,12 @@ from pathlib import Path
 import torch
 import xxhash
 
-from resilient.checkpoint import MANIFEST_NAME, FileEntry, read_manifest, write_checkpoint
+from resilient.checkpoint import (
+    MANIFEST_NAME,
+    FileEntry,
+    read_manifest,
+    write_checkpoint,
+)
 from resilient.checkpoint._manifest import encode_manifest
 
 from ._cli import cli, cli_many

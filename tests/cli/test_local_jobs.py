@@ -21,7 +21,17 @@ import resilient
 from tests.loop._jobs import assert_bitwise_equal
 from tests.rundir._modes import OTHERS, mode, writable
 
-from ._cli import QUICKSTART, Follower, assert_usage_error, cli, cli_many, events, kill_jobs, story, train_model_file
+from ._cli import (
+    QUICKSTART,
+    Follower,
+    assert_usage_error,
+    cli,
+    cli_many,
+    events,
+    kill_jobs,
+    story,
+    train_model_file,
+)
 
 Start = Callable[..., Follower]
 

@@ -20,7 +20,15 @@ import yaml
 
 from resilient.rundir import JobRecord, append_event, update_status, write_record
 
-from ._cli import ELSEWHERE, QUICKSTART, REPO, assert_usage_error, cli, cli_many, without_slurm
+from ._cli import (
+    ELSEWHERE,
+    QUICKSTART,
+    REPO,
+    assert_usage_error,
+    cli,
+    cli_many,
+    without_slurm,
+)
 
 BROKEN = sorted((REPO / "tests" / "config" / "broken").glob("*.yaml"))
 COMMANDS = ("submit", "status", "logs", "cancel", "checkpoints", "preempt", "schema")

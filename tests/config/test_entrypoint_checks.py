@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from resilient.config import ConfigError, _load

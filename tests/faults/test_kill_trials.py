@@ -32,7 +32,18 @@ from pathlib import Path
 
 import pytest
 
-from ._faults import EXIT_STOPPED, SEED, TALLY, TRIALS, Child, audit, events, job_command, replay, verify_in_process
+from ._faults import (
+    EXIT_STOPPED,
+    SEED,
+    TALLY,
+    TRIALS,
+    Child,
+    audit,
+    events,
+    job_command,
+    replay,
+    verify_in_process,
+)
 
 MAX_KIB = 32 * 1024
 LANES = 2

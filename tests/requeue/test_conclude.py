@@ -21,8 +21,8 @@ from resilient.requeue import (
     Host,
     LocalHost,
     SlurmHost,
+    conclude,
 )
-from resilient.requeue import _conclude as conclude
 from resilient.requeue._policy import RequeuePolicy
 
 from ._recorded import RecordedScheduler

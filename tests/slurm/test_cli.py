@@ -14,7 +14,13 @@ from resilient.rundir._events import read_events
 from tests.loop._jobs import assert_bitwise_equal
 from tests.submission.jobs import make_job
 
-from ._flows import emergency_steps, gate_dir, release_requeued, wait_ready, wait_requeued
+from ._flows import (
+    emergency_steps,
+    gate_dir,
+    release_requeued,
+    wait_ready,
+    wait_requeued,
+)
 from .conftest import SlurmCluster
 
 REPO = Path(__file__).resolve().parents[2]
