@@ -30,6 +30,7 @@ from ..coordination import DistInfo, broadcast_object
 from ..rundir import Event
 from ._journal import Journal
 from ._progress import Phase, Progress
+from ._rng import PendingRng
 from ._state import STATE_FILE, rank_file
 
 
@@ -79,18 +80,6 @@ def restore_latest(
             "world size: resume with the same number of ranks, or start fresh with resume=False"
         )
     return chosen or _read(Path(path), verify(Path(path)), dist.rank, weights_only)
-
-
-@dataclass(frozen=True)
-class PendingRng:
-    """This rank's RNG states at the checkpoint, put back where the resumed loop reaches that point.
-
-    `epoch_rng` (None at an epoch's start) recreates the epoch's data iterator first (worker
-    seeds, sampler orders); `rng` then continues the draws from the checkpoint on.
-    """
-
-    rng: dict[str, Any]
-    epoch_rng: dict[str, Any] | None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import random
 import warnings
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
@@ -20,6 +22,7 @@ except ImportError:  # numpy is optional: without it there is no numpy generator
     np = None
 
 _KEYS = frozenset({"torch", "cuda", "numpy", "python"})
+T = TypeVar("T")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -86,3 +89,30 @@ def _restore_cuda(saved: list[torch.Tensor]) -> None:
         )
     if here and saved:
         torch.cuda.set_rng_state_all(saved[:here])
+
+
+@dataclass(frozen=True)
+class PendingRng:
+    """This rank's RNG states at the checkpoint, put back where the resumed loop reaches that point.
+
+    `epoch_rng` (None at an epoch's start) recreates the epoch's data iterator first (worker
+    seeds, sampler orders); `rng` then continues the draws from the checkpoint on.
+    """
+
+    rng: dict[str, Any]
+    epoch_rng: dict[str, Any] | None
+
+
+def make_epoch_iterator(make: Callable[[], Iterator[T]], pending: PendingRng | None) -> tuple[Iterator[T], dict[str, Any]]:
+    """The epoch's data iterator, and the RNG it was made with (a checkpoint taken mid-epoch keeps it).
+
+    Resuming mid-epoch, the iterator is recreated from the RNG it was first made with (worker
+    seeds, RandomSampler orders), then the draws continue from the RNG state at the checkpoint.
+    """
+    if pending is not None and pending.epoch_rng is not None:
+        restore_rng(pending.epoch_rng)
+    epoch_rng = capture_rng()
+    iterator = make()
+    if pending is not None:
+        restore_rng(pending.rng)
+    return iterator, epoch_rng

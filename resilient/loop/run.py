@@ -24,13 +24,7 @@ from typing import Any, TypeVar
 import torch
 
 from ..checkpoint import CHECKPOINT_SUFFIX
-from ..coordination import (
-    Deadline,
-    DistInfo,
-    SignalRecorder,
-    StepAgreement,
-    init_distributed,
-)
+from ..coordination import Deadline, DistInfo, SignalRecorder, StepAgreement, init_distributed
 from ..requeue import RequeuePolicy, detect_host
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
 from ..rundir import checkpoints_dir, emergency_dir
@@ -40,8 +34,8 @@ from ._boundary import Boundaries, StopFlags
 from ._journal import Journal
 from ._position import LoaderPosition
 from ._progress import Phase, Progress
-from ._resume import PendingRng, Restored, resume
-from ._rng import capture_rng, restore_rng
+from ._resume import Restored, resume
+from ._rng import PendingRng, make_epoch_iterator, restore_rng
 from ._saver import Saver
 from ._saving import OnSaveError
 from ._session import Session
@@ -297,16 +291,9 @@ class Run:
             position.seed_worker_samples(loader)
             position.start_epoch(loader, self._at.epoch)
             self._restore_rng_at_epoch_start()
-            pending = self._pending_rng
-            if pending is not None and pending.epoch_rng is not None:
-                # Recreate the epoch's iterator from the RNG it was made with (worker seeds,
-                # RandomSampler orders), then continue from the RNG state at the checkpoint.
-                restore_rng(pending.epoch_rng)
-            self._at.epoch_rng = capture_rng()
-            iterator = position.iterate_from(loader, self._at.epoch, self._at.batch)
-            if pending is not None:
-                restore_rng(pending.rng)
-                self._pending_rng = None
+            iterator, self._at.epoch_rng = make_epoch_iterator(
+                lambda: position.iterate_from(loader, self._at.epoch, self._at.batch), self._pending_rng)
+            self._pending_rng = None
             for batch in iterator:
                 yield batch
                 self._at.step += 1
