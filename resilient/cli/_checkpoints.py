@@ -41,8 +41,12 @@ def _rule_label(rule: str | Mapping[str, Any]) -> str:
         parts.append(f"every {rule['every_n_train_steps']} steps")
     if rule.get("every_n_epochs"):
         parts.append(f"every {rule['every_n_epochs']} epochs")
-    if rule.get("train_time_interval_s"):
-        parts.append(f"every {timedelta(seconds=rule['train_time_interval_s'])}")
+    interval = rule.get("train_time_interval_s")
+    if interval:
+        try:
+            parts.append(f"every {timedelta(seconds=interval)}")
+        except (TypeError, ValueError, OverflowError):  # a manifest written by something else: show it as stored
+            parts.append(f"every {interval!r:.40} s")
     if rule.get("monitor"):
         parts.append(f"by {rule['monitor']} ({rule.get('mode')})")
     return ", ".join(parts) or "rule"

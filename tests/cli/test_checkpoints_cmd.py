@@ -70,3 +70,22 @@ def test_only_sound_checkpoints_exit_0(tmp_path):
     result = cli("checkpoints", tmp_path, "--verify")
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["a.ckpt", "last.ckpt"], result.stdout
+
+
+def test_a_rule_is_shown_in_words_and_an_odd_one_as_stored(tmp_path):
+    """The manifest's rule is a mapping read as it is; one written by another tool (an interval
+    that is no number, or beyond any date) is shown as stored, never a traceback."""
+    rules = {
+        "steps.ckpt": ({"kind": "ModelCheckpoint", "every_n_train_steps": 100, "train_time_interval_s": 5400.0},
+                       "every 100 steps, every 1:30:00"),
+        "text.ckpt": ({"kind": "ModelCheckpoint", "train_time_interval_s": "soon"}, "every 'soon' s"),
+        "huge.ckpt": ({"kind": "ModelCheckpoint", "train_time_interval_s": 1e300}, "every 1e+300 s"),
+    }
+    for name, (rule, _) in rules.items():
+        write_checkpoint([(tmp_path / name, rule)], {"state.pt": torch.ones(1)}, step=1, epoch=0, metrics={},
+                         world_size=1)
+    result = cli("checkpoints", tmp_path)
+    assert result.returncode == 0 and result.stderr == "", (result.stdout, result.stderr)
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    for name, (_, label) in rules.items():
+        assert label in lines[name], lines[name]
