@@ -29,10 +29,10 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ..rundir import Vocabulary
 from ._errors import CheckpointError
 from ._files import create, open_checkpoint, open_member, read_exactly
 from ._hashing import ALGORITHM, checksum_bytes
@@ -61,14 +61,14 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-class CheckpointKind(str, Enum):
+class CheckpointKind(Vocabulary):
     """What a checkpoint holds: everything to resume a run, or the model's weights alone."""
 
     FULL = "full"
     WEIGHTS = "weights"
 
 
-class CheckpointOrigin(str, Enum):
+class CheckpointOrigin(Vocabulary):
     """The manifest's `rule` of a checkpoint no rule planned."""
 
     EMERGENCY = "emergency"  # taken at a stop (a signal, the deadline) to resume from

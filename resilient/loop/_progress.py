@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import torch
 
 from ..rules import CheckpointRule, identity_key
+from ..rundir import Vocabulary
 from ._saving import Snapshot
 
 AUTOMATIC_METRICS = ("epoch", "step")
 
 
-class Phase(str, Enum):
+class Phase(Vocabulary):
     """The boundary a checkpoint was taken at."""
 
     STEP = "step"  # after a batch: the optimizer step is complete

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import CheckpointError, CheckpointKind, Manifest, write_checkpoint
 from ..coordination import DistInfo, broadcast_object, gather_to_main
+from ..rundir import Vocabulary
 from ._rng import capture_rng
 from ._state import STATE_FILE, module_states, rank_file, split_states
 
 
-class OnSaveError(str, Enum):
+class OnSaveError(Vocabulary):
     """What a failed periodic save does to training (a failed emergency checkpoint always ends it)."""
 
     STOP = "stop"  # end the run as failed, naming the cause: no work is done that could not be saved

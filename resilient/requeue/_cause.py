@@ -9,12 +9,12 @@ received, whether the deadline was hit, the time), which lets every cause be tes
 from __future__ import annotations
 
 from collections.abc import Collection
-from enum import Enum
 
+from ..rundir import Vocabulary
 from ..slurm import JobInfo
 
 
-class Cause(str, Enum):
+class Cause(Vocabulary):
     """Why a run stopped, as recorded in status.json and events.jsonl and shown to users."""
 
     PREEMPTED = "preempted"
@@ -23,9 +23,6 @@ class Cause(str, Enum):
     INTERRUPTED = "interrupted"  # a plain process got a stop signal
     CTRL_C = "ctrl_c"  # SIGINT: the user stops the run where it stands; it never requeues
     CRASHED = "crashed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _TIME_SLACK_S = 5.0

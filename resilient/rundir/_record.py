@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import signal
 from dataclasses import asdict, dataclass, fields
-from enum import Enum
 from pathlib import Path
 
 from ._files import DamagedFile, read_json_object, type_problem
 from ._layout import RECORD_FILE
+from ._vocabulary import Vocabulary
 from ._write import write_json
 
 
-class Executor(str, Enum):
+class Executor(Vocabulary):
     """Where a job runs: this machine, a SLURM cluster, or inside the submitting process."""
 
     LOCAL = "local"

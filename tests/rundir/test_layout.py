@@ -38,7 +38,7 @@ def _enum_values(tree: ast.AST) -> set[int]:
     origin "emergency") is not a path, even where it equals one."""
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and any(getattr(base, "id", getattr(base, "attr", "")).endswith("Enum")
+        if isinstance(node, ast.ClassDef) and any(getattr(base, "id", getattr(base, "attr", "")) in ("Enum", "Vocabulary")
                                                   for base in node.bases):
             found.update(id(item.value) for item in node.body
                          if isinstance(item, ast.Assign) and isinstance(item.value, ast.Constant))
@@ -90,6 +90,6 @@ def test_the_check_finds_what_it_looks_for() -> None:
               'D = parser.add_parser("checkpoints")\n'
               'E = os.path.join(run_dir, ".lock")\n'
               'SUBMITIT = "submitit"\n'
-              'class Origin(str, Enum):\n    EMERGENCY = "emergency"\n')
+              'class Origin(Vocabulary):\n    EMERGENCY = "emergency"\n')
     assert _spellings(source) == ["2: 'checkpoints'", "2: 'emergency'", "3: 'job.json'", "4: 'emergency'",
                                   "6: '.lock'", "7: 'submitit'"]
