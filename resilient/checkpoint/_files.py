@@ -145,9 +145,9 @@ def check_extent(fd: int, size: int, what: str) -> None:
     What a reader needs before it maps a file: torch maps and reads whatever the file holds,
     beyond what was hashed, and touching a mapping past a file's real end kills the process.
     """
-    shorter = size > 0 and not os.pread(fd, 1, size - 1)
-    if shorter or os.pread(fd, 1, size):
-        raise CheckpointError(f"{what} changed size while it was read (expected {size} bytes)")
+    if size > 0 and not os.pread(fd, 1, size - 1):
+        check_length(size - 1, size, what)  # at most that many
+    check_length(size + len(os.pread(fd, 1, size)), size, what)
 
 
 def check_length(length: int, size: int, what: str) -> None:
