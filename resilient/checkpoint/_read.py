@@ -148,25 +148,26 @@ def load_files(
     return loaded
 
 
-def _candidates(dirs: Iterable[Path]) -> Iterator[tuple[Path, Path]]:
+def _candidates(dirs: Iterable[Path]) -> Iterator[tuple[str, str]]:
     """(path, real path) of each checkpoint name directly in `dirs`, whatever the entry turns out to be.
 
     Only symlinks are resolved, and without failing: a loop or a dangling link must reach
     `verify`, which says what is wrong with it. For the other entries the directory's real
     path, resolved once, is enough; resolving each entry would cost an lstat per component.
+    Strings, not Paths: among thousands of entries, building Paths would be most of the cost.
     """
     for directory in dirs:
-        directory = Path(directory)
-        if not directory.is_dir():
+        directory = str(Path(directory))
+        if not os.path.isdir(directory):
             continue
-        real_directory = Path(os.path.realpath(directory))
+        real_directory = os.path.realpath(directory)
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            if not entry.name.startswith(".") and entry.name.endswith(CHECKPOINT_SUFFIX):
-                real = Path(os.path.realpath(entry.path)) if entry.is_symlink() else real_directory / entry.name
-                yield Path(entry.path), real
+            name = entry.name
+            if not name.startswith(".") and name.endswith(CHECKPOINT_SUFFIX):
+                yield entry.path, os.path.realpath(entry.path) if entry.is_symlink() else f"{real_directory}/{name}"
 
 
-def _step_hint(path: Path) -> int | None:
+def _step_hint(path: str) -> int | None:
     """The step a manifest's first line claims, read without parsing it: only an order to verify in.
 
     An authentic manifest is byte for byte what the writer renders, so its first field, the
@@ -174,7 +175,7 @@ def _step_hint(path: Path) -> int | None:
     None (to be authenticated at once) when the head looks different: another format, damage.
     """
     try:
-        fd = os.open(os.path.join(path, MANIFEST_NAME), READ_FLAGS)
+        fd = os.open(f"{path}/{MANIFEST_NAME}", READ_FLAGS)
     except OSError:
         return None
     try:
@@ -202,8 +203,8 @@ def newest_checkpoints(dirs: Iterable[Path]) -> Iterator[tuple[Path, Manifest]]:
 
 
 def _newest(dirs: Iterable[Path]) -> Iterator[tuple[Path, Manifest]]:
-    by_step: dict[int, list[tuple[Path, Path, Manifest | None]]] = defaultdict(list)
-    seen: set[Path] = set()
+    by_step: dict[int, list[tuple[str, str, Manifest | None]]] = defaultdict(list)
+    seen: set[str] = set()
     for candidate, real in _candidates(dirs):
         if real in seen:
             continue
@@ -218,11 +219,11 @@ def _newest(dirs: Iterable[Path]) -> Iterator[tuple[Path, Manifest]]:
         by_step[step].append((candidate, real, manifest))
     for step in sorted(by_step, reverse=True):
         group = [(real, manifest or _verified(candidate)) for candidate, real, manifest in by_step[step]]
-        valid = [(real, manifest) for real, manifest in group if manifest is not None]
+        valid = [(Path(real), manifest) for real, manifest in group if manifest is not None]
         yield from sorted(valid, key=lambda item: (-item[1].created, str(item[0])))
 
 
-def _verified(candidate: Path) -> Manifest | None:
+def _verified(candidate: str) -> Manifest | None:
     try:
         return verify(candidate)
     except CheckpointError as error:
