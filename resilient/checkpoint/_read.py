@@ -82,14 +82,15 @@ def _load_payload(
 ) -> object:
     """Payload file `name`, its checksum checked through the open descriptor before torch unpickles it.
 
-    torch loads the very file that was hashed (``/proc/self/fd``, never the name again, so a
-    checkpoint renamed or replaced meanwhile cannot slip in) and memory-maps its tensors: the
+    torch loads the very file that was hashed (Linux's ``/proc/self/fd``, never the name again,
+    so a checkpoint renamed or replaced meanwhile cannot slip in) and memory-maps its tensors: the
     bytes are neither read into a buffer nor copied into fresh storages, and a tensor that is
     never touched is never read. A tensor therefore shares its pages with the file until it is
     written to (a private mapping: writes never reach the file). A file changed in place after
     it was hashed would be seen by any memory map; committed checkpoints are never written in
-    place, and the descriptor's size and change time are checked again after the load, so a
-    writer active during it is refused.
+    place, and the file's size and modification time are checked again after the load, so a
+    writer active during it is refused (not its change time: linking and unlinking a name of
+    the file, as another rule's retention does, changes that).
     """
     entry = manifest.files.get(name)
     if entry is None:
@@ -112,7 +113,7 @@ def _load_payload(
                 "use it only for checkpoints you trust"
             ) from None
         after = os.fstat(fd)
-        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (size, before.st_mtime_ns, before.st_ctime_ns):
+        if (after.st_size, after.st_mtime_ns) != (size, before.st_mtime_ns):
             raise CheckpointError(f"{what} changed while it was loaded")
     return loaded
 
@@ -135,7 +136,6 @@ def load_files(
     path = Path(path)
     if isinstance(names, str):
         raise TypeError(f"names must be an iterable of file names, not the string {names!r}")
-    names = list(names)
     loaded: dict[str, object] = {}
     with open_checkpoint(path) as directory:
         manifest = read_manifest_at(directory, path)
