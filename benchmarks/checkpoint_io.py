@@ -85,18 +85,18 @@ def _evict(paths: list[Path]) -> None:
                 os.close(fd)
 
 
-def _side_by_side(ours: Callable[[], object], anchor: Callable[[], object], repeats: int,
-                  before: Callable[[], None] = lambda: None) -> tuple[float, float]:
-    """Best seconds of each, alternating so that both see the same moments of a noisy machine."""
-    best = [float("inf"), float("inf")]
+def _side_by_side(works: list[Callable[[], object]], repeats: int,
+                  before: Callable[[], None] = lambda: None) -> list[float]:
+    """Best seconds of each, alternating so that all see the same moments of a noisy machine."""
+    best = [float("inf")] * len(works)
     for _ in range(repeats):
-        for index, work in enumerate((ours, anchor)):
+        for index, work in enumerate(works):
             before()
             start = time.perf_counter()
             work()
             best[index] = min(best[index], time.perf_counter() - start)
             gc.collect()
-    return best[0], best[1]
+    return best
 
 
 def _status_kib(field: str) -> int:
@@ -161,8 +161,8 @@ def _discovery(work: Path, count: int, repeats: int) -> list[dict[str, object]]:
         for step in range(n):
             write_checkpoint([(directory / f"step={step}.ckpt", "bench")], {"state.pt": {"x": torch.zeros(1)}},
                              step=step, epoch=0, metrics={"loss": 1.0 / (step + 1)}, world_size=1)
-        ours, anchor = _side_by_side(lambda d=directory: next(newest_checkpoints([d])),
-                                     lambda d=directory: _every_manifest(d), repeats)
+        ours, anchor = _side_by_side([lambda d=directory: next(newest_checkpoints([d])),
+                                      lambda d=directory: _every_manifest(d)], repeats)
         rows.append(_row(f"latest valid among {n} checkpoints", ours, anchor, "scandir + json of every manifest",
                          1.0))
     return rows
@@ -202,11 +202,10 @@ def _save_and_resume(args: argparse.Namespace, work: Path) -> tuple[float, list[
     def resilient_save() -> None:
         write_checkpoint([(ours, "bench")], {"state.pt": state}, step=0, epoch=0, metrics={}, world_size=1)
 
-    rows = []
-    seconds = _side_by_side(resilient_save, lambda: _fsynced_torch_save(state, plain), args.repeats)
-    rows.append(_row("save", *seconds, "torch.save + fsync", 1.1))
-    seconds = _side_by_side(resilient_save, lambda: _raw_bytes(tensors, raw), args.repeats)
-    rows.append(_row("save", *seconds, "raw tensor bytes + fdatasync", 0.95))
+    ours_s, torch_s, raw_s = _side_by_side(
+        [resilient_save, lambda: _fsynced_torch_save(state, plain), lambda: _raw_bytes(tensors, raw)], args.repeats)
+    rows = [_row("save", ours_s, torch_s, "torch.save + fsync", 1.1),
+            _row("save", ours_s, raw_s, "raw tensor bytes + fdatasync", 0.95)]
 
     shutil.rmtree(ours)
     with resilient.Run(checkpoint=[], run_dir=work / "run", resume=False) as run:
@@ -225,9 +224,9 @@ def _save_and_resume(args: argparse.Namespace, work: Path) -> tuple[float, list[
         optimizer.load_state_dict(loaded["optimizer"])
 
     resume_anchor = "torch.load + load_state_dict"
-    seconds = _side_by_side(resilient_resume, torch_resume, args.repeats)
+    seconds = _side_by_side([resilient_resume, torch_resume], args.repeats)
     rows.append(_row("resume, warm", *seconds, resume_anchor, 0.9))
-    seconds = _side_by_side(resilient_resume, torch_resume, args.repeats, before=lambda: _evict([ours, plain]))
+    seconds = _side_by_side([resilient_resume, torch_resume], args.repeats, before=lambda: _evict([ours, plain]))
     rows.append(_row("resume, cold (pages evicted)", *seconds, resume_anchor, 0.9))
     return state_mib, rows
 
