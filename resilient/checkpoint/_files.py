@@ -145,12 +145,16 @@ def check_extent(fd: int, size: int, what: str) -> None:
     What a reader needs before it maps a file: torch maps and reads whatever the file holds,
     beyond what was hashed, and touching a mapping past a file's real end kills the process.
     """
-    if size > 0 and not os.pread(fd, 1, size - 1):
-        check_length(size - 1, size, what)  # at most that many
-    check_length(size + len(os.pread(fd, 1, size)), size, what)
+    shorter = size > 0 and not os.pread(fd, 1, size - 1)
+    if shorter or os.pread(fd, 1, size):
+        raise _changed_size(what, size)
 
 
 def check_length(length: int, size: int, what: str) -> None:
     """Refuse a file from which `length` bytes were read, when its size said `size`."""
     if length != size:
-        raise CheckpointError(f"{what} changed size while it was read (expected {size} bytes)")
+        raise _changed_size(what, size)
+
+
+def _changed_size(what: str, size: int) -> CheckpointError:
+    return CheckpointError(f"{what} changed size while it was read (expected {size} bytes)")

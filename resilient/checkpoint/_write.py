@@ -126,8 +126,9 @@ def _storage(checkpoint: Path, file: Path | None = None) -> Iterator[None]:
 def _without_torch_crc32() -> Iterator[None]:
     """torch.save without its per-record crc32, which our xxh3 of every byte makes redundant.
 
-    It is a sixth of a save's time. The setting is torch's, process-wide, so it is put back
-    afterwards; torch before 2.6 has no such setting and always computes it.
+    It is a sixth of a save's time, and torch's reader does not check it. The setting is
+    torch's, process-wide, so it is put back afterwards; a torch without it (older releases)
+    always computes the crc32.
     """
     set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
     if set_crc32 is None:
