@@ -19,7 +19,7 @@ from ._manifest import (
     Manifest,
     read_manifest,
 )
-from ._read import find_checkpoints, load_files, verify
+from ._read import find_checkpoints, load_files, newest_checkpoints, verify
 from ._recover import is_checkpoint_entry, recover_directory
 from ._write import write_checkpoint
 
@@ -38,6 +38,7 @@ __all__ = [
     "is_checkpoint_entry",
     "link_checkpoint",
     "load_files",
+    "newest_checkpoints",
     "read_manifest",
     "recover_directory",
     "remove_checkpoint",

@@ -29,7 +29,7 @@ from ._errors import CheckpointError
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 _KINDS = {
@@ -118,7 +118,7 @@ def open_member(directory: int, name: str, what: str, *, missing: str | None = N
     too, so that no OSError escapes a check of a damaged checkpoint.
     """
     try:
-        fd = os.open(name, _READ, dir_fd=directory)
+        fd = os.open(name, READ_FLAGS, dir_fd=directory)
         try:
             yield fd, _regular_size(os.fstat(fd), what)
         finally:
@@ -139,7 +139,22 @@ def read_exactly(fd: int, size: int, what: str) -> bytes:
     return data
 
 
+def check_extent(fd: int, size: int, what: str) -> None:
+    """Refuse a file that does not end at `size`, from its last byte and the one past it.
+
+    What a reader needs before it maps a file: torch maps and reads whatever the file holds,
+    beyond what was hashed, and touching a mapping past a file's real end kills the process.
+    """
+    shorter = size > 0 and not os.pread(fd, 1, size - 1)
+    if shorter or os.pread(fd, 1, size):
+        raise _changed_size(what, size)
+
+
 def check_length(length: int, size: int, what: str) -> None:
     """Refuse a file from which `length` bytes were read, when its size said `size`."""
     if length != size:
-        raise CheckpointError(f"{what} changed size while it was read (expected {size} bytes)")
+        raise _changed_size(what, size)
+
+
+def _changed_size(what: str, size: int) -> CheckpointError:
+    return CheckpointError(f"{what} changed size while it was read (expected {size} bytes)")

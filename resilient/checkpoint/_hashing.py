@@ -8,6 +8,7 @@ names and file types (see `_files`) and load with ``weights_only`` by default.
 
 from __future__ import annotations
 
+import mmap
 import os
 from typing import BinaryIO
 
@@ -31,6 +32,24 @@ def checksum_fd(fd: int, limit: int) -> tuple[str, int]:
         hasher.update(view[:n])
         length += n
     return hasher.hexdigest(), length
+
+
+def checksum_mapped(fd: int, size: int) -> str:
+    """Checksum of the first `size` bytes of `fd`, read through a memory map of it.
+
+    Mapped, the page cache is hashed where it lies: no copy into a buffer, which doubles the
+    speed of a warm resume. Each chunk is unmapped from this process once hashed (the page cache
+    keeps it for the load that follows), so the resident set never grows by more than a chunk.
+    """
+    if size == 0:
+        return checksum_bytes(b"")
+    hasher = xxhash.xxh3_128()
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapping, memoryview(mapping) as view:
+        for start in range(0, size, _CHUNK):
+            length = min(_CHUNK, size - start)
+            hasher.update(view[start : start + length])
+            mapping.madvise(mmap.MADV_DONTNEED, start, length)
+    return hasher.hexdigest()
 
 
 class HashingWriter:

@@ -122,13 +122,34 @@ def _storage(checkpoint: Path, file: Path | None = None) -> Iterator[None]:
         raise _write_error(error, checkpoint, file) from error
 
 
+@contextmanager
+def _without_torch_crc32() -> Iterator[None]:
+    """torch.save without its per-record crc32, which our xxh3 of every byte makes redundant.
+
+    It is a sixth of a save's time, and torch's reader does not check it. The setting is
+    torch's, process-wide, so it is put back afterwards; a torch without it (older releases)
+    always computes the crc32.
+    """
+    set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
+    if set_crc32 is None:
+        yield
+        return
+    previous = torch.serialization.get_crc32_options()
+    set_crc32(False)
+    try:
+        yield
+    finally:
+        set_crc32(previous)
+
+
 def _save(obj: object, file: Path, checkpoint: Path) -> FileEntry:
     with _storage(checkpoint, file):
         f = create(file, buffering=0)
     with f:
         writer = HashingWriter(f)
         try:
-            torch.save(obj, writer)
+            with _without_torch_crc32():
+                torch.save(obj, writer)
         except Exception:
             if writer.failure is None:
                 raise  # the objects could not be serialized: not a storage error

@@ -11,7 +11,7 @@ assigns it, rather than this module reaching into the loop.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ from ..checkpoint import (
     CheckpointKind,
     Manifest,
     UntrustedCheckpointError,
-    find_checkpoints,
     load_files,
+    newest_checkpoints,
     recover_directory,
     verify,
 )
@@ -44,8 +44,8 @@ class Restored:
     own: dict[str, Any]
 
 
-def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool) -> Restored:
-    files = load_files(path, [STATE_FILE, rank_file(rank)], weights_only=weights_only)
+def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool, *, check_others: bool = False) -> Restored:
+    files = load_files(path, [STATE_FILE, rank_file(rank)], weights_only=weights_only, check_others=check_others)
     return Restored(path, manifest, files[STATE_FILE], files[rank_file(rank)])
 
 
@@ -54,9 +54,7 @@ def _choose(found: Iterable[tuple[Path, Manifest]], weights_only: bool) -> Resto
         if manifest.kind != CheckpointKind.FULL:
             continue
         try:
-            restored = _read(path, manifest, 0, weights_only)
-            verify(path, full=True)  # the other ranks' files: small, and must be sound too
-            return restored
+            return _read(path, manifest, 0, weights_only, check_others=True)  # the other ranks' files too
         except UntrustedCheckpointError:
             raise  # sound but unsafe to load: the user must decide, not a fallback
         except CheckpointError as error:
@@ -82,6 +80,14 @@ def restore_latest(
     return chosen or _read(Path(path), verify(Path(path)), dist.rank, weights_only)
 
 
+def _remembered(items: Iterator[tuple[Path, Manifest]], seen: list[tuple[Path, Manifest]]
+                ) -> Iterator[tuple[Path, Manifest]]:
+    """`items`, each also appended to `seen`: the choice stops early, the clean-up needs them all."""
+    for item in items:
+        seen.append(item)
+        yield item
+
+
 @dataclass(frozen=True)
 class Resumed:
     """Where a restored run carries on: its checkpoint, counters and metrics, and pending RNG."""
@@ -105,8 +111,10 @@ def resume(
             recover_directory(directory)
     if not enabled:
         return None, []
-    found = find_checkpoints(dirs) if dist.rank == 0 else []
-    restored = restore_latest(found, dist, weights_only=weights_only)
+    scan = newest_checkpoints(dirs) if dist.rank == 0 else iter(())
+    chosen_from: list[tuple[Path, Manifest]] = []
+    restored = restore_latest(_remembered(scan, chosen_from), dist, weights_only=weights_only)
+    found = chosen_from + list(scan)  # the older ones, authenticated for the orphan clean-up
     if restored is None:
         return None, found
     loop = restored.state["loop"]

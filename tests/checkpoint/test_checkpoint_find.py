@@ -15,6 +15,7 @@ from resilient.checkpoint import (
     FileEntry,
     find_checkpoints,
     link_checkpoint,
+    newest_checkpoints,
 )
 
 
@@ -162,3 +163,37 @@ def test_every_odd_entry_at_once_still_finds_the_good_checkpoints(tmp_path, save
     assert sorted(str(w.message).split(":")[0] for w in caught) == sorted(
         f"skipping checkpoint {tmp_path / name}" for name in ODD_ENTRIES
     )
+
+
+def test_newest_checkpoints_authenticates_only_as_far_as_the_caller_reads(tmp_path, save, flip_byte):
+    save(tmp_path / "old.ckpt", step=1)
+    save(tmp_path / "new.ckpt", step=2)
+    flip_byte(tmp_path / "old.ckpt" / MANIFEST_NAME, 40)  # damaged, but never reached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path, manifest = next(newest_checkpoints([tmp_path]))
+    assert (path.name, manifest.step) == ("new.ckpt", 2)
+    with pytest.warns(UserWarning, match=re.escape(str(tmp_path / "old.ckpt"))):
+        assert [path.name for path, _ in newest_checkpoints([tmp_path])] == ["new.ckpt"]
+
+
+def test_a_manifest_claiming_a_higher_step_than_it_holds_is_skipped(tmp_path, save):
+    """The step read cheaply only orders the candidates: the claim must still authenticate."""
+    save(tmp_path / "good.ckpt", step=5)
+    save(tmp_path / "forged.ckpt", step=7)
+    manifest = tmp_path / "forged.ckpt" / MANIFEST_NAME
+    manifest.write_bytes(manifest.read_bytes().replace(b'"step": 7,', b'"step": 9,', 1))
+    with pytest.warns(UserWarning, match=re.escape(str(tmp_path / "forged.ckpt")) + ".*corrupt"):
+        path, found = next(newest_checkpoints([tmp_path]))
+    assert (path.name, found.step) == ("good.ckpt", 5)
+
+
+def test_a_manifest_whose_first_line_is_damaged_is_authenticated_at_once(tmp_path, save):
+    """No step to order it by: it is checked right away (and skipped, naming it), the others still found."""
+    save(tmp_path / "a.ckpt", step=3)
+    save(tmp_path / "b.ckpt", step=4)
+    manifest = tmp_path / "a.ckpt" / MANIFEST_NAME
+    manifest.write_bytes(b"[" + manifest.read_bytes()[1:])
+    with pytest.warns(UserWarning, match=re.escape(str(tmp_path / "a.ckpt")) + ".*unreadable"):
+        found = newest_checkpoints([tmp_path])
+        assert [path.name for path, _ in found] == ["b.ckpt"]

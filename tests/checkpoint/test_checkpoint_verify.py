@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import zipfile
+
 import pytest
 import torch
 
@@ -61,3 +63,36 @@ def test_load_files_names_an_unknown_file_and_refuses_a_bare_string(tmp_path, sa
         load_files(tmp_path / "a.ckpt", ["rank-00003.pt"])
     with pytest.raises(TypeError, match="names"):
         load_files(tmp_path / "a.ckpt", "state.pt")
+
+
+def test_check_others_finds_a_damaged_file_that_was_not_loaded(tmp_path, save, flip_byte):
+    files = {"state.pt": {"w": torch.arange(10.0)}, "rank-00001.pt": {"rng": torch.arange(5)}}
+    save(tmp_path / "a.ckpt", files=files)
+    flip_byte(tmp_path / "a.ckpt" / "rank-00001.pt", 200)
+    assert torch.equal(load_files(tmp_path / "a.ckpt", ["state.pt"])["state.pt"]["w"], torch.arange(10.0))
+    with pytest.raises(CheckpointError, match="payload file rank-00001.pt is corrupt"):
+        load_files(tmp_path / "a.ckpt", ["state.pt"], check_others=True)
+
+
+def test_a_loaded_tensor_is_mapped_privately_writing_it_never_changes_the_checkpoint(tmp_path, save):
+    save(tmp_path / "a.ckpt", files={"state.pt": {"w": torch.zeros(100_000)}})
+    loaded = load_files(tmp_path / "a.ckpt", ["state.pt"])["state.pt"]["w"]
+    loaded.add_(1.0)
+    assert torch.equal(loaded, torch.ones(100_000))
+    verify(tmp_path / "a.ckpt", full=True)
+    assert torch.equal(load_files(tmp_path / "a.ckpt", ["state.pt"])["state.pt"]["w"], torch.zeros(100_000))
+
+
+def test_payloads_skip_torchs_crc32_and_the_setting_is_left_as_it_was(tmp_path, save):
+    """Our checksum covers every byte; torch's per-record crc32 would only cost time."""
+    if not hasattr(torch.serialization, "set_crc32_options"):
+        pytest.skip("this torch always computes crc32")
+    for setting in (True, False):
+        torch.serialization.set_crc32_options(setting)
+        try:
+            save(tmp_path / f"{setting}.ckpt")
+            assert torch.serialization.get_crc32_options() is setting
+        finally:
+            torch.serialization.set_crc32_options(True)
+        with zipfile.ZipFile(tmp_path / f"{setting}.ckpt" / "state.pt") as payload:
+            assert {record.CRC for record in payload.infolist()} == {0}

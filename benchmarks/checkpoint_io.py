@@ -1,0 +1,284 @@
+"""What do resilient's checkpoint reads and writes cost next to the plain torch calls?
+
+One table, every row measured side by side with its anchor in the same run, alternating the
+two, best of ``--repeats``; the result is the RATIO anchor time / resilient time (above 1:
+resilient is faster), set against the target of issue 9:
+
+- save: `write_checkpoint` (temporary directory, xxh3 of every byte, fsyncs, manifest, atomic
+  rename) vs ``torch.save`` + fsync (target >= 1.1x), and vs writing the tensors' raw bytes +
+  fdatasync, the floor for any format (target >= 0.95x);
+- resume: `load_checkpoint` + ``load_state_dict`` of a model and its AdamW vs ``torch.load`` +
+  the same, warm (in the page cache) and cold (the files' pages evicted with
+  ``posix_fadvise(DONTNEED)``, which needs no root and leaves the rest of the machine alone)
+  (target >= 0.9x);
+- peak memory of that resume over the state's size, each in a fresh process: peak RSS (VmHWM,
+  getrusage's maxrss without the parent's peak a fork passes on, reset once the model and its
+  optimizer state exist) minus the RSS then (target <= 0.1x); also `load_checkpoint` alone,
+  whose tensors stay memory-mapped until used;
+- discovery: the newest valid checkpoint among ``--count`` (``next(newest_checkpoints())``) vs
+  scandir + ``json.loads`` of every manifest (target >= 1x, and sub-linear: also at a tenth).
+
+Run it on the filesystem checkpoints go to (``--dir``; /tmp is often RAM):
+
+    python benchmarks/checkpoint_io.py --dir /scratch/$USER --size-mib 1024 --json io.json
+    python benchmarks/checkpoint_io.py --size-mib 2 --count 20     # seconds: does it work?
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import resilient
+from resilient.checkpoint import MANIFEST_NAME, newest_checkpoints, write_checkpoint
+
+_WIDTH = 2048  # a 16 MiB float32 weight per layer at full size
+
+
+def _model(size_bytes: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A model and an AdamW whose state (weights, exp_avg, exp_avg_sq) is about `size_bytes`."""
+    width = min(_WIDTH, max(8, int(math.sqrt(size_bytes / 12))))
+    layers = max(1, round(size_bytes / 12 / width**2))
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(width, width, bias=False) for _ in range(layers)])
+    optimizer = torch.optim.AdamW(model.parameters(), foreach=False)  # per-layer temporaries only
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    optimizer.step()
+    return model, optimizer
+
+
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, object]:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+
+
+def _tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    tensors = [p.detach() for p in model.parameters()]
+    for state in optimizer.state.values():
+        tensors += [value for value in state.values() if isinstance(value, torch.Tensor) and value.dim()]
+    return tensors
+
+
+def _evict(paths: list[Path]) -> None:
+    """Drop these files' clean pages from the page cache: the next read comes from the disk."""
+    gc.collect()
+    for path in paths:
+        for file in [path] if path.is_file() else sorted(path.iterdir()):
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def _side_by_side(works: list[Callable[[], object]], repeats: int,
+                  before: Callable[[], None] = lambda: None) -> list[float]:
+    """Best seconds of each, alternating so that all see the same moments of a noisy machine."""
+    best = [float("inf")] * len(works)
+    for _ in range(repeats):
+        for index, work in enumerate(works):
+            before()
+            start = time.perf_counter()
+            work()
+            best[index] = min(best[index], time.perf_counter() - start)
+            gc.collect()
+    return best
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def _resident() -> int:
+    return _status_kib("VmRSS") * 1024
+
+
+def _reset_peak() -> None:
+    """Start the peak afresh at the current RSS, so the set-up's own peak does not count."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def _peak() -> int:
+    """Peak RSS of this process: VmHWM, what getrusage's maxrss reports without the parent's
+    peak that a fork passes on to maxrss (and with the reset above)."""
+    return max(_status_kib("VmHWM") * 1024, _resident())
+
+
+def _rss_child(args: argparse.Namespace) -> None:
+    """In a fresh process: peak RSS of one resume over the RSS before it, as a fraction of the state."""
+    model, optimizer = _model(args.size_mib * 2**20)
+    state_bytes = sum(t.nbytes for t in _tensors(model, optimizer))
+    gc.collect()
+    baseline = _resident()
+    _reset_peak()
+    if args.rss_child == "torch.load":
+        loaded = torch.load(args.path, map_location="cpu")
+    else:
+        loaded = resilient.load_checkpoint(args.path)
+    if args.rss_child != "load_checkpoint alone":
+        model.load_state_dict(loaded["model"])
+        optimizer.load_state_dict(loaded["optimizer"])
+    peak = _peak()
+    print(json.dumps({"over_state": max(0, peak - baseline) / state_bytes}))
+
+
+def _peak_rss(kind: str, path: Path, size_mib: int) -> float:
+    out = subprocess.run([sys.executable, __file__, "--rss-child", kind, "--path", str(path), "--size-mib",
+                          str(size_mib)], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])["over_state"]
+
+
+def _every_manifest(directory: Path) -> list[dict[str, object]]:
+    """The anchor for discovery: read and parse every manifest, no authentication."""
+    manifests = []
+    for entry in os.scandir(directory):
+        if entry.name.endswith(".ckpt"):
+            with open(os.path.join(entry.path, MANIFEST_NAME), "rb") as f:
+                manifests.append(json.loads(f.read()))
+    return manifests
+
+
+def _discovery(work: Path, count: int, repeats: int) -> list[dict[str, object]]:
+    rows = []
+    for n in (max(1, count // 10), count):
+        directory = work / f"discovery-{n}"
+        for step in range(n):
+            write_checkpoint([(directory / f"step={step}.ckpt", "bench")], {"state.pt": {"x": torch.zeros(1)}},
+                             step=step, epoch=0, metrics={"loss": 1.0 / (step + 1)}, world_size=1)
+        ours, anchor = _side_by_side([lambda d=directory: next(newest_checkpoints([d])),
+                                      lambda d=directory: _every_manifest(d)], repeats)
+        rows.append(_row(f"latest valid among {n} checkpoints", ours, anchor, "scandir + json of every manifest",
+                         1.0))
+    return rows
+
+
+def _row(what: str, ours: float, anchor: float, anchor_name: str, target: float) -> dict[str, object]:
+    ratio = anchor / ours
+    return {"what": what, "resilient_s": ours, "anchor": anchor_name, "anchor_s": anchor, "ratio": ratio,
+            "target": f">= {target}x", "met": ratio >= target}
+
+
+def _fsynced_torch_save(state: object, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _raw_bytes(tensors: list[torch.Tensor], path: Path) -> None:
+    with open(path, "wb", buffering=0) as f:
+        for tensor in tensors:
+            view = memoryview(tensor.numpy()).cast("B")
+            written = 0
+            while written < view.nbytes:
+                written += f.write(view[written:])
+        os.fdatasync(f.fileno())
+
+
+def _save_and_resume(args: argparse.Namespace, work: Path) -> tuple[float, list[dict[str, object]]]:
+    """The state's MiB, and the rows of saving and resuming it (the model is freed on return)."""
+    model, optimizer = _model(args.size_mib * 2**20)
+    state = _state(model, optimizer)
+    tensors = _tensors(model, optimizer)
+    state_mib = sum(t.nbytes for t in tensors) / 2**20
+    plain, raw, ours = work / "plain.pt", work / "raw.bin", work / "resilient.ckpt"
+
+    def resilient_save() -> None:
+        write_checkpoint([(ours, "bench")], {"state.pt": state}, step=0, epoch=0, metrics={}, world_size=1)
+
+    ours_s, torch_s, raw_s = _side_by_side(
+        [resilient_save, lambda: _fsynced_torch_save(state, plain), lambda: _raw_bytes(tensors, raw)], args.repeats)
+    rows = [_row("save", ours_s, torch_s, "torch.save + fsync", 1.1),
+            _row("save", ours_s, raw_s, "raw tensor bytes + fdatasync", 0.95)]
+
+    shutil.rmtree(ours)
+    with resilient.Run(checkpoint=[], run_dir=work / "run", resume=False) as run:
+        run.track(model=model, optimizer=optimizer)
+        run.save_checkpoint(ours)
+    _fsynced_torch_save(state, plain)
+
+    def resilient_resume() -> None:
+        loaded = resilient.load_checkpoint(ours)
+        model.load_state_dict(loaded["model"])
+        optimizer.load_state_dict(loaded["optimizer"])
+
+    def torch_resume() -> None:
+        loaded = torch.load(plain, map_location="cpu")
+        model.load_state_dict(loaded["model"])
+        optimizer.load_state_dict(loaded["optimizer"])
+
+    resume_anchor = "torch.load + load_state_dict"
+    seconds = _side_by_side([resilient_resume, torch_resume], args.repeats)
+    rows.append(_row("resume, warm", *seconds, resume_anchor, 0.9))
+    seconds = _side_by_side([resilient_resume, torch_resume], args.repeats, before=lambda: _evict([ours, plain]))
+    rows.append(_row("resume, cold (pages evicted)", *seconds, resume_anchor, 0.9))
+    return state_mib, rows
+
+
+def _measure(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    state_mib, rows = _save_and_resume(args, work)
+    gc.collect()
+    ours, plain = work / "resilient.ckpt", work / "plain.pt"
+    memory = {kind: _peak_rss(kind, path, args.size_mib) for kind, path in
+              (("load_checkpoint + load_state_dict", ours), ("load_checkpoint alone", ours), ("torch.load", plain))}
+    rows += _discovery(work, args.count, args.repeats)
+    return {"state_mib": state_mib, "rows": rows, "peak_rss_over_state": memory}
+
+
+def _print(result: dict[str, object], args: argparse.Namespace) -> None:
+    print(f"state: {result['state_mib']:.0f} MiB (model + AdamW), directory {os.path.abspath(args.dir)}, "
+          f"best of {args.repeats}, {os.cpu_count()} CPUs, {platform.platform()}\n")
+    print("| what | resilient s | anchor | anchor s | ratio (anchor/resilient) | target | met |")
+    print("|---|---:|---|---:|---:|---|---|")
+    for row in result["rows"]:  # type: ignore[attr-defined]
+        print(f"| {row['what']} | {row['resilient_s']:.4f} | {row['anchor']} | {row['anchor_s']:.4f} | "
+              f"{row['ratio']:.2f}x | {row['target']} | {'yes' if row['met'] else 'NO'} |")
+    print("\n| resume | peak RSS over the state size |\n|---|---:|")
+    for kind, fraction in result["peak_rss_over_state"].items():  # type: ignore[attr-defined]
+        print(f"| {kind} | {fraction:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", default=".", help="directory on the filesystem checkpoints go to")
+    parser.add_argument("--size-mib", type=int, default=256, help="model + AdamW state size (default 256)")
+    parser.add_argument("--count", type=int, default=1000, help="checkpoints for discovery (default 1000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each, best counts (default 3)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        _rss_child(args)
+        return
+    if args.size_mib < 1 or args.count < 1 or args.repeats < 1:
+        parser.error("--size-mib, --count and --repeats must be at least 1")
+    work = Path(tempfile.mkdtemp(prefix="checkpoint-io-", dir=args.dir))
+    try:
+        result = _measure(args, work)
+    finally:
+        shutil.rmtree(work)
+    result.update(size_mib=args.size_mib, repeats=args.repeats, machine=platform.platform(), cpus=os.cpu_count())
+    _print(result, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
