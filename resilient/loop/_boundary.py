@@ -163,12 +163,18 @@ class Boundaries:
         The clock is read only for a deadline (rank 0's, to time the step) or a time rule (rank 0's).
         """
         deadline = self._deadline.active and self._deadline_near(save_seconds)
-        timed = (tuple(rule.time_due() for rule in self._time_rules)
-                 if time_rules and self._time_rules and self._dist.rank == 0 else self._untimed)
+        timed = self._times_due() if time_rules and self._dist.rank == 0 else self._untimed
         received = self._signals.received
         if not received and not deadline and True not in timed:
             return None
         return StopFlags.observed(received, self._warning_signal, deadline=deadline, timed=timed)
+
+    def _times_due(self) -> Sequence[bool]:
+        """Whether each time rule is due; a new sequence only when one is (the timers are rank 0's)."""
+        for rule in self._time_rules:
+            if rule.time_due():
+                return [rule.time_due() for rule in self._time_rules]
+        return self._untimed
 
     def _deadline_near(self, save_seconds: float | None) -> bool:
         now = time.monotonic()
