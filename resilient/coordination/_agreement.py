@@ -10,7 +10,9 @@ hides behind a training step; the price is that a stop takes effect one step aft
 was seen. With one process there is no collective at all and no delay. The flags travel over
 resilient's own gloo group on the CPU (even with NCCL, so reading them never synchronises the GPU),
 which `shutdown` destroys after `close`: that joins the threads that reduced them, so none is left
-to free a buffer while the interpreter exits (see `_dist._OwnGroup`).
+to free a buffer while the interpreter exits (see `_dist._OwnGroup`). Every step reduces into the
+same buffer (at most one reduce is in flight, and it is read before the next starts), and "no flag
+set", the answer at almost every step, travels as None: the common path builds no list or tensor.
 """
 
 from __future__ import annotations
@@ -24,30 +26,34 @@ from ._dist import DistInfo, all_reduce_max_async
 
 
 class StepAgreement:
-    """`exchange(flags)` returns flags OR-ed over all ranks (one exchange late with several ranks)."""
+    """`exchange(flags)` returns flags OR-ed over all ranks (one exchange late with several ranks).
+
+    None stands for "no flag set", both ways, so that a quiet step allocates nothing.
+    """
 
     def __init__(self, info: DistInfo, width: int) -> None:
         self._info = info
-        self._width = width
-        self._in_flight: tuple[torch.Tensor, dist.Work] | None = None
+        self._zeros = bytes(width)
+        self._flags = bytearray(width)  # the reduce's buffer, shared with the tensor below
+        self._buffer = torch.frombuffer(self._flags, dtype=torch.uint8)
+        self._in_flight: dist.Work | None = None
 
-    def exchange(self, flags: Sequence[int]) -> list[int]:
-        """Contribute this boundary's flags; get the agreed flags every rank acts on now."""
+    def exchange(self, flags: Sequence[int] | None) -> Sequence[int] | None:
+        """Contribute this boundary's flags (None: none set); get the agreed flags every rank acts on now."""
         if self._info.world_size == 1:
-            return list(flags)
+            return flags
         agreed = self.drain()
-        buffer = torch.tensor(flags, dtype=torch.uint8)
-        self._in_flight = (buffer, all_reduce_max_async(buffer, self._info))
+        self._flags[:] = self._zeros if flags is None else bytes(flags)
+        self._in_flight = all_reduce_max_async(self._buffer, self._info)
         return agreed
 
-    def drain(self) -> list[int]:
+    def drain(self) -> list[int] | None:
         """Wait for the reduce in flight (before a checkpoint's own collectives, or at the end)."""
         if self._in_flight is None:
-            return [0] * self._width
-        buffer, work = self._in_flight
-        self._in_flight = None
+            return None
+        work, self._in_flight = self._in_flight, None
         work.wait()
-        return buffer.tolist()
+        return None if self._flags == self._zeros else list(self._flags)
 
     def close(self) -> None:
         """Drain before the group closes: every rank contributed to the last reduce, so it completes."""

@@ -25,6 +25,11 @@ class Deadline:
         self._margin_s = margin_s
         self._clock = clock
 
+    @property
+    def active(self) -> bool:
+        """Whether there is an end time to watch: without one, the loop need not time its steps."""
+        return self._end_time is not None
+
     def near(self, step_seconds: float, save_seconds: float | None) -> bool:
         if self._end_time is None:
             return False

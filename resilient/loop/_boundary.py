@@ -5,6 +5,11 @@ an epoch), because there the optimizer step is complete, no batch is half-consum
 rank is at the same point. `Boundaries.decide` is the one place that, for each of the three
 phases, exchanges the stop flags and picks the rules due; `StopFlags` owns the layout of the
 int vector the ranks exchange, so it is encoded and decoded in one place.
+
+A step boundary runs after every batch, so the usual one (no signal, nothing due) is kept to a few
+comparisons: the next step a step rule is due at is computed once (`CheckpointRule.next_step_due`),
+the clock is read only when a time rule or a deadline needs it, and a rank that saw nothing
+contributes None to the agreement instead of a flag vector.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from ..rundir import Event
 from ._journal import Journal
 from ._progress import Phase
 
-Fired = list[tuple[CheckpointRule, bool]]  # the rules due at a boundary, each with whether time fired it
+Fired = Sequence[tuple[CheckpointRule, bool]]  # the rules due at a boundary, each with whether time fired it
+NOTHING_FIRED: Fired = ()  # shared, so that a quiet boundary allocates nothing
+NEVER = float("inf")  # the next step due when no rule saves by steps
 
 
 @dataclass(frozen=True)
@@ -97,12 +104,14 @@ class Boundaries:
         self._dist = dist
         self._rules = rules
         self._time_rules = [rule for rule in rules if rule.timed]
+        self._untimed = (False,) * len(self._time_rules)  # what a rank that does not time the rules contributes
         self._signals = signals
         self._warning_signal = warning_signal
         self._deadline = deadline
         self._agreement = agreement
         self._journal = journal
         self._last = time.monotonic()
+        self._next_step_due: float = 0  # the first step always asks the rules (a resumed run starts anywhere)
         self.fire_drill_at: int | None = None  # a step at which rank 0 sends itself the warning signal
 
     def decide(self, phase: Phase, step: int, epoch: int, save_seconds: float | None) -> tuple[Fired, StopFlags | None]:
@@ -112,31 +121,62 @@ class Boundaries:
         epoch, the epoch trigger of the rules that save then. The end of the batches exchanges
         nothing: the epoch's end comes right after it.
         """
-        if phase is Phase.STEP and step == self.fire_drill_at and self._dist.rank == 0 and self._signals.active:
-            self._journal.record(Event.FIRE_DRILL, step=step)
-            os.kill(os.getpid(), self._warning_signal)
-        flags = None if phase is Phase.TRAIN_END else self._agree(step, phase is Phase.STEP, save_seconds)
         if phase is Phase.STEP:
-            assert flags is not None
-            timed = [rule for rule, flag in zip(self._time_rules, flags.timed) if flag]
-            fired = [(rule, rule in timed) for rule in self._rules if rule in timed or rule.step_due(step)]
+            if step == self.fire_drill_at and self._dist.rank == 0 and self._signals.active:
+                self._journal.record(Event.FIRE_DRILL, step=step)
+                os.kill(os.getpid(), self._warning_signal)
+            flags = self._agree(step, True, save_seconds)
+            fired = self._fired_at_step(step, flags)
         else:
+            flags = None if phase is Phase.TRAIN_END else self._agree(step, False, save_seconds)
             on_train_end = phase is Phase.TRAIN_END
             fired = [(rule, False) for rule in self._rules
                      if rule.epoch_end_on_train == on_train_end and rule.epoch_due(epoch)]
         return fired, flags if flags is not None and flags.stopping else None
 
-    def _agree(self, step: int, time_rules: bool, save_seconds: float | None) -> StopFlags:
-        now = time.monotonic()
-        step_seconds, self._last = now - self._last, now
-        rank0 = self._dist.rank == 0
-        observed = StopFlags.observed(
-            self._signals.received, self._warning_signal,
-            deadline=rank0 and self._deadline.near(step_seconds, save_seconds),
-            timed=[time_rules and rank0 and rule.time_due() for rule in self._time_rules],
-        )
-        agreed = StopFlags.decode(self._agreement.exchange(observed.encode()))
+    def _fired_at_step(self, step: int, flags: StopFlags | None) -> Fired:
+        """The step and time triggers due; asks the rules only at a step one is due or when time fired."""
+        if step < self._next_step_due and (flags is None or True not in flags.timed):
+            return NOTHING_FIRED
+        timed = [rule for rule, flag in zip(self._time_rules, flags.timed) if flag] if flags is not None else []
+        fired = [(rule, rule in timed) for rule in self._rules if rule in timed or rule.step_due(step)]
+        if step >= self._next_step_due:
+            self._next_step_due = min((due for rule in self._rules if (due := rule.next_step_due(step)) is not None),
+                                      default=NEVER)
+        return fired
+
+    def _agree(self, step: int, time_rules: bool, save_seconds: float | None) -> StopFlags | None:
+        """The flags every rank acts on now; None when none is set."""
+        observed = self._observe(time_rules, save_seconds)
+        vector = self._agreement.exchange(None if observed is None else observed.encode())
+        if vector is None:
+            return None
+        agreed = StopFlags.decode(vector)
         if agreed.stopping:
             self._agreement.drain()  # nothing may be in flight when the checkpoint's collectives start
             self._journal.record(Event.SIGNAL, step=step, reasons=agreed.reasons(self._warning_signal))
         return agreed
+
+    def _observe(self, time_rules: bool, save_seconds: float | None) -> StopFlags | None:
+        """This rank's view, or None when it saw nothing: no signal, no deadline near, no time rule due.
+
+        The clock is read only for a deadline (rank 0's, to time the step) or a time rule (rank 0's).
+        """
+        deadline = self._deadline.active and self._deadline_near(save_seconds)
+        timed = self._times_due() if time_rules and self._dist.rank == 0 else self._untimed
+        received = self._signals.received
+        if not received and not deadline and True not in timed:
+            return None
+        return StopFlags.observed(received, self._warning_signal, deadline=deadline, timed=timed)
+
+    def _times_due(self) -> Sequence[bool]:
+        """Whether each time rule is due; a new sequence only when one is (the timers are rank 0's)."""
+        for rule in self._time_rules:
+            if rule.time_due():
+                return [rule.time_due() for rule in self._time_rules]
+        return self._untimed
+
+    def _deadline_near(self, save_seconds: float | None) -> bool:
+        now = time.monotonic()
+        step_seconds, self._last = now - self._last, now
+        return self._deadline.near(step_seconds, save_seconds)

@@ -51,6 +51,15 @@ class CheckpointRule(Protocol):
 
     def step_due(self, step: int) -> bool: ...
 
+    def next_step_due(self, step: int) -> int | None:
+        """The first step after `step` at which `step_due` is true (None: never).
+
+        ``Run`` asks `step_due` only from that step on, so every step boundary in between costs a
+        comparison; it asks again once the step is reached. A rule whose schedule can change
+        between steps returns ``step + 1``.
+        """
+        ...
+
     def epoch_due(self, epoch: int) -> bool: ...
 
     def time_due(self) -> bool: ...

@@ -16,6 +16,7 @@ class IntervalTimer:
 
     def __init__(self, interval: timedelta | None) -> None:
         self.interval = interval
+        self._seconds = None if interval is None else interval.total_seconds()  # `due` is asked at every step
         self._clock: Callable[[], float] | None = None
         self._anchor = 0.0
         self._pending = 0.0  # seconds elapsed, kept until a clock measures them
@@ -31,9 +32,9 @@ class IntervalTimer:
 
     def due(self) -> bool:
         """Whether the interval has elapsed; asking does not restart it."""
-        if self.interval is None or self._clock is None:
+        if self._seconds is None or self._clock is None:
             return False
-        return self._clock() - self._anchor >= self.interval.total_seconds()
+        return self._clock() - self._anchor >= self._seconds
 
     def restart(self) -> None:
         """A time-based save happened: count from now."""

@@ -241,6 +241,11 @@ class ModelCheckpoint:
         """``step`` counts optimizer steps completed, i.e. it is read after the batch."""
         return self.every_n_train_steps >= 1 and step % self.every_n_train_steps == 0
 
+    def next_step_due(self, step: int) -> int | None:
+        """The next multiple of ``every_n_train_steps`` after ``step``; the interval never changes."""
+        every = self.every_n_train_steps
+        return (step // every + 1) * every if every >= 1 else None
+
     def epoch_due(self, epoch: int) -> bool:
         """``epoch`` is zero-based and just finished, hence ``epoch + 1``."""
         return self.every_n_epochs >= 1 and (epoch + 1) % self.every_n_epochs == 0

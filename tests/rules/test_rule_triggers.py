@@ -35,6 +35,14 @@ def test_step_rule_due_on_multiples():
     assert not any(ModelCheckpoint().step_due(s) for s in range(1, 10))
 
 
+@pytest.mark.parametrize("every", [0, 1, 3, 7])
+def test_the_next_step_due_is_the_first_later_step_at_which_the_rule_is_due(every):
+    rule = ModelCheckpoint(every_n_train_steps=every)
+    for step in range(30):
+        due = [s for s in range(step + 1, step + 10) if rule.step_due(s)]
+        assert rule.next_step_due(step) == (due[0] if due else None)
+
+
 def test_epoch_rule_due_after_every_nth_epoch():
     rule = ModelCheckpoint(every_n_epochs=2)
     assert [e for e in range(6) if rule.epoch_due(e)] == [1, 3, 5]
