@@ -4,7 +4,9 @@
 preempt) need none of torch, yet an eager `__init__` that imports `Run` pays two to four seconds
 for it. A package that uses this module lists each public name with the module that defines it;
 that module is imported the first time the name is read, and the value is then stored in the
-package's namespace, so every later read is an ordinary attribute lookup. The package repeats
+package's namespace, so every later read is an ordinary attribute lookup. A subpackage read as
+an attribute (`resilient.rules`) is imported too, as an eager `__init__` had already imported
+every one of them. The package repeats
 the same imports under `if TYPE_CHECKING:` for type checkers and editors;
 tests/test_lazy_exports.py checks that both lists and `__all__` agree.
 """
@@ -27,7 +29,12 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
     def __getattr__(name: str) -> Any:
         module = origin.get(name)
         if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            try:
+                return importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError as error:
+                if error.name != f"{package}.{name}":
+                    raise  # the submodule exists, and itself needs what is missing
+                raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
         value = getattr(importlib.import_module(module, package), name)
         namespace[name] = value
         return value
