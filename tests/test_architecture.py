@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "resilient"
 # Lowest first: a subpackage may import only the ones listed before it.
 LAYERS = ["rundir", "checkpoint", "rules", "coordination", "slurm", "requeue", "loop", "submission", "config", "cli"]
 # Top-level modules anyone may import.
-SHARED = {"_version", "settings"}
+SHARED = {"_lazy", "_version", "settings"}
 
 
 def _imports(path: Path) -> list[tuple[str, list[str], int]]:

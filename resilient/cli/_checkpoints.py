@@ -1,4 +1,8 @@
-"""`resilient checkpoints DIR [--verify]`: every checkpoint under a directory, and whether it is sound."""
+"""`resilient checkpoints DIR [--verify]`: every checkpoint under a directory, and whether it is sound.
+
+`checkpoint/` imports torch, so it is imported when the command runs, not when `resilient --help`
+builds the parser.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CHECKPOINT_SUFFIX, CheckpointError, verify
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, size, table
 
 _HEADERS = ("CHECKPOINT", "STEP", "EPOCH", "RULE", "METRICS", "SIZE", "CREATED", "VALID")
@@ -52,26 +55,28 @@ def _rule_label(rule: str | Mapping[str, Any]) -> str:
     return ", ".join(parts) or "rule"
 
 
-def _walk(directory: Path) -> Iterator[Path]:
-    """Every ``*.ckpt`` entry under `directory`, not descending into checkpoints or temporaries.
+def _walk(directory: Path, suffix: str) -> Iterator[Path]:
+    """Every ``*.ckpt`` entry (`suffix`) under `directory`, not descending into checkpoints or temporaries.
 
     Entries that are not directories (a file, a dangling link, a link loop, a FIFO) are listed
     too, for `verify` to say what is wrong with them: a checkpoint folder should hold none.
     """
     for root, subdirs, files in os.walk(directory):
         for name in sorted(subdirs + files):
-            if name.endswith(CHECKPOINT_SUFFIX) and not name.startswith("."):
+            if name.endswith(suffix) and not name.startswith("."):
                 yield Path(root) / name
-        subdirs[:] = [name for name in subdirs if not name.endswith(CHECKPOINT_SUFFIX) and not name.startswith(".")]
+        subdirs[:] = [name for name in subdirs if not name.endswith(suffix) and not name.startswith(".")]
 
 
 def _checkpoints(args: argparse.Namespace) -> int:
+    from ..checkpoint import CHECKPOINT_SUFFIX, CheckpointError, verify
+
     directory = Path(args.directory)
     if not directory.is_dir():
         raise UsageError(f"{args.directory}: no such directory")
     rows: list[tuple[tuple[int, float], list[str]]] = []
     invalid = 0
-    for path in _walk(directory):
+    for path in _walk(directory, CHECKPOINT_SUFFIX):
         name = str(path.relative_to(directory))
         if path.is_symlink():
             name += f" -> {os.readlink(path)}"

@@ -1,4 +1,8 @@
-"""`resilient submit JOB.yaml` and `resilient schema`: from a job file to a running job."""
+"""`resilient submit JOB.yaml` and `resilient schema`: from a job file to a running job.
+
+The job file's model and `launch` import torch (through `Run`, and the entrypoint's own module),
+so they are imported when these commands run, not when `resilient --help` builds the parser.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,8 @@ import json
 
 import yaml
 
-from ..config import json_schema, load_job_file
 from ..rundir import State, submitit_folder
-from ..submission import EXECUTORS, SlurmUnavailable, batch_script, launch
+from ..submission import EXECUTORS, SlurmUnavailable, batch_script
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, ended, say
 from ._follow import follow
 
@@ -56,11 +59,16 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from ..config import json_schema
+
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from ..config import load_job_file
+    from ..submission import launch
+
     spec = load_job_file(args.job_file, args.override, args.executor)
     options = spec.options
     run_dir = options.resolved_run_dir(spec.name)

@@ -4,7 +4,8 @@ Starting takes the run lock and records the start on rank 0, then tells every ra
 go on (another job holds the directory, or the run may not start again); it installs the stop
 signals. Ending records how the run ended whatever the way out (a finished loop, a stop at a
 boundary, an exception, Ctrl-C, `sys.exit()`), gives the signals and the process group back and
-turns a requeue or a failure into the process's exit code.
+turns a requeue or a failure into the process's exit code. A stop at a boundary leaves with
+`RunStopped`, a SystemExit that tells the process's owner nothing is left to save.
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ from ..coordination import (
 from ..requeue import Cause, Host, RequeuePolicy, conclude
 from ..rundir import RunDirInUse, RunLock, State, read_status
 from ._boundary import Interrupted
+
+
+class RunStopped(SystemExit):
+    """How a run leaves after it stopped at a step boundary (a preemption, a time limit, a cancel,
+    Ctrl-C): its emergency checkpoint is committed and its end recorded (status.json fsynced,
+    events.jsonl written with unbuffered `os.write`), the process group left, on every rank.
+
+    To the code around the Run it is a SystemExit like any other: a user's script sees the same
+    exception, and its `finally` blocks and the code after it run. It exists for the process
+    that resilient owns, a submitted job's task, which may then leave at once instead of paying
+    the interpreter's teardown with torch loaded (`submission/_main.py`).
+    """
 
 
 class Session:
@@ -92,7 +105,7 @@ class Session:
         if outcome is not None:
             if self._dist.rank == 0 or not isinstance(error, Interrupted):
                 conclude.announce(outcome)
-            raise SystemExit(outcome.exit_code) from None
+            raise (RunStopped if isinstance(error, Interrupted) else SystemExit)(outcome.exit_code) from None
 
     def _conclude(self, error: BaseException | None, step: int, did_anything: bool) -> conclude.Outcome | None:
         rank0 = self._dist.rank == 0

@@ -13,17 +13,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 from submitit.local.local import LocalJob
 
 from ..requeue import SIGNAL_DELAY_ENV
-from ..rundir import current_umask
+from ..rundir import Executor, current_umask
 from ..settings import signal_name
 from ..slurm import missing_submit_commands
-from ._options import JobOptions
 
+if TYPE_CHECKING:  # only annotations: JobOptions imports loop, hence torch, which `resilient status` never needs
+    from ._options import JobOptions
+
+EXECUTORS = tuple(executor.value for executor in Executor)
 _SUBMITIT_LOG_LEVEL = ("SUBMITIT_LOG_LEVEL", "WARNING")
 
 

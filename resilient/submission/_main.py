@@ -5,21 +5,29 @@ submitit has already installed its handlers when the task gets here: SIGTERM and
 scancel. The Run takes SIGTERM over while it is active; before and after it, both signals are
 answered as submitit answers them (SIGTERM ignored until SLURM's SIGKILL, SIGCONT continues),
 only without a warning in the rank's log at every stop.
+
+A task is the one process resilient owns: once its Run has stopped at a boundary (`RunStopped`),
+with the emergency checkpoint committed and the end recorded, it leaves at once instead of
+paying the interpreter's teardown with torch loaded (`_leave_now`).
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import submitit
 from submitit.core.job_environment import SignalHandler
 
-from ..loop import Run, schedule_fire_drill
+from ..loop import Run, RunStopped, schedule_fire_drill
 from ._options import JobOptions
 
 R = TypeVar("R")
@@ -29,11 +37,43 @@ def _ignore(signum: int, frame: FrameType | None) -> None:
     """SIGTERM outside the Run: the job has not started training yet, or has concluded."""
 
 
-def _quiet_submitit_handlers() -> None:
-    """Replace submitit's bypassing handlers (only those: the debug executor runs in the user's process)."""
+def _quiet_submitit_handlers() -> bool:
+    """Replace submitit's bypassing handlers (only those: the debug executor runs in the user's process).
+
+    Returns whether there were any: submitit installs them only in the task processes it starts
+    (local and SLURM), so True means this process is a task, which resilient owns.
+    """
+    found = False
     for signum, quiet in ((signal.SIGTERM, _ignore), (signal.SIGCONT, signal.SIG_DFL)):
         if isinstance(getattr(signal.getsignal(signum), "__self__", None), SignalHandler):
             signal.signal(signum, quiet)
+            found = True
+    return found
+
+
+def _leave_now(code: int) -> NoReturn:
+    """End the task after its Run stopped, as the interpreter would but without its teardown.
+
+    Freeing every module and object with torch loaded is most of the time between the committed
+    emergency checkpoint and the process's end, time a preempted job may not have. What the
+    interpreter does at exit is kept, in its order: wait for non-daemon threads, run the atexit
+    handlers (logging's flush, the DataLoader workers' and multiprocessing's cleanup, a metrics
+    tracker's finish), flush Python's and C's stdio. What is skipped is finalizing the objects
+    still alive: a file the training code opened at module level and never flushed loses its
+    buffer. Only a task takes this way out, never a user's own script or the debug executor (the
+    user's process), where code after the `with Run(...)` block must run.
+    """
+    # The interpreter's own two calls, in its order: threading's exit hooks (which tell idle
+    # ThreadPoolExecutor workers to end) and the join of non-daemon threads, then atexit.
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # replaced by None, closed, or its disk is full
+            pass
+    ctypes.CDLL(None).fflush(None)  # what C and C++ code (torch's own) printed, still buffered
+    os._exit(code)
 
 
 class JobMain(Generic[R]):
@@ -46,14 +86,19 @@ class JobMain(Generic[R]):
         self.fire_drill_step = fire_drill_step
 
     def __call__(self) -> R | None:
-        _quiet_submitit_handlers()
+        task = _quiet_submitit_handlers()
         environment = submitit.JobEnvironment()
         if environment.num_tasks > 1:
             # MASTER_ADDR is the first node, MASTER_PORT derives from the job id: both stay the
             # same when the job is requeued, so a restarted rank finds its peers again.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        return run_function(self.function, self.options, self.run_dir, self.args, self.kwargs,
-                            fire_drill_step=self.fire_drill_step)
+        try:
+            return run_function(self.function, self.options, self.run_dir, self.args, self.kwargs,
+                                fire_drill_step=self.fire_drill_step)
+        except RunStopped as stop:
+            if task:
+                _leave_now(int(stop.code or 0))
+            raise
 
 
 def run_function(function: Callable[..., R], options: JobOptions, run_dir: Path, args: tuple[Any, ...],

@@ -16,7 +16,6 @@ from typing import Any
 from ..loop import OnSaveError
 from ..requeue import RequeuePolicy
 from ..rules import ModelCheckpoint
-from ..rundir import Executor
 from ..settings import (
     DEFAULT_WARNING_SIGNAL,
     check_count,
@@ -25,8 +24,8 @@ from ..settings import (
     run_dir_for,
     signal_number,
 )
+from ._executors import EXECUTORS
 
-EXECUTORS = tuple(executor.value for executor in Executor)
 _CLUSTER_DEFAULT = "the cluster's default"
 
 

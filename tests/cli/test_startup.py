@@ -1,0 +1,105 @@
+"""The light commands start without torch, and the startup benchmark runs.
+
+`resilient --help`, `status`, `logs`, `cancel` and `preempt` read the run directory and signal
+processes; importing torch would cost them seconds (`benchmarks/cli_startup.py` measures it).
+Each command runs, to success, inside one real `python -m resilient` process per test, which
+then reports whether torch was ever imported. The job they steer is a stand-in for submitit's
+local controller and its rank-0 task: two real processes, so no torch-loading job is needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from resilient.rundir import JobRecord, update_status, write_record
+
+from ._cli import BOUND_S, ELSEWHERE, REPO, wait_until
+
+# Runs each command line of argv[1] (JSON) as `python -m resilient` would, in this one process.
+_COMMANDS = """
+import contextlib, io, json, runpy, sys
+results = []
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["resilient", *argv]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        try:
+            runpy.run_module("resilient", run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code
+    results.append({"argv": argv, "code": code, "torch": "torch" in sys.modules, "output": output.getvalue()})
+print(json.dumps(results))
+"""
+# submitit's local controller as `resilient.slurm` recognises it, with one task of rank 0 that
+# survives the warning signal (as a job does: it checkpoints and goes on) and ends on SIGTERM.
+_TASK = "import signal, sys, time; signal.signal(signal.SIGUSR2, signal.SIG_IGN); open(sys.argv[1], 'w').close(); time.sleep(600)"
+_CONTROLLER = "import os, subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], sys.argv[2]], env=dict(os.environ, SUBMITIT_LOCAL_GLOBALID='0'))"
+
+
+@pytest.fixture
+def running_job(tmp_path: Path):
+    """A run directory whose local job is running, until the test cancels it."""
+    run_dir, ready = tmp_path / "runs" / "job", tmp_path / "task-ready"
+    run_dir.mkdir(parents=True)
+    controller = subprocess.Popen([sys.executable, "-c", _CONTROLLER, _TASK, str(ready), "submitit.local._local"])
+    try:
+        write_record(run_dir, JobRecord(job_id=str(controller.pid), executor="local", name="job", submitted=time.time(),
+                                        host=socket.gethostname(), tasks=1, warning_signal=int(signal.SIGUSR2)))
+        with update_status(run_dir) as status:
+            status.job_id, status.state = str(controller.pid), "running"
+        wait_until(ready.exists, "the task's ready file", unless=lambda: None if controller.poll() is None else "the controller ended")
+        yield run_dir
+    finally:
+        controller.kill()
+        controller.wait(timeout=BOUND_S)
+
+
+def _run_in_one_process(*commands: tuple[str, ...], cwd: Path) -> list[dict]:
+    result = subprocess.run([sys.executable, "-c", _COMMANDS, json.dumps(commands)], cwd=cwd, env=ELSEWHERE,
+                            capture_output=True, text=True, timeout=BOUND_S, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_light_commands_never_import_torch(running_job: Path) -> None:
+    assert importlib.util.find_spec("torch") is not None  # the python that runs them could import it
+    results = _run_in_one_process(
+        ("--help",), ("--version",), ("status",), ("status", "job"), ("logs", "job"), ("preempt", "job"),
+        ("cancel", "job"), ("submit", "--help"), cwd=running_job.parents[1],
+    )
+    for result in results:
+        assert result["code"] in (0, None), result
+        assert not result["torch"], f"`resilient {' '.join(result['argv'])}` imported torch"
+    said = {result["argv"][0] + " " + result["argv"][-1]: result["output"] for result in results}
+    assert "running" in said["status job"] and "sent job" in said["preempt job"] and "cancelling" in said["cancel job"]
+
+
+def test_the_public_api_is_imported_on_first_use() -> None:
+    """`import resilient` alone is light; reading `resilient.Run` imports what Run needs, and a
+    subpackage is there to read, as when `__init__` imported everything."""
+    probe = ("import sys, resilient; before = 'torch' in sys.modules; resilient.Run, resilient.submission.Job; "
+             "print(before, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=ELSEWHERE, capture_output=True, text=True,
+                            timeout=BOUND_S, check=True)
+    assert result.stdout.split() == ["False", "True"]
+
+
+def test_the_startup_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> None:
+    output = tmp_path / "startup.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cli_startup.py"), "--quick", "--json",
+                             str(output)], cwd=tmp_path, env=ELSEWHERE, capture_output=True, text=True,
+                            timeout=BOUND_S, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "| resilient --help |" in result.stdout and "| resilient status |" in result.stdout, result.stdout
+    rows = json.loads(output.read_text())["rows"]
+    assert {row["command"] for row in rows} >= {"resilient --help", "resilient status", "resilient logs"}
+    assert all(row["ratio"] > 0 for row in rows)
