@@ -36,11 +36,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import alternating_best
 from torch import nn
 
 import resilient
@@ -87,16 +87,11 @@ def _evict(paths: list[Path]) -> None:
 
 def _side_by_side(works: list[Callable[[], object]], repeats: int,
                   before: Callable[[], None] = lambda: None) -> list[float]:
-    """Best seconds of each, alternating so that all see the same moments of a noisy machine."""
-    best = [float("inf")] * len(works)
-    for _ in range(repeats):
-        for index, work in enumerate(works):
-            before()
-            start = time.perf_counter()
-            work()
-            best[index] = min(best[index], time.perf_counter() - start)
-            gc.collect()
-    return best
+    """Best seconds of each, alternating; garbage collected between works, out of the timing."""
+    def prepare() -> None:
+        gc.collect()
+        before()
+    return alternating_best(works, repeats, before=prepare)
 
 
 def _status_kib(field: str) -> int:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from _timing import alternating_best
 from torch.utils.data import DataLoader, TensorDataset
 
 import resilient
@@ -73,17 +74,6 @@ def _rules(timed: bool) -> list[ModelCheckpoint]:
     return [ModelCheckpoint(every_n_train_steps=NEVER), second]
 
 
-def _alternate(loops: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float]) -> dict[str, float]:
-    """Each loop's best seconds, the loops taking turns so that the machine's load hits them alike."""
-    best = dict.fromkeys(loops, float("inf"))
-    for _ in range(rounds):
-        for name, loop in loops.items():
-            start = clock()
-            loop()
-            best[name] = min(best[name], clock() - start)
-    return best
-
-
 def _measure(run: resilient.Run, data: Iterable[object], steps: int, rounds: int,
              step: Callable[[], object] = lambda: None, clock: Callable[[], float] = time.thread_time,
              ) -> tuple[float, float]:
@@ -101,8 +91,8 @@ def _measure(run: resilient.Run, data: Iterable[object], steps: int, rounds: int
             step()
             run.log("loss", loss)
 
-    best = _alternate({"plain": plain, "run": through_run}, rounds, clock)
-    return best["plain"] / steps * 1e6, best["run"] / steps * 1e6
+    plain_s, run_s = alternating_best([plain, through_run], rounds, clock=clock)
+    return plain_s / steps * 1e6, run_s / steps * 1e6
 
 
 def one_process(args: argparse.Namespace) -> list[Row]:
