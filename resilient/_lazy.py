@@ -6,9 +6,8 @@ for it. A package that uses this module lists each public name with the module t
 that module is imported the first time the name is read, and the value is then stored in the
 package's namespace, so every later read is an ordinary attribute lookup. A subpackage read as
 an attribute (`resilient.rules`) is imported too, as an eager `__init__` had already imported
-every one of them. The package repeats
-the same imports under `if TYPE_CHECKING:` for type checkers and editors;
-tests/test_lazy_exports.py checks that both lists and `__all__` agree.
+every one of them. The package repeats the same imports under `if TYPE_CHECKING:` for type
+checkers and editors; tests/test_lazy_exports.py checks that both lists and `__all__` agree.
 """
 
 from __future__ import annotations
