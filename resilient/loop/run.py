@@ -28,7 +28,7 @@ from ..coordination import Deadline, DistInfo, SignalRecorder, StepAgreement, in
 from ..requeue import RequeuePolicy, detect_host
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
 from ..rundir import checkpoints_dir, emergency_dir
-from ..settings import signal_number
+from ..settings import DEFAULT_WARNING_SIGNAL, signal_number
 from . import _arguments as arguments
 from ._boundary import Boundaries, StopFlags
 from ._journal import Journal
@@ -102,7 +102,7 @@ class Run:
         weights_only: bool = True,
         backend: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        warning_signal: str | int = "USR2",
+        warning_signal: str | int = DEFAULT_WARNING_SIGNAL,
         max_requeues: int | None = None,
         max_crash_requeues: int = 0,
         on_save_error: str | OnSaveError = "stop",
