@@ -78,7 +78,7 @@ def check_count(name: str, value: object, *, minimum: int, maximum: int | None =
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         alternative = f" or None ({none_means})" if none_means is not None else ""
-        raise InvalidSettingType(name, f"must be an int >= {minimum}{alternative}, not {value!r:.{SHOWN_CHARACTERS}}")
+        raise InvalidSettingType(name, f"must be an int >= {minimum}{alternative}, not {shown(value)}")
     if value < minimum:
         raise InvalidSetting(name, f"must be >= {minimum}, not {value}")
     if maximum is not None and value > maximum:
@@ -89,10 +89,10 @@ def check_count(name: str, value: object, *, minimum: int, maximum: int | None =
 def check_safe_text(name: str, value: object) -> str:
     """A value that goes into the batch script: a non-empty plain token (`SAFE_CHARACTERS`)."""
     if not isinstance(value, str):
-        raise InvalidSettingType(name, f"must be a string, not {value!r:.{SHOWN_CHARACTERS}}")
+        raise InvalidSettingType(name, f"must be a string, not {shown(value)}")
     if not value or not SAFE_VALUE.fullmatch(value):
         raise InvalidSetting(name, (
-            f"{value!r:.{SHOWN_CHARACTERS}} is refused: only {SAFE_CHARACTERS} may appear in a value written "
+            f"{shown(value)} is refused: only {SAFE_CHARACTERS} may appear in a value written "
             "into the batch script"))
     return value
 

@@ -149,3 +149,10 @@ def test_signals_that_cannot_warn_are_refused_with_the_reason(value: str | int) 
 @pytest.mark.parametrize("value", ["USR1", "SIGUSR1", int(signal.SIGUSR1)])
 def test_slurm_spells_the_signal_without_sig(value: str | int) -> None:
     assert signal_name(value, name="warning_signal") == "USR1"
+
+
+def test_a_huge_refused_value_is_cut_in_the_message_with_its_length() -> None:
+    pasted = "x;" * 50_000
+    with pytest.raises(InvalidSetting) as refused:
+        check_safe_text("partition", pasted)
+    assert len(str(refused.value)) < 300 and "(100002 characters)" in str(refused.value), str(refused.value)
