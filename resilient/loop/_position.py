@@ -24,6 +24,7 @@ class LoaderPosition:
     sampler: ResumableSampler | None
     batch_size: int | None
     self_restoring: bool
+    persistent: bool  # a DataLoader keeping its workers (and their seeds) from one epoch to the next
 
     @classmethod
     def of(cls, loader: Iterable[Any], tracked: Iterable[object]) -> LoaderPosition:
@@ -35,7 +36,8 @@ class LoaderPosition:
         if not isinstance(sampler, ResumableSampler) or not isinstance(batch_size, int):
             sampler, batch_size = None, None
         self_restoring = any(obj is loader for obj in tracked)
-        return cls(sampler, batch_size, self_restoring)
+        persistent = bool(getattr(loader, "persistent_workers", False) and getattr(loader, "num_workers", 0))
+        return cls(sampler, batch_size, self_restoring, persistent)
 
     def seed_worker_samples(self, loader: Iterable[Any]) -> None:
         """With workers, let the sampler hand out per-sample seeds (see `_workers.py`)."""

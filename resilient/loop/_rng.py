@@ -103,11 +103,18 @@ class PendingRng:
     epoch_rng: dict[str, Any] | None
 
 
-def make_epoch_iterator(make: Callable[[], Iterator[T]], pending: PendingRng | None) -> tuple[Iterator[T], dict[str, Any]]:
+def make_epoch_iterator(make: Callable[[], Iterator[T]], pending: PendingRng | None, *,
+                        persistent: bool = False) -> tuple[Iterator[T], dict[str, Any]]:
     """The epoch's data iterator, and the RNG it was made with (a checkpoint taken mid-epoch keeps it).
 
     Resuming mid-epoch, the iterator is recreated from the RNG it was first made with (worker
     seeds, RandomSampler orders), then the draws continue from the RNG state at the checkpoint.
+
+    A DataLoader draws its workers' base seed from the main generator when it makes an iterator.
+    With `persistent` workers it does so only for the process's first epoch and reuses the
+    iterator afterwards, so a run resumed at a later epoch would draw once more than the run it
+    continues. For such loaders making the iterator leaves the generators as they were, in every
+    run alike: the workers' seeds then come from the state without consuming it.
     """
     if pending is not None and pending.epoch_rng is not None:
         restore_rng(pending.epoch_rng)
@@ -115,4 +122,6 @@ def make_epoch_iterator(make: Callable[[], Iterator[T]], pending: PendingRng | N
     iterator = make()
     if pending is not None:
         restore_rng(pending.rng)
+    elif persistent:
+        restore_rng(epoch_rng)
     return iterator, epoch_rng

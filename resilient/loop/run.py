@@ -292,7 +292,8 @@ class Run:
             position.start_epoch(loader, self._at.epoch)
             self._restore_rng_at_epoch_start()
             iterator, self._at.epoch_rng = make_epoch_iterator(
-                lambda: position.iterate_from(loader, self._at.epoch, self._at.batch), self._pending_rng)
+                lambda: position.iterate_from(loader, self._at.epoch, self._at.batch), self._pending_rng,
+                persistent=position.persistent)
             self._pending_rng = None
             for batch in iterator:
                 yield batch
