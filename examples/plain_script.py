@@ -4,7 +4,9 @@
     python examples/plain_script.py --stop-at 23    # simulate a crash at step 23 ...
     python examples/plain_script.py                 # ... and this run resumes at step 20
 
-(`--stop-at` only crashes a fresh start: given again to a run that resumes, it is ignored.)
+(`--stop-at` only crashes a fresh start: given again to a run that resumes, it is ignored.
+Saves are written in the background: if the kill catches step 20's still being written, the
+run resumes from the newest one committed before it, step 14's, and never from a torn one.)
 
 A SIGTERM (or SIGUSR2) instead makes it checkpoint at the next step and exit with code 75;
 starting it again resumes from that very step. Checkpoints go to runs/plain_script/checkpoints.

@@ -21,6 +21,7 @@ from ._manifest import (
 )
 from ._read import find_checkpoints, load_files, newest_checkpoints, verify
 from ._recover import is_checkpoint_entry, recover_directory
+from ._staging import NotStageable, Staged, Stager
 from ._write import write_checkpoint
 
 __all__ = [
@@ -33,6 +34,9 @@ __all__ = [
     "CheckpointWriteError",
     "FileEntry",
     "Manifest",
+    "NotStageable",
+    "Staged",
+    "Stager",
     "UntrustedCheckpointError",
     "find_checkpoints",
     "is_checkpoint_entry",

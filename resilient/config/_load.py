@@ -55,6 +55,7 @@ _FIELDS: dict[str, KeyPath] = {
     "max_requeues": ("requeue", "max_requeues"),
     "max_crash_requeues": ("requeue", "max_crash_requeues"),
     "on_save_error": ("on_save_error",),
+    "async_save": ("async_save",),
 }
 
 

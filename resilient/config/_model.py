@@ -118,6 +118,9 @@ class Checkpoint(_Section):
     save_on_train_epoch_end: bool | None = Field(None, description=(
         "Run the epoch trigger at the end of the training epoch rather than after validation."))
     enable_version_counter: bool = Field(True, description="Add '-v1', '-v2', ... instead of overwriting a name in use.")
+    async_save: bool | None = Field(None, description=(
+        "Write this rule's checkpoints in the background (true) or before training goes on (false); "
+        "null: as the job's async_save says."))
 
 
 class Requeue(_Section):
@@ -159,6 +162,9 @@ class JobFile(_Section):
     on_save_error: Literal[SAVE_ERROR_CHOICES] = Field("stop", description=(
         "What a failed periodic save (a full disk, a quota) does: stop (fail, naming the cause) or "
         "continue (warn and try again at the next save a rule schedules)."))
+    async_save: bool = Field(True, description=(
+        "Write checkpoints in the background after copying the state to host memory (as much "
+        "memory again as the state); false: every save finishes before training goes on."))
     requeue: Requeue = Field(default_factory=Requeue, description=Requeue.__doc__)
     fire_drill: FireDrill | None = Field(None, description=FireDrill.__doc__)
 

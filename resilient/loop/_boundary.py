@@ -36,37 +36,41 @@ NEVER = float("inf")  # the next step due when no rule saves by steps
 class StopFlags:
     """One boundary's flags: why to stop (if at all), and which time rules fire.
 
-    Encoded as ``[warning, SIGTERM, SIGINT, deadline, *one per time rule]``, the vector the
-    ranks reduce by element-wise maximum. Signals may reach any rank; the deadline and the time
-    rules are rank 0's decisions.
+    Encoded as ``[warning, SIGTERM, SIGINT, deadline, written, *one per time rule]``, the
+    vector the ranks reduce by element-wise maximum. Signals may reach any rank; the deadline,
+    the time rules and `written` (its background write has ended: every rank settles it now)
+    are rank 0's.
     """
 
     warning: bool = False
     sigterm: bool = False
     sigint: bool = False
     deadline: bool = False
+    written: bool = False
     timed: tuple[bool, ...] = ()
 
-    STOPS: ClassVar[int] = 4  # the stop flags before the time rules' ones
+    FIXED: ClassVar[int] = 5  # the flags before the time rules' ones
 
     @classmethod
     def width(cls, time_rules: int) -> int:
-        return cls.STOPS + time_rules
+        return cls.FIXED + time_rules
 
     @classmethod
-    def observed(cls, received: Collection[int], warning_signal: int, *, deadline: bool,
+    def observed(cls, received: Collection[int], warning_signal: int, *, deadline: bool, written: bool,
                  timed: Sequence[bool]) -> StopFlags:
-        """This rank's view: the signals it received, and (rank 0) the deadline and time rules due."""
+        """This rank's view: the signals it received, and (rank 0) the deadline, its background
+        write's end and the time rules due."""
         return cls(warning_signal in received, signal.SIGTERM in received, signal.SIGINT in received,
-                   deadline, tuple(timed))
+                   deadline, written, tuple(timed))
 
     def encode(self) -> list[int]:
-        return [int(flag) for flag in (self.warning, self.sigterm, self.sigint, self.deadline, *self.timed)]
+        flags = (self.warning, self.sigterm, self.sigint, self.deadline, self.written, *self.timed)
+        return [int(flag) for flag in flags]
 
     @classmethod
     def decode(cls, vector: Sequence[int]) -> StopFlags:
-        warning, sigterm, sigint, deadline = (bool(flag) for flag in vector[: cls.STOPS])
-        return cls(warning, sigterm, sigint, deadline, tuple(bool(flag) for flag in vector[cls.STOPS :]))
+        warning, sigterm, sigint, deadline, written = (bool(flag) for flag in vector[: cls.FIXED])
+        return cls(warning, sigterm, sigint, deadline, written, tuple(bool(flag) for flag in vector[cls.FIXED :]))
 
     @property
     def stopping(self) -> bool:
@@ -114,8 +118,10 @@ class Boundaries:
         self._next_step_due: float = 0  # the first step always asks the rules (a resumed run starts anywhere)
         self.fire_drill_at: int | None = None  # a step at which rank 0 sends itself the warning signal
 
-    def decide(self, phase: Phase, step: int, epoch: int, save_seconds: float | None) -> tuple[Fired, StopFlags | None]:
-        """The rules that fire at this boundary, and the agreed stop flags (None: go on).
+    def decide(self, phase: Phase, step: int, epoch: int, save_seconds: float | None,
+               written: bool) -> tuple[Fired, StopFlags | None, bool]:
+        """The rules that fire at this boundary, the agreed stop flags (None: go on), and whether
+        every rank settles rank 0's background write now (`written`: rank 0's has ended).
 
         After a step, time and step triggers fire; when the epoch's batches end or after the
         epoch, the epoch trigger of the rules that save then. The end of the batches exchanges
@@ -125,14 +131,16 @@ class Boundaries:
             if step == self.fire_drill_at and self._dist.rank == 0 and self._signals.active:
                 self._journal.record(Event.FIRE_DRILL, step=step)
                 os.kill(os.getpid(), self._warning_signal)
-            flags = self._agree(step, True, save_seconds)
+            flags = self._agree(step, True, save_seconds, written)
             fired = self._fired_at_step(step, flags)
         else:
-            flags = None if phase is Phase.TRAIN_END else self._agree(step, False, save_seconds)
+            flags = None if phase is Phase.TRAIN_END else self._agree(step, False, save_seconds, written)
             on_train_end = phase is Phase.TRAIN_END
             fired = [(rule, False) for rule in self._rules
                      if rule.epoch_end_on_train == on_train_end and rule.epoch_due(epoch)]
-        return fired, flags if flags is not None and flags.stopping else None
+        if flags is None:
+            return fired, None, False
+        return fired, flags if flags.stopping else None, flags.written
 
     def _fired_at_step(self, step: int, flags: StopFlags | None) -> Fired:
         """The step and time triggers due; asks the rules only at a step one is due or when time fired."""
@@ -145,9 +153,9 @@ class Boundaries:
                                       default=NEVER)
         return fired
 
-    def _agree(self, step: int, time_rules: bool, save_seconds: float | None) -> StopFlags | None:
+    def _agree(self, step: int, time_rules: bool, save_seconds: float | None, written: bool) -> StopFlags | None:
         """The flags every rank acts on now; None when none is set."""
-        observed = self._observe(time_rules, save_seconds)
+        observed = self._observe(time_rules, save_seconds, written)
         vector = self._agreement.exchange(None if observed is None else observed.encode())
         if vector is None:
             return None
@@ -157,17 +165,18 @@ class Boundaries:
             self._journal.record(Event.SIGNAL, step=step, reasons=agreed.reasons(self._warning_signal))
         return agreed
 
-    def _observe(self, time_rules: bool, save_seconds: float | None) -> StopFlags | None:
-        """This rank's view, or None when it saw nothing: no signal, no deadline near, no time rule due.
+    def _observe(self, time_rules: bool, save_seconds: float | None, written: bool) -> StopFlags | None:
+        """This rank's view, or None when it saw nothing: no signal, no deadline near, no time rule
+        due, no background write ended.
 
         The clock is read only for a deadline (rank 0's, to time the step) or a time rule (rank 0's).
         """
         deadline = self._deadline.active and self._deadline_near(save_seconds)
         timed = self._times_due() if time_rules and self._dist.rank == 0 else self._untimed
         received = self._signals.received
-        if not received and not deadline and True not in timed:
+        if not received and not deadline and not written and True not in timed:
             return None
-        return StopFlags.observed(received, self._warning_signal, deadline=deadline, timed=timed)
+        return StopFlags.observed(received, self._warning_signal, deadline=deadline, written=written, timed=timed)
 
     def _times_due(self) -> Sequence[bool]:
         """Whether each time rule is due; a new sequence only when one is (the timers are rank 0's)."""

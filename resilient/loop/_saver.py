@@ -6,6 +6,11 @@ also keeps the rules' bookkeeping honest with the disk: after a resume it gives 
 bookkeeping back and deletes the checkpoints a rule had evicted but not yet deleted when the job
 died; after a stop it keeps one emergency checkpoint; after a failed save it makes the rules
 forget it (``on_save_error="continue"``).
+
+An asynchronous save is planned like any other, but its links and evictions wait until it is
+committed (`settle`): until then the older checkpoints stay, so retention never deletes the only
+committed checkpoint while a newer one is still being written. A save due while one is in
+flight waits for it first, and so do the emergency checkpoint, a manual save and the run's end.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +36,58 @@ from ..checkpoint import (
 from ..coordination import DistInfo, broadcast_object
 from ..rules import CheckpointRule, SavePlan, same_rule, saved_state
 from ..rundir import Event
+from ._background import BackgroundWriter
 from ._boundary import Fired, Interrupted, StopFlags
 from ._journal import Journal
 from ._progress import Phase, Progress
 from ._resume import Restored
-from ._saving import OnSaveError, Snapshot, write_together
+from ._saving import Background, Committed, OnSaveError, Snapshot, share_outcome, write_together
 
 Target = tuple[Path, Any]  # a checkpoint path and the manifest's rule: an identity or a CheckpointOrigin
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A save rank 0 is writing in the background, as every rank remembers it until it is settled."""
+
+    fired: Fired
+    before: list[dict[str, Any]]  # the rules' bookkeeping ahead of it, restored if it fails
+    plans: list[SavePlan]
+    step: int
+    full: bool
 
 
 class Saver:
     """Writes the checkpoints a run's rules plan, its emergency ones, and cleans up after both."""
 
     def __init__(self, dist: DistInfo, journal: Journal, rules: Sequence[CheckpointRule], tracked: Mapping[str, Any],
-                 emergency_dir: Path, on_save_error: OnSaveError) -> None:
+                 emergency_dir: Path, on_save_error: OnSaveError, async_save: bool) -> None:
         self._dist = dist
         self._journal = journal
         self._rules = rules
         self._tracked = tracked  # the run's tracked objects, as they are when a save happens
         self._emergency_dir = emergency_dir
         self._on_save_error = on_save_error
+        self._async_save = async_save  # for the rules that leave it to the run
         self._protected: str | None = None  # the checkpoint the run resumed from: never deleted
+        self._writer = BackgroundWriter(self._committed) if dist.rank == 0 else None
+        self._in_flight: _InFlight | None = None
         self.save_seconds: float | None = None  # how long the last full save took (the deadline needs it)
+
+    @property
+    def written(self) -> bool:
+        """Rank 0: the background write has ended and waits to be settled (every rank must then settle)."""
+        return self._writer is not None and self._writer.finished and self._in_flight is not None
 
     def save(self, fired: Fired, progress: Progress, phase: Phase, stop: StopFlags | None) -> None:
         """Plan on rank 0 (the file system it sees decides names), share, write, then evict.
 
-        With `stop`, the same write also commits the emergency checkpoint, then raises
+        When every rule due saves asynchronously, rank 0 copies the state and writes the copy
+        while training goes on; the links and evictions wait for `settle`. With `stop`, the write
+        is never in the background, also commits the emergency checkpoint, then raises
         `Interrupted`: one write serves the rules due at this boundary and the stop.
         """
+        self.settle()
         rank0 = self._dist.rank == 0
         before = [rule.state_dict() for rule, _ in fired]  # what a failed save is undone to
         plans = self._plan(fired, progress) if rank0 else None
@@ -76,34 +105,96 @@ class Saver:
             full.append((emergency, CheckpointOrigin.EMERGENCY.value))
         if full or weights:
             try:
-                seconds = self.write(lambda: progress.snapshot(self._rules, phase), full, weights)
+                background = not stop and all(self._async_save if rule.async_save is None else rule.async_save
+                                              for rule, _ in fired)
+                seconds = self.write(lambda: progress.snapshot(self._rules, phase), full, weights,
+                                     background=background)
             except (OSError, CheckpointError) as error:
                 if stop or self._on_save_error is OnSaveError.STOP:
                     raise
                 self._forget_failed_save(fired, before, progress.step, error)
                 return
+            if seconds is None:
+                self._in_flight = _InFlight(fired, before, plans, progress.step, bool(full))
+                return
             if full:
                 self.save_seconds = seconds
-        if rank0:
-            for plan in plans:
-                for link, target in plan.link:
-                    link_checkpoint(Path(link), Path(target))
-                for path in plan.remove:
-                    remove_checkpoint(Path(path))
-            if stop:
-                self._remove_older_emergency(keep=emergency)
+        self._link_and_evict(plans)
+        if rank0 and stop:
+            self._remove_older_emergency(keep=emergency)
         if stop:
             raise Interrupted(stop, str(emergency))
 
+    def settle(self) -> None:
+        """Finish the save in flight, if any, on every rank together: its events, links and
+        evictions once committed; its failure raised (or forgotten, ``on_save_error="continue"``)."""
+        in_flight = self._in_flight
+        if in_flight is None:
+            return
+        failure: BaseException | None = None
+        if self._writer is not None:
+            try:
+                self._writer.wait()
+            except (Exception, SystemExit) as error:  # shared below, then raised on every rank
+                failure = error
+        self._in_flight = None  # not before: a Ctrl-C while waiting leaves the write for `settle_alone`
+        try:
+            share_outcome(self._dist, failure)
+        except (OSError, CheckpointError) as error:
+            if self._on_save_error is OnSaveError.STOP:
+                raise
+            self._forget_failed_save(in_flight.fired, in_flight.before, in_flight.step, error)
+            return
+        if in_flight.full and self._writer is not None:
+            self.save_seconds = self._writer.seconds
+        self._link_and_evict(in_flight.plans)
+
+    def settle_alone(self) -> None:
+        """At a run's end that not every rank reached (a crash): wait for rank 0's write, sharing nothing."""
+        in_flight = self._in_flight
+        if in_flight is None or self._writer is None:
+            return
+        try:
+            self._writer.wait()
+        except (Exception, SystemExit) as error:
+            self._journal.record(Event.CHECKPOINT_FAILED, step=in_flight.step, error=str(error))
+            print(f"resilient: checkpoint at step {in_flight.step} failed: {error}", file=sys.stderr, flush=True)
+            return
+        finally:
+            self._in_flight = None
+        self._link_and_evict(in_flight.plans)
+
+    def _link_and_evict(self, plans: Sequence[SavePlan] | None) -> None:
+        """Rank 0, once the plans' checkpoints are committed: their `last` links and the evictions."""
+        if self._dist.rank != 0 or plans is None:
+            return
+        for plan in plans:
+            for link, target in plan.link:
+                link_checkpoint(Path(link), Path(target))
+            for path in plan.remove:
+                remove_checkpoint(Path(path))
+
     def save_manual(self, path: Path, progress: Progress) -> None:
-        """`Run.save_checkpoint`: a full checkpoint no rule planned, written by every rank."""
+        """`Run.save_checkpoint`: a full checkpoint no rule planned, written now by every rank."""
+        self.settle()
         self.write(lambda: progress.snapshot(self._rules, Phase.STEP), [(path, CheckpointOrigin.MANUAL.value)])
 
-    def write(self, snapshot: Callable[[], Snapshot], full: Sequence[Target], weights: Sequence[Target] = ()) -> float:
-        """Write with every rank, record each committed checkpoint as an event; returns the seconds taken."""
+    def write(self, snapshot: Callable[[], Snapshot], full: Sequence[Target], weights: Sequence[Target] = (), *,
+              background: bool = False) -> float | None:
+        """Write with every rank, record each committed checkpoint as an event; returns the seconds taken.
+
+        With `background`, rank 0 may hand the write to its writer: then None, and `settle` records it.
+        """
         started = time.monotonic()
-        committed = write_together(self._dist, self._tracked, snapshot, full, weights)
+        committed = write_together(self._dist, self._tracked, snapshot, full, weights,
+                                   self._writer if background else None)
+        if isinstance(committed, Background):
+            return None
         seconds = time.monotonic() - started
+        self._committed(committed, seconds)
+        return seconds
+
+    def _committed(self, committed: Committed, seconds: float) -> None:
         for path, manifest in committed:
             rule = next((rule for rule in self._rules if same_rule(manifest.rule, rule.identity)), None)
             self._journal.record(
@@ -111,7 +202,6 @@ class Saver:
                 step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
                 bytes=sum(entry.size for entry in manifest.files.values()),
             )
-        return seconds
 
     def resume_from(self, restored: Restored, found: Sequence[tuple[Path, Manifest]]) -> None:
         """Give each rule its bookkeeping back from `restored`, and (rank 0) delete orphaned checkpoints.

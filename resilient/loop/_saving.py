@@ -4,7 +4,9 @@ All ranks enter together at the same step boundary. Each rank hands its own smal
 data position, per-rank objects) to rank 0, which serializes the replicated state once and
 commits atomically; then rank 0 tells every rank whether the commit succeeded, so no rank runs
 ahead of a checkpoint that may not exist, and a failed write raises on every rank instead of
-leaving the others waiting in the next collective.
+leaving the others waiting in the next collective. When rank 0 hands the write to the background
+(an asynchronous save), that word is "started", and the outcome is shared later, by every rank
+calling `share_outcome` at the same boundary.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..checkpoint import CheckpointError, CheckpointKind, Manifest, write_checkpoint
 from ..coordination import DistInfo, broadcast_object, gather_to_main
@@ -48,16 +50,64 @@ class Snapshot:
     epoch_rng: dict[str, Any] | None = None
 
 
+class Background:
+    """What `write_together` answers on every rank when rank 0 went on writing in the background."""
+
+
+BACKGROUND = Background()
+_STARTED = "started in the background"  # rank 0's word to the other ranks, where a failure's text would be
+
+Files = tuple[dict[str, Any] | None, dict[str, Any] | None]  # the full and the weights-only payload files
+Committed = list[tuple[Path, Manifest]]
+
+
+class Offload(Protocol):
+    """Where rank 0 may hand a write to finish in the background (`loop/_background.py`)."""
+
+    def take(self, files: Files, write: Callable[[Files], Committed]) -> bool:
+        """Copy `files` and return True if `write(copy)` will run in the background; False: write now."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """One boundary's targets and what their manifests record."""
+
+    full: Sequence[tuple[Path, Any]]
+    weights: Sequence[tuple[Path, Any]]
+    snap: Snapshot
+    world_size: int
+
+    def write(self, files: Files) -> Committed:
+        full_files, weight_files = files
+        committed: Committed = []
+        meta = {"step": self.snap.step, "epoch": self.snap.epoch, "metrics": self.snap.metrics,
+                "world_size": self.world_size}
+        if self.full:
+            assert full_files is not None
+            committed += zip((path for path, _ in self.full), write_checkpoint(self.full, full_files, **meta))
+        if self.weights:
+            assert weight_files is not None
+            manifests = write_checkpoint(self.weights, weight_files, kind=CheckpointKind.WEIGHTS.value, **meta)
+            committed += zip((path for path, _ in self.weights), manifests)
+        return committed
+
+
 def write_together(
     dist: DistInfo,
     tracked: Mapping[str, Any],
     snapshot: Callable[[], Snapshot],
     full: Sequence[tuple[Path, Any]],
     weights: Sequence[tuple[Path, Any]] = (),
-) -> list[tuple[Path, Manifest]]:
+    offload: Offload | None = None,
+) -> Committed | Background:
     """Commit `full` (resumable) and `weights` (model only) targets; every rank must call this.
 
     Each target is a path and the rule its manifest names (see `write_checkpoint`).
+
+    With `offload`, rank 0 offers it the write; when it takes it (it copied the state and will
+    write the copy), every rank returns `BACKGROUND` and learns the outcome from `share_outcome`
+    later. Otherwise the write happens now.
 
     Returns what rank 0 committed, target by target (nothing on the other ranks).
     """
@@ -67,35 +117,43 @@ def write_together(
         gather_to_main({"objects": own, "rng": capture_rng(), "epoch_rng": snap.epoch_rng}, dist) if full else None
     )
     failure: BaseException | None = None
-    committed: list[tuple[Path, Manifest]] = []
+    committed: Committed = []
+    started = False
     if dist.rank == 0:
         try:
+            full_files: dict[str, Any] | None = None
             if full:
                 assert gathered is not None
-                files: dict[str, Any] = {
+                full_files = {
                     STATE_FILE: {"objects": replicated, "loop": snap.loop, "rules": snap.rules, "metrics": snap.metrics}
                 }
-                files.update({rank_file(rank): part for rank, part in enumerate(gathered)})
-                manifests = write_checkpoint(
-                    full, files, step=snap.step, epoch=snap.epoch, metrics=snap.metrics, world_size=dist.world_size
-                )
-                committed += zip((path for path, _ in full), manifests)
-            if weights:
-                manifests = write_checkpoint(
-                    weights,
-                    {STATE_FILE: {"objects": module_states(tracked)}},
-                    step=snap.step,
-                    epoch=snap.epoch,
-                    metrics=snap.metrics,
-                    world_size=dist.world_size,
-                    kind=CheckpointKind.WEIGHTS,
-                )
-                committed += zip((path for path, _ in weights), manifests)
+                full_files.update({rank_file(rank): part for rank, part in enumerate(gathered)})
+            files = (full_files, {STATE_FILE: {"objects": module_states(tracked)}} if weights else None)
+            targets = _Targets(full, weights, snap, dist.world_size)
+            started = offload is not None and offload.take(files, targets.write)
+            if not started:
+                committed = targets.write(files)
         except BaseException as error:  # re-raised below, after the other ranks have been told
             failure = error
-    status = broadcast_object(None if failure is None else f"{type(failure).__name__}: {failure}", dist)
+    status = broadcast_object(_STARTED if started else None if failure is None else _describe(failure), dist)
+    if status == _STARTED:
+        return BACKGROUND
+    share_outcome(dist, failure, status)
+    return committed
+
+
+def share_outcome(dist: DistInfo, failure: BaseException | None, status: str | None | Background = BACKGROUND) -> None:
+    """Raise rank 0's write failure on every rank (rank 0's own error there; a `CheckpointError` elsewhere).
+
+    Every rank calls it; `status` is rank 0's word when it was already shared, else it is shared now.
+    """
+    if isinstance(status, Background):
+        status = broadcast_object(None if failure is None else _describe(failure), dist)
     if failure is not None:
         raise failure
     if status is not None:
         raise CheckpointError(f"rank 0 could not write the checkpoint: {status}")
-    return committed
+
+
+def _describe(failure: BaseException) -> str:
+    return f"{type(failure).__name__}: {failure}"

@@ -88,6 +88,16 @@ class Run:
             bookkeeping forgets the failed save; time intervals restart from it). Either way
             the checkpoints already committed stay as they were. A failed emergency
             checkpoint always ends the run.
+        async_save: write the rules' checkpoints in the background (default): the state is
+            copied to host memory (as much again as the state; pinned for CUDA tensors, kept for
+            the run), training goes on, and a thread writes the copy with the same atomic
+            commit. A checkpoint counts (retention, `last`, events, resume) only once committed;
+            a save due while one is being written waits for it; a failed background write
+            surfaces at the next step boundary on every rank, as `on_save_error` says. The
+            emergency checkpoint, `save_checkpoint` and the run's end wait for a write in
+            flight and write synchronously. False: every save finishes before training goes
+            on. A rule's own `async_save` overrides this; a state a copy cannot reproduce
+            faithfully (sparse or quantized tensors, tensor subclasses) is saved synchronously.
 
     Ctrl-C stops at the next step boundary with a checkpoint (state `stopped`, exit code 130, no
     requeue); a second Ctrl-C stops at once, without one.
@@ -106,6 +116,7 @@ class Run:
         max_requeues: int | None = None,
         max_crash_requeues: int = 0,
         on_save_error: str | OnSaveError = "stop",
+        async_save: bool = True,
     ) -> None:
         self._rules = rule_list(checkpoint)
         self._run_dir = arguments.run_dir_from(run_dir)
@@ -117,6 +128,7 @@ class Run:
         warning = signal_number(warning_signal, name="warning_signal")
         policy = RequeuePolicy(max_requeues, max_crash_requeues)
         on_error = OnSaveError.parse(on_save_error)
+        background = arguments.check_flag("async_save", async_save)
         for rule in self._rules:
             rule.bind(checkpoints_dir(self._run_dir), clock)
         self._dist: DistInfo = init_distributed(backend)
@@ -127,7 +139,8 @@ class Run:
         deadline = Deadline(host.end_time() if self._dist.rank == 0 else None, margin_s=DEADLINE_MARGIN_S)
         self._boundaries = Boundaries(self._dist, self._rules, self._signals, warning, deadline, agreement, journal)
         self._tracked: dict[str, Any] = {}
-        self._saver = Saver(self._dist, journal, self._rules, self._tracked, self._emergency_dir, on_error)
+        self._saver = Saver(self._dist, journal, self._rules, self._tracked, self._emergency_dir, on_error,
+                            background)
         self._journal = journal  # what resume records in
         self._at = Progress()
         self._restored: Restored | None = None
@@ -264,6 +277,17 @@ class Run:
         Every way out records a final state and an end event: a finished loop, a stop, an
         exception, Ctrl-C, `sys.exit()`.
         """
+        if error is None:
+            try:
+                self._saver.settle()  # the end of training waits for a background write, with every rank
+            except BaseException as failure:  # the run ends as this failure says, and raises it
+                self._session.end(failure, step=self._at.step, did_anything=True)
+                raise
+        else:
+            try:
+                self._saver.settle_alone()  # rank 0's write in flight is finished, not lost
+            except KeyboardInterrupt:
+                pass  # one more Ctrl-C: the interpreter still waits for the write as it exits
         self._session.end(error, step=self._at.step, did_anything=self._looked_for_checkpoint)
 
     # -- resume and the loop --------------------------------------------------------------
@@ -309,6 +333,9 @@ class Run:
 
     def _boundary(self, phase: Phase) -> None:
         """Save what the rules due at this boundary ask for; with agreed stop flags, stop after saving."""
-        fired, stop = self._boundaries.decide(phase, self._at.step, self._at.epoch, self._saver.save_seconds)
+        fired, stop, written = self._boundaries.decide(phase, self._at.step, self._at.epoch, self._saver.save_seconds,
+                                                       self._saver.written)
+        if written:
+            self._saver.settle()
         if fired or stop:
             self._saver.save(fired, self._at, phase, stop)

@@ -19,6 +19,7 @@ class CheckpointRule(Protocol):
     """A rule as ``Run`` sees it: its triggers, its plans, and its bookkeeping across restarts."""
 
     dirpath: str | None
+    async_save: bool | None  # write its checkpoints in the background; None: as the run says
 
     @property
     def identity(self) -> Mapping[str, Any]:

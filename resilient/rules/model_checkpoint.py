@@ -47,6 +47,10 @@ class ModelCheckpoint:
     documentation. Scores are stored as plain Python floats (Lightning keeps tensors) because
     the bookkeeping travels inside checkpoints loaded with ``torch.load(weights_only=True)``.
 
+    One parameter Lightning has not: ``async_save`` (None: as the `Run` says, which is on by
+    default) writes this rule's checkpoints in the background after copying the state to host
+    memory; False writes them before training goes on.
+
     Deliberate differences from Lightning, each fixing a documented Lightning problem:
 
     - ``every_n_train_steps``, ``every_n_epochs`` and ``train_time_interval`` may be combined;
@@ -87,6 +91,7 @@ class ModelCheckpoint:
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
+        async_save: bool | None = None,
     ) -> None:
         checked_dirpath = check_dirpath(dirpath)
         self.dirpath: str | None = None if checked_dirpath is None else _resolve(checked_dirpath)
@@ -103,6 +108,7 @@ class ModelCheckpoint:
             save_on_train_epoch_end, "save_on_train_epoch_end"
         )
         self.enable_version_counter = check_bool(enable_version_counter, "enable_version_counter")
+        self.async_save = check_optional_bool(async_save, "async_save")
         if self.monitor is None and self.save_top_k not in (-1, 0, 1):
             raise ValueError(
                 f"save_top_k={self.save_top_k} needs a monitor: with monitor=None there is no "

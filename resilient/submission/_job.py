@@ -73,7 +73,8 @@ def job(function: Callable[..., R] | None = None, /, **options: Any) -> Job[R] |
     `gpus_per_node`, `cpus_per_task`, `mem_gb`, `timeout_min`; SLURM `partition`, `account`,
     `qos`, `warning_signal` ("USR2") and `signal_delay_s` (120), `slurm_options` (extra sbatch
     options); requeue policy `max_requeues` (None: no bound) and `max_crash_requeues` (0);
-    `on_save_error` ("stop" default, or "continue"), what a failed periodic save does.
+    `on_save_error` ("stop" default, or "continue"), what a failed periodic save does;
+    `async_save` (True), whether checkpoints are written in the background.
     """
     unknown = sorted(set(options) - set(JobOptions.__dataclass_fields__))
     if unknown:

@@ -51,6 +51,7 @@ class JobOptions:
     max_requeues: int | None = None
     max_crash_requeues: int = 0
     on_save_error: str = "stop"
+    async_save: bool = True
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -73,6 +74,8 @@ class JobOptions:
                 check_safe_text(f"slurm_options[{key!r}]", str(value))
         RequeuePolicy(self.max_requeues, self.max_crash_requeues)
         OnSaveError.parse(self.on_save_error)
+        if not isinstance(self.async_save, bool):
+            raise TypeError(f"async_save must be True or False, not {self.async_save!r:.40}")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise TypeError(f"run_dir must be a path, not {self.run_dir!r}")
 
@@ -89,4 +92,5 @@ class JobOptions:
             "max_requeues": self.max_requeues,
             "max_crash_requeues": self.max_crash_requeues,
             "on_save_error": self.on_save_error,
+            "async_save": self.async_save,
         }

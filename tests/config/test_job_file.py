@@ -307,3 +307,15 @@ def test_broken_file(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert error.line == (marked[0] if marked else None), message
     if marked:
         assert message.startswith(f"{path}:{marked[0]}: "), message
+
+
+def test_async_save_reaches_the_run_and_each_rule(in_tmp: Path) -> None:
+    spec = load(in_tmp, PLAIN + "async_save: false\ncheckpoint:\n  - {every_n_train_steps: 5, async_save: true}\n"
+                "  - {every_n_epochs: 1}\n")
+    assert spec.options.async_save is False
+    assert spec.options.run_arguments(in_tmp)["async_save"] is False
+    assert [rule.async_save for rule in spec.options.checkpoint] == [True, None]
+    assert load(in_tmp, PLAIN).options.async_save is True
+    assert load(in_tmp, PLAIN, "async_save=false").options.async_save is False
+    with pytest.raises(ConfigError, match="async_save"):
+        load(in_tmp, PLAIN + "async_save: sometimes\n")

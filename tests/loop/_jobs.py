@@ -21,16 +21,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(
-    run_dir: Path, out: Path, world_size: int, kill_at: int | None, extra: tuple[str, ...] = ()
-) -> list[subprocess.Popen[str]]:
+def rank_envs(world_size: int) -> list[dict[str, str]]:
+    """The environment of each rank of a torchrun-style job on this machine."""
     port = free_port()
-    procs = []
+    envs = []
     for rank in range(world_size):
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
         if world_size > 1:
             env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        envs.append(env)
+    return envs
+
+
+def launch(
+    run_dir: Path, out: Path, world_size: int, kill_at: int | None, extra: tuple[str, ...] = ()
+) -> list[subprocess.Popen[str]]:
+    procs = []
+    for rank, env in enumerate(rank_envs(world_size)):
         command = [sys.executable, str(SCRIPT), "--run-dir", str(run_dir), "--out", str(out)]
         if kill_at is not None and rank == 0:
             command += ["--kill-at-step", str(kill_at)]

@@ -16,25 +16,27 @@ from resilient.rules import ModelCheckpoint, identity_key
 
 def test_flags_encode_in_their_documented_order_and_decode_back():
     flags = StopFlags(warning=True, deadline=True, timed=(False, True))
-    assert flags.encode() == [1, 0, 0, 1, 0, 1]
+    assert flags.encode() == [1, 0, 0, 1, 0, 0, 1]
     assert StopFlags.decode(flags.encode()) == flags
-    assert StopFlags.decode([0, 1, 0, 0]) == StopFlags(sigterm=True)
-    assert StopFlags.width(2) == 6 == len(flags.encode())
+    assert StopFlags.decode([0, 1, 0, 0, 0]) == StopFlags(sigterm=True)
+    assert StopFlags.decode([0, 0, 0, 0, 1, 1]) == StopFlags(written=True, timed=(True,))
+    assert StopFlags.width(2) == 7 == len(flags.encode())
 
 
-@pytest.mark.parametrize("vector", [[0, 0, 0, 0], [0, 0, 0, 0, 1], [1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1, 1]])
+@pytest.mark.parametrize("vector", [[0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1], [1, 0, 0, 0, 0],
+                                    [0, 0, 1, 0, 0], [0, 0, 0, 1, 1, 1]])
 def test_stopping_reads_only_the_stop_flags(vector):
     assert StopFlags.decode(vector).stopping == any(vector[:4])
 
 
 def test_a_rank_s_view_names_the_signals_it_received():
     seen = StopFlags.observed({signal.SIGUSR2: 1.0, signal.SIGINT: 2.0}, signal.SIGUSR2, deadline=False,
-                              timed=[True])
+                              written=False, timed=[True])
     assert seen == StopFlags(warning=True, sigint=True, timed=(True,))
     assert seen.signals(signal.SIGUSR2) == {signal.SIGUSR2, signal.SIGINT}
     assert seen.reasons(signal.SIGUSR2) == ["SIGUSR2", "SIGINT"]
-    both = StopFlags.observed({signal.SIGTERM: 0.0}, signal.SIGTERM, deadline=True, timed=[])
-    assert both.encode() == [1, 1, 0, 1] and both.reasons(signal.SIGTERM) == ["SIGTERM", "SIGTERM", "deadline"]
+    both = StopFlags.observed({signal.SIGTERM: 0.0}, signal.SIGTERM, deadline=True, written=True, timed=[])
+    assert both.encode() == [1, 1, 0, 1, 1] and both.reasons(signal.SIGTERM) == ["SIGTERM", "SIGTERM", "deadline"]
 
 
 def test_phases_keep_the_strings_stored_in_checkpoints():
@@ -88,11 +90,11 @@ def test_a_step_boundary_fires_exactly_the_rules_whose_triggers_are_due(tmp_path
     for step in range(start + 1, start + 40):
         clock.now = 2.5 * (step - start)
         expected = [(rule, rule.time_due()) for rule in rules if rule.time_due() or rule.step_due(step)]
-        fired, stop = boundaries.decide(Phase.STEP, step, 0, None)
-        assert list(fired) == expected and stop is None
+        fired, stop, written = boundaries.decide(Phase.STEP, step, 0, None, False)
+        assert list(fired) == expected and stop is None and not written
         for rule, by_time in fired:  # the saver plans every rule that fired (a time save restarts its timer)
             rule.plan(step=step, epoch=0, metrics={"loss": 1.0}, exists=lambda path: False, time_fired=by_time)
-    assert boundaries.decide(Phase.EPOCH_END, start + 40, 0, None) == ([(rules[3], False)], None)
+    assert boundaries.decide(Phase.EPOCH_END, start + 40, 0, None, False) == ([(rules[3], False)], None, False)
 
 
 def test_a_quiet_step_reads_no_clock_without_a_time_rule_and_a_signal_still_stops_at_the_next(tmp_path):
@@ -104,16 +106,26 @@ def test_a_quiet_step_reads_no_clock_without_a_time_rule_and_a_signal_still_stop
     boundaries = _boundaries(tmp_path, rules, recorder)
     reads = clock.reads
     for step in range(1, 100):
-        fired, stop = boundaries.decide(Phase.STEP, step, 0, None)
-        assert not fired and stop is None
+        fired, stop, written = boundaries.decide(Phase.STEP, step, 0, None, False)
+        assert not fired and stop is None and not written
     assert clock.reads == reads
     recorder.install(stacklevel=1)
     try:
         os.kill(os.getpid(), signal.SIGUSR2)
-        fired, stop = boundaries.decide(Phase.STEP, 100, 0, None)
+        fired, stop, written = boundaries.decide(Phase.STEP, 100, 0, None, False)
     finally:
         recorder.uninstall()
-    assert not fired and stop == StopFlags(warning=True)
+    assert not fired and stop == StopFlags(warning=True) and not written
+
+
+def test_a_finished_background_write_is_settled_at_the_boundary_that_sees_it_without_stopping(tmp_path):
+    rules = [ModelCheckpoint(every_n_train_steps=1000)]
+    for rule in rules:
+        rule.bind(tmp_path, _Clock())
+    boundaries = _boundaries(tmp_path, rules)
+    for phase, settles in ((Phase.STEP, True), (Phase.EPOCH_END, True), (Phase.TRAIN_END, False)):
+        fired, stop, written = boundaries.decide(phase, 1, 0, None, True)
+        assert not fired and stop is None and written == settles  # after TRAIN_END, EPOCH_END comes at once
 
 
 def test_one_process_agrees_with_itself_and_says_nothing_when_no_flag_is_set():

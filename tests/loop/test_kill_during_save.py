@@ -22,17 +22,38 @@ def _job(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_kill_during_large_save_never_loads_a_partial_checkpoint(tmp_path: Path) -> None:
-    killed = _job(tmp_path, "--kill-in-save-of-step", "3")
+    killed = _job(tmp_path, "--kill-in-save-of-step", "3", "--sync")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     checkpoints = tmp_path / "checkpoints"
     assert any(".tmp-" in p.name for p in checkpoints.iterdir())  # the kill did land mid-write
     assert not (checkpoints / "step=3.ckpt").exists()
 
-    finished = _job(tmp_path)
+    finished = _job(tmp_path, "--sync")
     assert finished.returncode == 0, finished.stderr
     report = json.loads(finished.stdout)
     assert report["resumed_from"].endswith("step=2.ckpt")
     assert report["restored_value"] == 2.0  # the state of the committed step-2 checkpoint, not a torn one
+    assert report["step"] == 4
+    assert not any(".tmp-" in p.name for p in checkpoints.iterdir())  # the crash's leftovers are gone
+    assert resilient.load_checkpoint(checkpoints / "step=4.ckpt")["resilient"]["step"] == 4
+
+
+def test_kill_during_a_background_save_resumes_from_the_newest_committed_checkpoint(tmp_path: Path) -> None:
+    """Training went on while the save was written: the kill finds a write in flight, and the
+    restart resumes from the newest checkpoint committed before it, whole, never the torn one."""
+    killed = _job(tmp_path, "--kill-in-save-of-step", "3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    checkpoints = tmp_path / "checkpoints"
+    torn = [p.name for p in checkpoints.iterdir() if ".tmp-" in p.name]
+    assert torn  # the kill did land mid-write
+    committed = sorted(_step_of(p) for p in checkpoints.glob("*.ckpt"))
+    assert committed and committed == list(range(1, committed[-1] + 1)) and committed[-1] < 3
+
+    finished = _job(tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout)
+    assert _step_of(report["resumed_from"]) == committed[-1]
+    assert report["restored_value"] == committed[-1]  # each step adds 1 to the state: that checkpoint's state
     assert report["step"] == 4
     assert not any(".tmp-" in p.name for p in checkpoints.iterdir())  # the crash's leftovers are gone
     assert resilient.load_checkpoint(checkpoints / "step=4.ckpt")["resilient"]["step"] == 4

@@ -61,3 +61,16 @@ def test_augmentation_does_not_depend_on_the_number_of_workers(tmp_path: Path) -
     run_to_end(tmp_path / "two", two, 1, extra=("--augment", "--workers", "2", "--epochs", "1"))
     run_to_end(tmp_path / "three", three, 1, extra=("--augment", "--workers", "3", "--epochs", "1"))
     assert_bitwise_equal(two, three)
+
+
+def test_persistent_workers_resume_bitwise_from_an_epoch_end_checkpoint(tmp_path: Path) -> None:
+    """A DataLoader with persistent workers draws its workers' seed from the main generator only
+    for the first epoch; a run resumed at a later epoch's start must not draw it again."""
+    extra = ("--augment", "--workers", "2", "--persistent-workers", "--sync")
+    reference = tmp_path / "reference.pt"
+    run_to_end(tmp_path / "reference-run", reference, 1, extra=extra)
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    run_to_end(run_dir, out, 1, kill_at=25, extra=extra)  # 12 steps an epoch: the newest is epoch 1's end
+    report = run_to_end(run_dir, out, 1, extra=extra)
+    assert '"resumed_from": "' + str(run_dir / "checkpoints" / "last.ckpt") in report
+    assert_bitwise_equal(reference, out)

@@ -5,6 +5,8 @@ that step exists as a temporary directory (being written, not yet committed) it 
 process, leaving a partial checkpoint on disk for the restart to cope with.
 `--interrupt-twice-in-save-of-step` instead presses Ctrl-C during that step (a stop at the next
 boundary) and again the moment that stop's checkpoint is being written (stop now).
+`--sync` saves before training goes on; by default saves are written in the background, and the
+kill lands while one is in flight (the one for the step before, or for this step).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--kill-in-save-of-step", type=int, default=None)
     parser.add_argument("--interrupt-twice-in-save-of-step", type=int, default=None)
+    parser.add_argument("--sync", action="store_true")
     args = parser.parse_args()
 
     armed = threading.Event()
@@ -45,7 +48,7 @@ def main() -> None:
 
     model = nn.ParameterList([nn.Parameter(torch.zeros(16, 1024, 1024)) for _ in range(4)])  # 256 MiB
     rule = resilient.ModelCheckpoint(every_n_train_steps=1, save_top_k=-1, filename="{step}")
-    with resilient.Run(checkpoint=[rule], run_dir=args.run_dir) as run:
+    with resilient.Run(checkpoint=[rule], run_dir=args.run_dir, async_save=not args.sync) as run:
         run.track(model=model)
         restored_value = float(model[0][0, 0, 0])
         for _ in run.batches(range(args.steps)):

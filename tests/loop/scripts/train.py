@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--persistent-workers", action="store_true")
+    parser.add_argument("--sync", action="store_true", help="save before training goes on (no async_save)")
     args = parser.parse_args()
 
     data = torch.Generator().manual_seed(1234)
@@ -68,7 +69,7 @@ def main() -> None:
         resilient.ModelCheckpoint(every_n_train_steps=2, filename="{step}"),
         resilient.ModelCheckpoint(monitor="val_loss", save_top_k=2, save_last=True),
     ]
-    with resilient.Run(checkpoint=rules, run_dir=args.run_dir) as run:
+    with resilient.Run(checkpoint=rules, run_dir=args.run_dir, async_save=not args.sync) as run:
         torch.manual_seed(100 + run.rank)
         model: nn.Module = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
         if run.world_size > 1:
