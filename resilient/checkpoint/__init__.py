@@ -26,7 +26,7 @@ from ._manifest import (
     Manifest,
     read_manifest,
 )
-from ._read import find_checkpoints, newest_checkpoints, verify
+from ._read import find_checkpoints, newest_checkpoints, read_manifests, verify
 from ._recover import is_checkpoint_entry, recover_directory
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ __all__ = [
     "load_files",
     "newest_checkpoints",
     "read_manifest",
+    "read_manifests",
     "recover_directory",
     "remove_checkpoint",
     "verify",

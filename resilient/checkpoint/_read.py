@@ -19,7 +19,7 @@ from pathlib import Path
 from ._errors import CheckpointError
 from ._files import READ_FLAGS, check_length, member_size, open_checkpoint, open_member
 from ._hashing import checksum_fd
-from ._manifest import CHECKPOINT_SUFFIX, MANIFEST_NAME, FileEntry, Manifest, read_manifest_at
+from ._manifest import CHECKPOINT_SUFFIX, MANIFEST_NAME, FileEntry, Manifest, read_manifest, read_manifest_at
 
 # The head `_render` writes: the envelope's first key, then the manifest's first field.
 _STEP_HEAD = re.compile(rb'\{\n  "manifest": \{\n    "step": (0|[1-9][0-9]{0,30}),\n')
@@ -64,8 +64,8 @@ def check_checksum(directory: int, path: Path, name: str, entry: FileEntry) -> N
 def _candidates(dirs: Iterable[Path]) -> Iterator[tuple[str, str]]:
     """(path, real path) of each checkpoint name directly in `dirs`, whatever the entry turns out to be.
 
-    Only symlinks are resolved, and without failing: a loop or a dangling link must reach
-    `verify`, which says what is wrong with it. For the other entries the directory's real
+    Only symlinks are resolved, and without failing: a loop or a dangling link must reach the
+    reader (`verify`), which says what is wrong with it. For the other entries the directory's real
     path, resolved once, is enough; resolving each entry would cost an lstat per component.
     Strings, not Paths: among thousands of entries, building Paths would be most of the cost.
     """
@@ -110,9 +110,14 @@ def newest_checkpoints(dirs: Iterable[Path]) -> Iterator[tuple[Path, Manifest]]:
     and one authentication, not one authentication each. The order, the warnings for broken
     entries (when reached) and the result are those of `find_checkpoints`.
     """
+    _refuse_single_path(dirs)
+    return _newest(dirs)
+
+
+def _refuse_single_path(dirs: Iterable[Path]) -> None:
+    """A path is itself iterable (a string, by character): taken for `dirs`, it would find nothing."""
     if isinstance(dirs, (str, os.PathLike)):
         raise TypeError(f"dirs must be an iterable of directories, not the single path {dirs!r}")
-    return _newest(dirs)
 
 
 def _newest(dirs: Iterable[Path]) -> Iterator[tuple[Path, Manifest]]:
@@ -155,3 +160,25 @@ def find_checkpoints(dirs: Iterable[Path]) -> list[tuple[Path, Manifest]]:
     not stop a resume. To stop at the first sound one, iterate `newest_checkpoints`.
     """
     return list(newest_checkpoints(dirs))
+
+
+def read_manifests(dirs: Iterable[Path]) -> list[tuple[Path, Manifest]]:
+    """The authenticated manifest of each checkpoint directly in `dirs`, by real path, in name order.
+
+    For a caller that asks what each checkpoint is (its rule, its step), not whether it loads:
+    no payload file is looked at, so among thousands of checkpoints this costs one small file
+    each, and a checkpoint listed here may still be unsound. The orphan clean-up after a resume
+    uses it: only the checkpoint resumed from needs verifying, and an evicted one is garbage
+    even if damaged. A checkpoint reached through several names is listed once, as in
+    `find_checkpoints`. An entry without a readable manifest is left out without a warning:
+    what it holds is unknown, so it is nobody's to act on.
+    """
+    _refuse_single_path(dirs)
+    found: dict[str, Manifest | None] = {}
+    for candidate, real in _candidates(dirs):
+        if real not in found:
+            try:
+                found[real] = read_manifest(candidate)
+            except CheckpointError:
+                found[real] = None
+    return [(Path(real), manifest) for real, manifest in found.items() if manifest is not None]
