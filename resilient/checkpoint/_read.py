@@ -163,7 +163,7 @@ def find_checkpoints(dirs: Iterable[Path]) -> list[tuple[Path, Manifest]]:
 
 
 def read_manifests(dirs: Iterable[Path]) -> list[tuple[Path, Manifest]]:
-    """The authenticated manifest of each checkpoint directly in `dirs`, by real path, in name order.
+    """The authenticated manifest of each checkpoint directly in `dirs`, by real path, dir by dir in name order.
 
     For a caller that asks what each checkpoint is (its rule, its step), not whether it loads:
     no payload file is looked at, so among thousands of checkpoints this costs one small file
