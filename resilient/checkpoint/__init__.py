@@ -5,8 +5,16 @@ written last, that lists each file's size and xxh3-128 checksum. It appears unde
 name only by an atomic rename once complete and fsynced, so a crash at any instant leaves
 either nothing visible or a whole checkpoint; leftovers are dot-names that
 `recover_directory` tidies at the next start.
+
+Finding, listing and verifying checkpoints read manifests and bytes only; the names that need
+torch (`load_files`, `write_checkpoint`, the staging of asynchronous saves) are imported when
+first read (`resilient._lazy`),
+so `resilient checkpoints` lists and verifies without paying seconds for torch.
 """
 
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 from ._atomic import link_checkpoint, remove_checkpoint
 from ._errors import CheckpointError, CheckpointWriteError, UntrustedCheckpointError
 from ._manifest import (
@@ -19,10 +27,19 @@ from ._manifest import (
     Manifest,
     read_manifest,
 )
-from ._read import find_checkpoints, load_files, newest_checkpoints, verify
+from ._read import find_checkpoints, newest_checkpoints, read_manifests, verify
 from ._recover import is_checkpoint_entry, recover_directory
-from ._staging import NotStageable, Staged, Stager
-from ._write import write_checkpoint
+
+if TYPE_CHECKING:
+    from ._load import load_files
+    from ._staging import NotStageable, Staged, Stager
+    from ._write import write_checkpoint
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "._load": ("load_files",),
+    "._staging": ("NotStageable", "Staged", "Stager"),
+    "._write": ("write_checkpoint",),
+})
 
 __all__ = [
     "CHECKPOINT_SUFFIX",
@@ -44,6 +61,7 @@ __all__ = [
     "load_files",
     "newest_checkpoints",
     "read_manifest",
+    "read_manifests",
     "recover_directory",
     "remove_checkpoint",
     "verify",

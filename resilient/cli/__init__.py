@@ -5,9 +5,9 @@ running, no SLURM for a SLURM job) into one line on stderr and exit code 2, with
 traceback; exit code 1 means the job itself failed, a checkpoint is invalid or a file of the
 run directory is damaged (also one line, never a traceback); 0 means all is well.
 
-Building the parser imports no torch: a command that loads tensors (`submit`, `schema`,
-`checkpoints`) imports what it needs when it runs, so `--help`, `status`, `logs`, `cancel` and
-`preempt` start in a fraction of a second instead of seconds.
+Building the parser imports no torch: a command that needs it (`submit`, `schema`) imports
+what it needs when it runs, so `--help`, `status`, `logs`, `cancel`, `preempt` and
+`checkpoints` start in a fraction of a second instead of seconds.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ assigns it, rather than this module reaching into the loop.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,14 +80,6 @@ def restore_latest(
     return chosen or _read(Path(path), verify(Path(path)), dist.rank, weights_only)
 
 
-def _remembered(items: Iterator[tuple[Path, Manifest]], seen: list[tuple[Path, Manifest]]
-                ) -> Iterator[tuple[Path, Manifest]]:
-    """`items`, each also appended to `seen`: the choice stops early, the clean-up needs them all."""
-    for item in items:
-        seen.append(item)
-        yield item
-
-
 @dataclass(frozen=True)
 class Resumed:
     """Where a restored run carries on: its checkpoint, counters and metrics, and pending RNG."""
@@ -98,25 +90,22 @@ class Resumed:
     train_end_saved_epoch: int | None  # the epoch whose batches' end was saved: not to be saved again
 
 
-def resume(
-    dirs: Iterable[Path], dist: DistInfo, journal: Journal, *, enabled: bool, weights_only: bool
-) -> tuple[Resumed | None, list[tuple[Path, Manifest]]]:
+def resume(dirs: Iterable[Path], dist: DistInfo, journal: Journal, *, enabled: bool, weights_only: bool
+           ) -> Resumed | None:
     """Tidy `dirs` (rank 0), then, if `enabled`, restore from their newest valid checkpoint.
 
-    Also returns rank 0's scan of `dirs`, which serves the orphan clean-up as well.
+    Only as many checkpoints are verified as it takes to find it, newest first: the older ones,
+    however many, are ordered by their manifest's first line and never verified.
     """
     dirs = list(dirs)
     if dist.rank == 0:
         for directory in dirs:
             recover_directory(directory)
     if not enabled:
-        return None, []
-    scan = newest_checkpoints(dirs) if dist.rank == 0 else iter(())
-    chosen_from: list[tuple[Path, Manifest]] = []
-    restored = restore_latest(_remembered(scan, chosen_from), dist, weights_only=weights_only)
-    found = chosen_from + list(scan)  # the older ones, authenticated for the orphan clean-up
+        return None
+    restored = restore_latest(newest_checkpoints(dirs) if dist.rank == 0 else (), dist, weights_only=weights_only)
     if restored is None:
-        return None, found
+        return None
     loop = restored.state["loop"]
     progress = Progress(step=loop["step"], epoch=loop["epoch"], batch=loop["batch"],
                         metrics=dict(restored.state["metrics"]))
@@ -125,4 +114,4 @@ def resume(
         progress.epoch, progress.batch = progress.epoch + 1, 0
     rng = PendingRng(restored.own["rng"], restored.own["epoch_rng"])
     journal.record(Event.RESUMED, checkpoint=str(restored.path), step=progress.step, epoch=progress.epoch)
-    return Resumed(restored, progress, rng, progress.epoch if phase is Phase.TRAIN_END else None), found
+    return Resumed(restored, progress, rng, progress.epoch if phase is Phase.TRAIN_END else None)

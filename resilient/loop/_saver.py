@@ -28,9 +28,9 @@ from ..checkpoint import (
     CHECKPOINT_SUFFIX,
     CheckpointError,
     CheckpointOrigin,
-    Manifest,
     find_checkpoints,
     link_checkpoint,
+    read_manifests,
     remove_checkpoint,
 )
 from ..coordination import DistInfo, broadcast_object
@@ -203,7 +203,7 @@ class Saver:
                 bytes=sum(entry.size for entry in manifest.files.values()),
             )
 
-    def resume_from(self, restored: Restored, found: Sequence[tuple[Path, Manifest]]) -> None:
+    def resume_from(self, restored: Restored) -> None:
         """Give each rule its bookkeeping back from `restored`, and (rank 0) delete orphaned checkpoints.
 
         The checkpoint resumed from is protected: no rule and no emergency clean-up deletes it.
@@ -220,7 +220,7 @@ class Saver:
             rule.load_state_dict(state)
             rule.reconcile(os.path.lexists)
         if self._dist.rank == 0:
-            self._remove_orphans(found)
+            self._remove_orphans()
 
     def _plan(self, fired: Fired, progress: Progress) -> list[SavePlan]:
         candidates = progress.candidates()
@@ -243,15 +243,20 @@ class Saver:
                   "(on_save_error='continue'), the next save is tried as the rules schedule it",
                   file=sys.stderr, flush=True)
 
-    def _remove_orphans(self, found: Sequence[tuple[Path, Manifest]]) -> None:
-        """Delete checkpoints a rule had evicted but not yet deleted when the job died."""
-        for rule in self._rules:
-            kept_paths = rule.kept_paths()
-            if kept_paths is None or rule.dirpath is None:
-                continue
+    def _remove_orphans(self) -> None:
+        """Delete checkpoints a rule had evicted but not yet deleted when the job died.
+
+        Whose a checkpoint is, its manifest's rule, is all this needs: its payload is not looked
+        at (`read_manifests`), so a start among thousands of checkpoints reads one small file
+        each, and an evicted checkpoint is deleted even if it is damaged.
+        """
+        keeping = [(rule, rule.dirpath, kept_paths) for rule in self._rules
+                   if rule.dirpath is not None and (kept_paths := rule.kept_paths()) is not None]
+        found = read_manifests(sorted({Path(dirpath) for _, dirpath, _ in keeping}))
+        for rule, dirpath, kept_paths in keeping:
             kept = {os.path.realpath(path) for path in kept_paths}
             kept.add(self._protected)
-            directory = os.path.realpath(rule.dirpath)
+            directory = os.path.realpath(dirpath)
             for path, manifest in found:
                 real = os.path.realpath(path)
                 if same_rule(manifest.rule, rule.identity) and os.path.dirname(real) == directory and real not in kept:

@@ -293,13 +293,13 @@ class Run:
     # -- resume and the loop --------------------------------------------------------------
 
     def _find_and_restore_run_state(self) -> None:
-        resumed, found = resume(self.checkpoint_dirs, self._dist, self._journal, enabled=self._resume,
-                                weights_only=self._weights_only)
+        resumed = resume(self.checkpoint_dirs, self._dist, self._journal, enabled=self._resume,
+                         weights_only=self._weights_only)
         if resumed is None:
             return
         self._restored, self._at, self._pending_rng = resumed.restored, resumed.progress, resumed.rng
         self._train_end_saved_epoch = resumed.train_end_saved_epoch
-        self._saver.resume_from(resumed.restored, found)
+        self._saver.resume_from(resumed.restored)
 
     def _restore_rng_at_epoch_start(self) -> None:
         """A checkpoint taken between epochs resumes its RNG just as the next epoch begins."""

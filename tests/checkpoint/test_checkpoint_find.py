@@ -16,6 +16,7 @@ from resilient.checkpoint import (
     find_checkpoints,
     link_checkpoint,
     newest_checkpoints,
+    read_manifests,
 )
 
 
@@ -197,3 +198,22 @@ def test_a_manifest_whose_first_line_is_damaged_is_authenticated_at_once(tmp_pat
     with pytest.warns(UserWarning, match=re.escape(str(tmp_path / "a.ckpt")) + ".*unreadable"):
         found = newest_checkpoints([tmp_path])
         assert [path.name for path, _ in found] == ["b.ckpt"]
+
+
+def test_read_manifests_reads_whose_each_checkpoint_is_not_whether_it_loads(tmp_path, save, rewrite_manifest):
+    """Payload files are not looked at (a truncated one is listed); what has no readable manifest is
+    left out silently; a checkpoint behind a link is listed once, by its real path."""
+    save(tmp_path / "a.ckpt", step=1)
+    save(tmp_path / "truncated.ckpt", step=2)
+    os.truncate(tmp_path / "truncated.ckpt" / "state.pt", 1)
+    link_checkpoint(tmp_path / "last.ckpt", tmp_path / "truncated.ckpt")
+    for make, _ in ODD_ENTRIES.values():
+        make(Maker(tmp_path, save, rewrite_manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = read_manifests([tmp_path, tmp_path])
+    assert sorted(path.name for path, _ in found) == ["a.ckpt", "payload-link.ckpt", "truncated.ckpt"]
+    assert {path.name: manifest.step for path, manifest in found}["truncated.ckpt"] == 2
+    assert all(path == path.resolve() for path, _ in found)
+    with pytest.raises(TypeError, match="dirs"):
+        read_manifests(tmp_path)

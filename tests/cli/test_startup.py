@@ -1,7 +1,8 @@
 """The light commands start without torch, and the startup benchmark runs.
 
 `resilient --help`, `status`, `logs`, `cancel` and `preempt` read the run directory and signal
-processes; importing torch would cost them seconds (`benchmarks/cli_startup.py` measures it).
+processes, and `checkpoints` reads manifests and hashes files; importing torch would cost them
+seconds (`benchmarks/cli_startup.py` measures it).
 Each command runs, to success, inside one real `python -m resilient` process per test, which
 then reports whether torch was ever imported. The job they steer is a stand-in for submitit's
 local controller and its rank-0 task: two real processes, so no torch-loading job is needed.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -19,7 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from resilient.checkpoint import write_checkpoint
+from resilient.cli import main
 from resilient.rundir import JobRecord, update_status, write_record
 
 from ._cli import BOUND_S, ELSEWHERE, REPO, wait_until
@@ -81,6 +86,24 @@ def test_light_commands_never_import_torch(running_job: Path) -> None:
         assert not result["torch"], f"`resilient {' '.join(result['argv'])}` imported torch"
     said = {result["argv"][0] + " " + result["argv"][-1]: result["output"] for result in results}
     assert "running" in said["status job"] and "sent job" in said["preempt job"] and "cancelling" in said["cancel job"]
+
+
+def test_listing_checkpoints_never_imports_torch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Sizes and checksums need no torch; the listing is what this process, torch loaded, prints."""
+    checkpoints = tmp_path / "run" / "checkpoints"
+    for step in (2, 4):
+        write_checkpoint([(checkpoints / f"step={step}.ckpt", "manual")], {"state.pt": torch.ones(3)}, step=step,
+                         epoch=0, metrics={"loss": 1 / step}, world_size=1)
+    os.truncate(checkpoints / "step=2.ckpt" / "state.pt", 1)  # a damaged one: listed as invalid, exit code 1
+    commands = [("checkpoints", "run"), ("checkpoints", "run", "--verify")]
+    results = _run_in_one_process(*commands, cwd=tmp_path)
+    for argv, result in zip(commands, results):
+        assert not result["torch"], f"`resilient {' '.join(argv)}` imported torch"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)
+            code = main(argv)
+        assert (result["code"], result["output"]) == (code, capsys.readouterr().out)
+        assert code == 1 and "step=4.ckpt" in result["output"] and "NO: " in result["output"], result
 
 
 def test_the_public_api_is_imported_on_first_use() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,29 @@ def test_top_k_after_resume_keeps_exactly_k_and_no_orphans(tmp_path: Path) -> No
     assert set(names(tmp_path / "ref")) <= set(names(tmp_path / "run")) <= set(names(tmp_path / "ref")) | kept_resume_point
     assert Path(rule.best_model_path).name == Path(ref_rule.best_model_path).name
     assert rule.best_model_score == ref_rule.best_model_score
+
+
+def test_resume_verifies_only_the_checkpoint_it_resumes_from(tmp_path: Path) -> None:
+    """Older checkpoints, however many, are not verified: the orphans a crash left are removed by their
+    manifests' rule, a damaged one too, and the one warning names the damaged newest, which is skipped."""
+    rules = lambda: [ModelCheckpoint(every_n_train_steps=1, filename="{step}")]  # keeps the latest alone
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    with pytest.raises(Crash):
+        _train(run_dir, rules(), crash_at=8)  # leaves step=7.ckpt
+    for step in range(1, 7):  # what each save evicted, as if the job died before deleting it
+        with pytest.raises(Crash):
+            _train(tmp_path / f"to-{step}", rules(), crash_at=step + 1)
+        (tmp_path / f"to-{step}" / "checkpoints" / f"step={step}.ckpt").rename(checkpoints / f"step={step}.ckpt")
+    os.truncate(checkpoints / "step=7.ckpt" / "state.pt", 1)
+    os.truncate(checkpoints / "step=2.ckpt" / "state.pt", 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run, _ = _train(run_dir, rules())
+    assert run.resumed_from == str((checkpoints / "step=6.ckpt").resolve())
+    skipped = [str(w.message) for w in caught if "skipping checkpoint" in str(w.message)]
+    assert len(skipped) == 1 and str(checkpoints / "step=7.ckpt") in skipped[0], skipped
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step=30.ckpt", "step=6.ckpt"]  # resumed from: kept
 
 
 def test_resumed_from_checkpoint_is_never_deleted(tmp_path: Path) -> None:
