@@ -51,6 +51,8 @@ from torch import nn
 import resilient
 from resilient.checkpoint import MANIFEST_NAME, newest_checkpoints, write_checkpoint
 
+# DCP warns at every call that it saves in one process and overwrites: known here, noise in a table
+warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.distributed\.checkpoint")
 _WIDTH = 2048  # a 16 MiB float32 weight per layer at full size
 
 
@@ -71,7 +73,7 @@ def state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, 
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
 
 
-def _tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+def state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     tensors = [p.detach() for p in model.parameters()]
     for state in optimizer.state.values():
         tensors += [value for value in state.values() if isinstance(value, torch.Tensor) and value.dim()]
@@ -123,7 +125,7 @@ def _peak() -> int:
 def _rss_child(args: argparse.Namespace) -> None:
     """In a fresh process: peak RSS of one resume over the RSS before it, as a fraction of the state."""
     model, optimizer = model_and_optimizer(args.size_mib * 2**20)
-    state_bytes = sum(t.nbytes for t in _tensors(model, optimizer))
+    state_bytes = sum(t.nbytes for t in state_tensors(model, optimizer))
     gc.collect()
     baseline = _resident()
     _reset_peak()
@@ -188,9 +190,7 @@ def _fsynced_torch_save(state: object, path: Path) -> None:
 
 def dcp_save(state: dict[str, object], path: Path) -> None:
     """PyTorch's distributed checkpoint of `state`, in this one process (no process group)."""
-    with warnings.catch_warnings():  # "overwriting an existing checkpoint", every time but the first
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.save(state, checkpoint_id=path, no_dist=True)
+    dcp.save(state, checkpoint_id=path, no_dist=True)
 
 
 def _raw_bytes(tensors: list[torch.Tensor], path: Path) -> None:
@@ -207,7 +207,7 @@ def _save_and_resume(size_mib: int, work: Path, repeats: int) -> tuple[float, li
     """The state's MiB, and the rows of saving and resuming it (the model is freed on return)."""
     model, optimizer = model_and_optimizer(size_mib * 2**20)
     state = state_dict(model, optimizer)
-    tensors = _tensors(model, optimizer)
+    tensors = state_tensors(model, optimizer)
     state_mib = sum(t.nbytes for t in tensors) / 2**20
     plain, raw, ours, distributed = work / "plain.pt", work / "raw.bin", work / "resilient.ckpt", work / "dcp"
 
