@@ -44,7 +44,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
 from _timing import Row, alternating_best, row
 from torch import nn
 
@@ -190,6 +189,8 @@ def _fsynced_torch_save(state: object, path: Path) -> None:
 
 def dcp_save(state: dict[str, object], path: Path) -> None:
     """PyTorch's distributed checkpoint of `state`, in this one process (no process group)."""
+    import torch.distributed.checkpoint as dcp  # seconds to import: not in the peak RSS children
+
     dcp.save(state, checkpoint_id=path, no_dist=True)
 
 
