@@ -1,9 +1,13 @@
-"""Timing shared by the benchmarks (run them as scripts: `python benchmarks/NAME.py`)."""
+"""Timing and the row format shared by the benchmarks (run them as scripts: `python benchmarks/NAME.py`,
+or all of them at once: `python benchmarks/all.py`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
+
+Row = dict[str, Any]  # what `row` returns: JSON as it is
 
 
 def best_seconds(work: Callable[[], object], repeats: int) -> float:
@@ -30,3 +34,23 @@ def alternating_best(works: Sequence[Callable[[], object]], rounds: int, *, cloc
             work()
             best[index] = min(best[index], clock() - start)
     return best
+
+
+def row(what: str, size_mib: float | None, resilient: float | None, anchor: str, anchor_value: float, unit: str, *,
+        ratio_of: str, at_least: float | None = None, at_most: float | None = None, target: str | None = None,
+        met: bool | None = None, note: str | None = None) -> Row:
+    """One result as every benchmark returns it and `all.py` tabulates: resilient's value and its
+    anchor's, measured side by side in the same run, their ratio (`ratio_of` says which way:
+    "anchor/resilient" or "resilient/anchor"), and the issue's target where it sets one: a bound
+    on the ratio (`at_least`, `at_most`), or another one described by `target` and judged by `met`.
+    `resilient` None: not measured, `note` says why (then there is no ratio, nor a verdict)."""
+    if resilient is None:
+        ratio = None
+    else:
+        ratio = anchor_value / resilient if ratio_of == "anchor/resilient" else resilient / anchor_value
+    if at_least is not None:
+        target, met = f"ratio >= {at_least:g}x", None if ratio is None else ratio >= at_least
+    elif at_most is not None:
+        target, met = f"ratio <= {at_most:g}x", None if ratio is None else ratio <= at_most
+    return {"what": what, "size_mib": size_mib, "resilient": resilient, "anchor": anchor, "anchor_value": anchor_value,
+            "unit": unit, "ratio": ratio, "ratio_of": ratio_of, "target": target, "met": met, "note": note}

@@ -6,7 +6,8 @@ resilient is faster), set against the target of issue 9:
 
 - save: `write_checkpoint` (temporary directory, xxh3 of every byte, fsyncs, manifest, atomic
   rename) vs ``torch.save`` + fsync (target >= 1.1x), and vs writing the tensors' raw bytes +
-  fdatasync, the floor for any format (target >= 0.95x);
+  fdatasync, the floor for any format (target >= 0.95x), and vs PyTorch's distributed checkpoint
+  (``torch.distributed.checkpoint.save``, one process, no process group; no target);
 - resume: `load_checkpoint` + ``load_state_dict`` of a model and its AdamW vs ``torch.load`` +
   the same, warm (in the page cache) and cold (the files' pages evicted with
   ``posix_fadvise(DONTNEED)``, which needs no root and leaves the rest of the machine alone)
@@ -22,6 +23,8 @@ Run it on the filesystem checkpoints go to (``--dir``; /tmp is often RAM):
 
     python benchmarks/checkpoint_io.py --dir /scratch/$USER --size-mib 1024 --json io.json
     python benchmarks/checkpoint_io.py --size-mib 2 --count 20     # seconds: does it work?
+
+`rows()` returns the same rows as data (`benchmarks/all.py` runs it with the other benchmarks).
 """
 
 from __future__ import annotations
@@ -36,20 +39,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _timing import alternating_best
+from _timing import Row, alternating_best, row
 from torch import nn
 
 import resilient
 from resilient.checkpoint import MANIFEST_NAME, newest_checkpoints, write_checkpoint
 
+# DCP warns at every call that it saves in one process and overwrites: known here, noise in a table
+warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.distributed\.checkpoint")
 _WIDTH = 2048  # a 16 MiB float32 weight per layer at full size
 
 
-def _model(size_bytes: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+def model_and_optimizer(size_bytes: int) -> tuple[nn.Module, torch.optim.Optimizer]:
     """A model and an AdamW whose state (weights, exp_avg, exp_avg_sq) is about `size_bytes`."""
     width = min(_WIDTH, max(8, int(math.sqrt(size_bytes / 12))))
     layers = max(1, round(size_bytes / 12 / width**2))
@@ -62,11 +68,11 @@ def _model(size_bytes: int) -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, optimizer
 
 
-def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, object]:
+def state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, object]:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
 
 
-def _tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+def state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     tensors = [p.detach() for p in model.parameters()]
     for state in optimizer.state.values():
         tensors += [value for value in state.values() if isinstance(value, torch.Tensor) and value.dim()]
@@ -117,8 +123,8 @@ def _peak() -> int:
 
 def _rss_child(args: argparse.Namespace) -> None:
     """In a fresh process: peak RSS of one resume over the RSS before it, as a fraction of the state."""
-    model, optimizer = _model(args.size_mib * 2**20)
-    state_bytes = sum(t.nbytes for t in _tensors(model, optimizer))
+    model, optimizer = model_and_optimizer(args.size_mib * 2**20)
+    state_bytes = sum(t.nbytes for t in state_tensors(model, optimizer))
     gc.collect()
     baseline = _resident()
     _reset_peak()
@@ -133,10 +139,16 @@ def _rss_child(args: argparse.Namespace) -> None:
     print(json.dumps({"over_state": max(0, peak - baseline) / state_bytes}))
 
 
-def _peak_rss(kind: str, path: Path, size_mib: int) -> float:
-    out = subprocess.run([sys.executable, __file__, "--rss-child", kind, "--path", str(path), "--size-mib",
-                          str(size_mib)], check=True, capture_output=True, text=True).stdout
-    return json.loads(out.splitlines()[-1])["over_state"]
+def _peak_rss(kinds: dict[str, Path], size_mib: int) -> dict[str, float]:
+    """Each kind's peak RSS over the state, each in its own process, all at once: memory, not time,
+    is measured, so they need not take turns."""
+    children = {kind: subprocess.Popen([sys.executable, __file__, "--rss-child", kind, "--path", str(path),
+                                        "--size-mib", str(size_mib)], stdout=subprocess.PIPE, text=True)
+                for kind, path in kinds.items()}
+    outputs = {kind: child.communicate()[0] for kind, child in children.items()}
+    if any(child.returncode for child in children.values()):
+        raise RuntimeError(f"a peak RSS child failed: {[child.returncode for child in children.values()]}")
+    return {kind: json.loads(output.splitlines()[-1])["over_state"] for kind, output in outputs.items()}
 
 
 def _every_manifest(directory: Path) -> list[dict[str, object]]:
@@ -158,15 +170,14 @@ def _discovery(work: Path, count: int, repeats: int) -> list[dict[str, object]]:
                              step=step, epoch=0, metrics={"loss": 1.0 / (step + 1)}, world_size=1)
         ours, anchor = _side_by_side([lambda d=directory: next(newest_checkpoints([d])),
                                       lambda d=directory: _every_manifest(d)], repeats)
-        rows.append(_row(f"latest valid among {n} checkpoints", ours, anchor, "scandir + json of every manifest",
+        rows.append(_row(f"latest valid among {n} checkpoints", None, ours, anchor, "scandir + json of every manifest",
                          1.0))
     return rows
 
 
-def _row(what: str, ours: float, anchor: float, anchor_name: str, target: float) -> dict[str, object]:
-    ratio = anchor / ours
-    return {"what": what, "resilient_s": ours, "anchor": anchor_name, "anchor_s": anchor, "ratio": ratio,
-            "target": f">= {target}x", "met": ratio >= target}
+def _row(what: str, size_mib: float | None, ours: float, anchor: float, anchor_name: str,
+         target: float | None) -> Row:
+    return row(what, size_mib, ours, anchor_name, anchor, "s", ratio_of="anchor/resilient", at_least=target)
 
 
 def _fsynced_torch_save(state: object, path: Path) -> None:
@@ -174,6 +185,13 @@ def _fsynced_torch_save(state: object, path: Path) -> None:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def dcp_save(state: dict[str, object], path: Path) -> None:
+    """PyTorch's distributed checkpoint of `state`, in this one process (no process group)."""
+    import torch.distributed.checkpoint as dcp  # seconds to import: not in the peak RSS children
+
+    dcp.save(state, checkpoint_id=path, no_dist=True)
 
 
 def _raw_bytes(tensors: list[torch.Tensor], path: Path) -> None:
@@ -186,21 +204,23 @@ def _raw_bytes(tensors: list[torch.Tensor], path: Path) -> None:
         os.fdatasync(f.fileno())
 
 
-def _save_and_resume(args: argparse.Namespace, work: Path) -> tuple[float, list[dict[str, object]]]:
+def _save_and_resume(size_mib: int, work: Path, repeats: int) -> tuple[float, list[Row]]:
     """The state's MiB, and the rows of saving and resuming it (the model is freed on return)."""
-    model, optimizer = _model(args.size_mib * 2**20)
-    state = _state(model, optimizer)
-    tensors = _tensors(model, optimizer)
+    model, optimizer = model_and_optimizer(size_mib * 2**20)
+    state = state_dict(model, optimizer)
+    tensors = state_tensors(model, optimizer)
     state_mib = sum(t.nbytes for t in tensors) / 2**20
-    plain, raw, ours = work / "plain.pt", work / "raw.bin", work / "resilient.ckpt"
+    plain, raw, ours, distributed = work / "plain.pt", work / "raw.bin", work / "resilient.ckpt", work / "dcp"
 
     def resilient_save() -> None:
         write_checkpoint([(ours, "bench")], {"state.pt": state}, step=0, epoch=0, metrics={}, world_size=1)
 
-    ours_s, torch_s, raw_s = _side_by_side(
-        [resilient_save, lambda: _fsynced_torch_save(state, plain), lambda: _raw_bytes(tensors, raw)], args.repeats)
-    rows = [_row("save", ours_s, torch_s, "torch.save + fsync", 1.1),
-            _row("save", ours_s, raw_s, "raw tensor bytes + fdatasync", 0.95)]
+    ours_s, torch_s, raw_s, dcp_s = _side_by_side(
+        [resilient_save, lambda: _fsynced_torch_save(state, plain), lambda: _raw_bytes(tensors, raw),
+         lambda: dcp_save(state, distributed)], repeats)
+    rows = [_row("save", state_mib, ours_s, torch_s, "torch.save + fsync", 1.1),
+            _row("save", state_mib, ours_s, raw_s, "raw tensor bytes + fdatasync", 0.95),
+            _row("save", state_mib, ours_s, dcp_s, "DCP save (torch.distributed.checkpoint)", None)]
 
     shutil.rmtree(ours)
     with resilient.Run(checkpoint=[], run_dir=work / "run", resume=False) as run:
@@ -219,31 +239,49 @@ def _save_and_resume(args: argparse.Namespace, work: Path) -> tuple[float, list[
         optimizer.load_state_dict(loaded["optimizer"])
 
     resume_anchor = "torch.load + load_state_dict"
-    seconds = _side_by_side([resilient_resume, torch_resume], args.repeats)
-    rows.append(_row("resume, warm", *seconds, resume_anchor, 0.9))
-    seconds = _side_by_side([resilient_resume, torch_resume], args.repeats, before=lambda: _evict([ours, plain]))
-    rows.append(_row("resume, cold (pages evicted)", *seconds, resume_anchor, 0.9))
+    seconds = _side_by_side([resilient_resume, torch_resume], repeats)
+    rows.append(_row("resume, warm", state_mib, *seconds, resume_anchor, 0.9))
+    seconds = _side_by_side([resilient_resume, torch_resume], repeats, before=lambda: _evict([ours, plain]))
+    rows.append(_row("resume, cold (pages evicted)", state_mib, *seconds, resume_anchor, 0.9))
     return state_mib, rows
 
 
-def _measure(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    state_mib, rows = _save_and_resume(args, work)
+def _measure(size_mib: int, work: Path, repeats: int, count: int) -> dict[str, object]:
+    state_mib, rows = _save_and_resume(size_mib, work, repeats)
     gc.collect()
     ours, plain = work / "resilient.ckpt", work / "plain.pt"
-    memory = {kind: _peak_rss(kind, path, args.size_mib) for kind, path in
-              (("load_checkpoint + load_state_dict", ours), ("load_checkpoint alone", ours), ("torch.load", plain))}
-    rows += _discovery(work, args.count, args.repeats)
+    memory = _peak_rss({"load_checkpoint + load_state_dict": ours, "load_checkpoint alone": ours,
+                        "torch.load": plain}, size_mib)
+    for kind in ("load_checkpoint + load_state_dict", "load_checkpoint alone"):
+        rows.append(row(f"peak RSS of a resume over the state: {kind}", state_mib, memory[kind],
+                        "torch.load + load_state_dict", memory["torch.load"], "x state", ratio_of="anchor/resilient",
+                        target="peak <= 0.1x state", met=memory[kind] <= 0.1))
+    rows += _discovery(work, count, repeats)
     return {"state_mib": state_mib, "rows": rows, "peak_rss_over_state": memory}
+
+
+def rows(size_mib: int, directory: str | os.PathLike[str], repeats: int = 3, count: int = 1000) -> list[Row]:
+    """The table's rows for a state of `size_mib`, checkpoints written under `directory`."""
+    return _run(size_mib, directory, repeats, count)["rows"]  # type: ignore[return-value]
+
+
+def _run(size_mib: int, directory: str | os.PathLike[str], repeats: int, count: int) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="checkpoint-io-", dir=directory))
+    try:
+        return _measure(size_mib, work, repeats, count)
+    finally:
+        shutil.rmtree(work)
 
 
 def _print(result: dict[str, object], args: argparse.Namespace) -> None:
     print(f"state: {result['state_mib']:.0f} MiB (model + AdamW), directory {os.path.abspath(args.dir)}, "
           f"best of {args.repeats}, {os.cpu_count()} CPUs, {platform.platform()}\n")
-    print("| what | resilient s | anchor | anchor s | ratio (anchor/resilient) | target | met |")
+    print("| what | resilient | anchor | anchor's | ratio (anchor/resilient) | target | met |")
     print("|---|---:|---|---:|---:|---|---|")
-    for row in result["rows"]:  # type: ignore[attr-defined]
-        print(f"| {row['what']} | {row['resilient_s']:.4f} | {row['anchor']} | {row['anchor_s']:.4f} | "
-              f"{row['ratio']:.2f}x | {row['target']} | {'yes' if row['met'] else 'NO'} |")
+    for each in result["rows"]:  # type: ignore[attr-defined]
+        met = {None: "-", True: "yes", False: "NO"}[each["met"]]
+        print(f"| {each['what']} | {each['resilient']:.4f} {each['unit']} | {each['anchor']} | "
+              f"{each['anchor_value']:.4f} {each['unit']} | {each['ratio']:.2f}x | {each['target'] or '-'} | {met} |")
     print("\n| resume | peak RSS over the state size |\n|---|---:|")
     for kind, fraction in result["peak_rss_over_state"].items():  # type: ignore[attr-defined]
         print(f"| {kind} | {fraction:.2f}x |")
@@ -264,11 +302,7 @@ def main() -> None:
         return
     if args.size_mib < 1 or args.count < 1 or args.repeats < 1:
         parser.error("--size-mib, --count and --repeats must be at least 1")
-    work = Path(tempfile.mkdtemp(prefix="checkpoint-io-", dir=args.dir))
-    try:
-        result = _measure(args, work)
-    finally:
-        shutil.rmtree(work)
+    result = _run(args.size_mib, args.dir, args.repeats, args.count)
     result.update(size_mib=args.size_mib, repeats=args.repeats, machine=platform.platform(), cpus=os.cpu_count())
     _print(result, args)
     if args.json:

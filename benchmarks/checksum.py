@@ -6,6 +6,8 @@ than the disk for "hash while writing" to be free. Run it on the filesystem your
 go to (``--dir``); /tmp is often RAM-backed, which would make the "disk" look like memory.
 
     python benchmarks/checksum.py --dir /scratch/$USER --size-mib 512
+
+`rows()` returns xxh3's speed against each other one as data (`benchmarks/all.py` runs it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import zlib
 from collections.abc import Callable
 
 import xxhash
-from _timing import best_seconds
+from _timing import Row, best_seconds, row
+
+XXH3 = "xxh3_128 (xxhash)"
 
 
 def _write_and_fsync(data: bytes, directory: str) -> float:
@@ -29,6 +33,27 @@ def _write_and_fsync(data: bytes, directory: str) -> float:
         f.flush()
         os.fsync(f.fileno())
         return time.perf_counter() - start
+
+
+def _speeds(size_mib: int, directory: str | os.PathLike[str], repeats: int) -> dict[str, float]:
+    """GB/s of each hash (best of `repeats`) and of one write + fsync to `directory`."""
+    data = os.urandom(size_mib * 1024 * 1024)
+    gigabytes = len(data) / 1e9
+    hashes: dict[str, Callable[[], object]] = {
+        XXH3: lambda: xxhash.xxh3_128_hexdigest(data),
+        "sha256 (hashlib)": lambda: hashlib.sha256(data).hexdigest(),
+        "crc32 (zlib)": lambda: zlib.crc32(data),
+    }
+    speeds = {name: gigabytes / best_seconds(work, repeats) for name, work in hashes.items()}
+    speeds[f"write + fsync ({os.path.abspath(directory)})"] = gigabytes / _write_and_fsync(data, directory)
+    return speeds
+
+
+def rows(size_mib: int, directory: str | os.PathLike[str], repeats: int = 3) -> list[Row]:
+    """xxh3-128's speed against each other hash's and the disk's (ratio: xxh3 / anchor)."""
+    speeds = _speeds(size_mib, directory, repeats)
+    return [row("checksum speed (xxh3_128)", size_mib, speeds[XXH3], name, speed, "GB/s", ratio_of="resilient/anchor")
+            for name, speed in speeds.items() if name != XXH3]
 
 
 def main() -> None:
@@ -42,23 +67,15 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    data = os.urandom(args.size_mib * 1024 * 1024)
-    gigabytes = len(data) / 1e9
-    hashes: dict[str, Callable[[], object]] = {
-        "xxh3_128 (xxhash)": lambda: xxhash.xxh3_128_hexdigest(data),
-        "sha256 (hashlib)": lambda: hashlib.sha256(data).hexdigest(),
-        "crc32 (zlib)": lambda: zlib.crc32(data),
-    }
-    speeds = {name: gigabytes / best_seconds(work, args.repeats) for name, work in hashes.items()}
-    disk = gigabytes / _write_and_fsync(data, args.dir)
-    speeds[f"write + fsync ({os.path.abspath(args.dir)})"] = disk
+    speeds = _speeds(args.size_mib, args.dir, args.repeats)
+    disk = list(speeds.values())[-1]
 
     print(f"{args.size_mib} MiB of random bytes, hashes best of {args.repeats}, disk once\n")
     print("| operation | GB/s |")
     print("|---|---:|")
     for name, speed in speeds.items():
         print(f"| {name} | {speed:.2f} |")
-    print(f"\nxxh3_128 / disk = {speeds['xxh3_128 (xxhash)'] / disk:.1f}x")
+    print(f"\nxxh3_128 / disk = {speeds[XXH3] / disk:.1f}x")
 
 
 if __name__ == "__main__":

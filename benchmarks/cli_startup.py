@@ -7,6 +7,8 @@ full run also times `python -c "import torch"`, what each command paid before it
 importing torch.
 
     python benchmarks/cli_startup.py --json startup.json
+
+`rows()` returns the same rows as data (`benchmarks/all.py` runs it with the other benchmarks).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _timing import best_seconds
+from _timing import Row, best_seconds, row
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 0.3
@@ -51,16 +53,8 @@ def _process(argv: list[str], cwd: Path, env: dict[str, str]) -> Callable[[], No
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7, help="alternating rounds, best one counts (default 7)")
-    parser.add_argument("--quick", action="store_true", help="3 rounds, without the `import torch` reference")
-    parser.add_argument("--json", metavar="PATH", help="also write the results here")
-    args = parser.parse_args()
-    repeats = 3 if args.quick else args.repeats
-    if repeats < 3:
-        parser.error("--repeats must be at least 3")
-
+def _best(repeats: int, reference: bool) -> dict[str, float]:
+    """Best seconds of each command, the anchor's and (`reference`) importing torch's."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="cli-startup-") as cwd:
@@ -72,26 +66,50 @@ def main() -> None:
             "resilient status": _process([*python, "-m", "resilient", "status"], Path(cwd), env),
             "resilient logs": _process([*python, "-m", "resilient", "logs", "done"], Path(cwd), env),
         }
-        if not args.quick:
+        if reference:
             works[REFERENCE] = _process([*python, "-c", "import torch"], Path(cwd), env)
         best = dict.fromkeys(works, float("inf"))
         for _ in range(repeats):  # alternating: a busy moment slows every command of its round alike
             for name, work in works.items():
                 best[name] = min(best[name], best_seconds(work, 1))
+    return best
 
+
+def _rows(best: dict[str, float]) -> list[Row]:
+    return [row(name, None, seconds, ANCHOR, best[ANCHOR], "s", ratio_of="resilient/anchor",
+                target=f"<= {TARGET_S} s", met=seconds <= TARGET_S)
+            for name, seconds in best.items() if name not in (ANCHOR, REFERENCE)]
+
+
+def rows(repeats: int = 7) -> list[Row]:
+    """The table's rows (without the reference), best of `repeats` alternating rounds."""
+    return _rows(_best(repeats, reference=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7, help="alternating rounds, best one counts (default 7)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, without the `import torch` reference")
+    parser.add_argument("--json", metavar="PATH", help="also write the results here")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else args.repeats
+    if repeats < 3:
+        parser.error("--repeats must be at least 3")
+    best = _best(repeats, reference=not args.quick)
+    measured = _rows(best)
     anchor = best[ANCHOR]
-    rows = [{"command": name, "seconds": seconds, "ratio": seconds / anchor,
-             "meets_target": None if name in (ANCHOR, REFERENCE) else seconds <= TARGET_S}
-            for name, seconds in best.items()]
     print(f"best of {repeats} alternating rounds; anchor `{ANCHOR}` = {anchor:.3f} s; target <= {TARGET_S} s\n")
     print("| command | seconds | ratio to anchor | <= 0.3 s |")
     print("|---|---:|---:|---|")
-    for row in rows:
-        target = {None: "-", True: "yes", False: "NO"}[row["meets_target"]]
-        print(f"| {row['command']} | {row['seconds']:.3f} | {row['ratio']:.1f}x | {target} |")
+    print(f"| {ANCHOR} | {anchor:.3f} | 1.0x | - |")
+    for each in measured:
+        print(f"| {each['what']} | {each['resilient']:.3f} | {each['ratio']:.1f}x | {'yes' if each['met'] else 'NO'} |")
+    if REFERENCE in best:
+        print(f"| {REFERENCE} | {best[REFERENCE]:.3f} | {best[REFERENCE] / anchor:.1f}x | - |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"repeats": repeats, "anchor": ANCHOR, "target_s": TARGET_S,
-                                               "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"repeats": repeats, "anchor": ANCHOR, "anchor_s": anchor,
+                                               "reference_s": best.get(REFERENCE), "rows": measured}, indent=2)
+                                   + "\n")
 
 
 if __name__ == "__main__":

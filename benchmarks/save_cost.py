@@ -1,6 +1,6 @@
 """What does a safe checkpoint cost next to the plain `torch.save` people hand-write?
 
-Side by side, on the same state and directory, best of several runs:
+Side by side, on the same state and directory, alternating, best of several rounds:
 
 - ``torch.save``: what a hand-written submitit ``checkpoint()`` or Lightning does (no fsync:
   a crash or node failure shortly after can leave a truncated file).
@@ -11,6 +11,8 @@ Side by side, on the same state and directory, best of several runs:
 The ratio resilient / (torch.save + fsync) is the price of atomicity and checksums.
 
     python benchmarks/save_cost.py --dir /scratch/$USER --size-mib 256
+
+`rows()` returns resilient's save against each anchor as data (`benchmarks/all.py` runs it).
 """
 
 from __future__ import annotations
@@ -22,21 +24,21 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _timing import best_seconds
+from _timing import Row, alternating_best, row
 
 from resilient.checkpoint import write_checkpoint
 
+RESILIENT = "resilient (atomic, checksummed, fsynced)"
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", default=".", help="directory on the filesystem checkpoints go to")
-    parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
 
-    tensors = max(1, args.size_mib // 16)
-    state = {f"layer{i}.weight": torch.randn(4 * 1024 * 1024) for i in range(tensors)}  # 16 MiB each
-    work = Path(tempfile.mkdtemp(prefix="save-cost-", dir=args.dir))
+def _state_mib(size_mib: int) -> int:
+    return max(1, size_mib // 16) * 16
+
+
+def _best(size_mib: int, directory: str | os.PathLike[str], repeats: int) -> dict[str, float]:
+    """Best seconds of each way of saving a state of 16 MiB tensors, taking turns."""
+    state = {f"layer{i}.weight": torch.randn(4 * 1024 * 1024) for i in range(_state_mib(size_mib) // 16)}
+    work = Path(tempfile.mkdtemp(prefix="save-cost-", dir=directory))
     try:
         plain = work / "plain.pt"
 
@@ -53,18 +55,32 @@ def main() -> None:
             write_checkpoint([(work / "safe.ckpt", "bench")], {"state.pt": state}, step=0, epoch=0,
                              metrics={}, world_size=1)
 
-        rows = [("torch.save", best_seconds(torch_save, args.repeats)),
-                ("torch.save + fsync", best_seconds(torch_save_fsync, args.repeats)),
-                ("resilient (atomic, checksummed, fsynced)", best_seconds(resilient_save, args.repeats))]
+        works = {"torch.save": torch_save, "torch.save + fsync": torch_save_fsync, RESILIENT: resilient_save}
+        return dict(zip(works, alternating_best(list(works.values()), repeats)))
     finally:
         shutil.rmtree(work)
 
-    size_gb = tensors * 16 * 2**20 / 1e9
-    print(f"state: {tensors * 16} MiB in {tensors} tensors, directory: {os.path.abspath(args.dir)}\n")
+
+def rows(size_mib: int, directory: str | os.PathLike[str], repeats: int = 3) -> list[Row]:
+    """Resilient's save of a state of flat 16 MiB tensors against each anchor's (ratio: anchor / resilient)."""
+    best = _best(size_mib, directory, repeats)
+    return [row("save, flat 16 MiB tensors", _state_mib(size_mib), best[RESILIENT], anchor, best[anchor], "s",
+                ratio_of="anchor/resilient") for anchor in ("torch.save", "torch.save + fsync")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", default=".", help="directory on the filesystem checkpoints go to")
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    best = _best(args.size_mib, args.dir, args.repeats)
+    state_mib = _state_mib(args.size_mib)
+    print(f"state: {state_mib} MiB in {state_mib // 16} tensors, directory: {os.path.abspath(args.dir)}\n")
     print("| save | seconds | GB/s |\n|---|---:|---:|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.3f} | {size_gb / seconds:.2f} |")
-    print(f"\nresilient / (torch.save + fsync): {rows[2][1] / rows[1][1]:.2f}x")
+    for name, seconds in best.items():
+        print(f"| {name} | {seconds:.3f} | {state_mib * 2**20 / 1e9 / seconds:.2f} |")
+    print(f"\nresilient / (torch.save + fsync): {best[RESILIENT] / best['torch.save + fsync']:.2f}x")
 
 
 if __name__ == "__main__":

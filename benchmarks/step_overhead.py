@@ -22,6 +22,8 @@ and wait for each other.
 
     python benchmarks/step_overhead.py                          # full size
     python benchmarks/step_overhead.py --quick --json out.json  # seconds: proves it works
+
+`rows()` returns the same rows as data (`benchmarks/all.py` runs it with the other benchmarks).
 """
 
 from __future__ import annotations
@@ -35,12 +37,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from _timing import alternating_best
+from _timing import Row, alternating_best, row
 from torch.utils.data import DataLoader, TensorDataset
 
 import resilient
@@ -49,23 +50,13 @@ from resilient import ModelCheckpoint
 NEVER = 10**12  # a step interval no benchmark reaches: the rules are checked, never due
 TARGET_OVERHEAD_US = 2.0
 TARGET_RANKS_RATIO = 1.05
+ANCHOR = "the same loop, plain"
 
 
-@dataclass
-class Row:
-    loop: str
-    steps: int
-    anchor_us: float  # the plain loop's best time per step
-    loop_us: float  # run.batches()'s best time per step
-    target: str
-
-    @property
-    def overhead_us(self) -> float:
-        return self.loop_us - self.anchor_us
-
-    @property
-    def ratio(self) -> float:
-        return self.loop_us / self.anchor_us
+def _row(loop: str, steps: int, anchor_us: float, loop_us: float, **target: object) -> Row:
+    """`loop_us` through `run.batches()` against `anchor_us` plain, best µs per step of each."""
+    return {**row(loop, None, loop_us, ANCHOR, anchor_us, "µs/step", ratio_of="resilient/anchor", **target),
+            "steps": steps}
 
 
 def _rules(timed: bool) -> list[ModelCheckpoint]:
@@ -98,13 +89,14 @@ def _measure(run: resilient.Run, data: Iterable[object], steps: int, rounds: int
 def one_process(args: argparse.Namespace) -> list[Row]:
     listed = list(range(args.list_steps))
     loader = DataLoader(TensorDataset(torch.randn(args.loader_steps * 8, 16)), batch_size=8)
-    target = f"overhead <= {TARGET_OVERHEAD_US:g} µs"
     rows = []
     for name, data, steps, timed in (("1 process, list, 2 step rules", listed, args.list_steps, False),
                                      ("1 process, DataLoader, 2 step rules", loader, args.loader_steps, False),
                                      ("1 process, DataLoader, step + time rule", loader, args.loader_steps, True)):
         with tempfile.TemporaryDirectory() as run_dir, resilient.Run(checkpoint=_rules(timed), run_dir=run_dir) as run:
-            rows.append(Row(name, steps, *_measure(run, data, steps, args.rounds), target))
+            anchor_us, loop_us = _measure(run, data, steps, args.rounds)
+            rows.append(_row(name, steps, anchor_us, loop_us, target=f"overhead <= {TARGET_OVERHEAD_US:g} µs",
+                             met=loop_us - anchor_us <= TARGET_OVERHEAD_US))
     return rows
 
 
@@ -138,20 +130,29 @@ def two_ranks(args: argparse.Namespace) -> Row:
         raise SystemExit(f"a rank failed (exit codes {[rank.returncode for rank in ranks]})")
     results = [json.loads(output.splitlines()[-1]) for output in outputs]
     slower = max(results, key=lambda result: result["run_us"] / result["plain_us"])
-    return Row(f"2 ranks (gloo), {args.step_ms:g} ms step", args.rank_steps, slower["plain_us"], slower["run_us"],
-               f"ratio <= {TARGET_RANKS_RATIO:g}x")
+    return _row(f"2 ranks (gloo), {args.step_ms:g} ms step", args.rank_steps, slower["plain_us"], slower["run_us"],
+                at_most=TARGET_RANKS_RATIO)
+
+
+def rows(quick: bool = False) -> list[Row]:
+    """The table's rows, at full size or (`quick`) on tiny sizes in 3 rounds."""
+    return _rows(_arguments(["--quick"] if quick else []))
+
+
+def _rows(args: argparse.Namespace) -> list[Row]:
+    return [*one_process(args), two_ranks(args)]
 
 
 def print_table(rows: list[Row], rounds: int, rank_rounds: int) -> None:
     print(f"run.batches() with 2 rules not due + run.log each step, against the same loop without it "
           f"(best of {rounds} alternating rounds; two ranks: {rank_rounds})\n")
     print("| loop | steps | anchor µs/step | overhead µs/step | ratio | target |\n|---|---:|---:|---:|---:|---|")
-    for row in rows:
-        print(f"| {row.loop} | {row.steps} | {row.anchor_us:.2f} | {row.overhead_us:.2f} | {row.ratio:.3f}x "
-              f"| {row.target} |")
+    for each in rows:
+        print(f"| {each['what']} | {each['steps']} | {each['anchor_value']:.2f} | "
+              f"{each['resilient'] - each['anchor_value']:.2f} | {each['ratio']:.3f}x | {each['target']} |")
 
 
-def main() -> None:
+def _arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 3 rounds: seconds, not minutes")
     parser.add_argument("--rounds", type=int, default=30, help="alternating rounds of one process")
@@ -162,17 +163,21 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--rank-worker", metavar="RUN_DIR", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.list_steps, args.loader_steps, args.rank_rounds, args.rank_steps = 3, 2000, 200, 3, 10
+    return args
+
+
+def main() -> None:
+    args = _arguments()
     if args.rank_worker:
         rank_worker(args)
         return
-    rows = [*one_process(args), two_ranks(args)]
-    print_table(rows, args.rounds, args.rank_rounds)
+    measured = _rows(args)
+    print_table(measured, args.rounds, args.rank_rounds)
     if args.json:
-        args.json.write_text(json.dumps([{**asdict(row), "overhead_us": row.overhead_us, "ratio": row.ratio}
-                                         for row in rows], indent=2) + "\n")
+        args.json.write_text(json.dumps(measured, indent=2) + "\n")
 
 
 if __name__ == "__main__":

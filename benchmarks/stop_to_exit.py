@@ -14,6 +14,8 @@ Time runs from the signal to the process's end (a pidfd says when), each step be
 pass of the model. The issue's target is resilient <= 1.05x the anchor.
 
     python benchmarks/stop_to_exit.py --dir /scratch/$USER --size-mib 1024 --json stop.json
+
+`rows()` returns the same rows as data (`benchmarks/all.py` runs it with the other benchmarks).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _timing import Row, row
+
 if TYPE_CHECKING:  # imported for real only in the processes that train, not in the one that measures
     import torch
 
@@ -42,6 +46,7 @@ ANCHOR = "hand-written handler: torch.save + fsync + exit"
 TASK = "resilient, a submitted task (fast exit)"
 PLAIN = "resilient, the user's own process (teardown)"
 LAYER_MIB = 12  # a 1024x1024 float32 Linear: 4 MiB of weights, 8 MiB of AdamW moments
+TARGET_RATIO = 1.05
 
 
 def _state(size_mib: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -141,6 +146,40 @@ def _task(size_mib: int, directory: Path) -> float:
         handle.wait()
 
 
+def _rows(best: dict[str, float], size_mib: float) -> list[Row]:
+    return [row(name, size_mib, best[name], ANCHOR, best[ANCHOR], "s", ratio_of="resilient/anchor",
+                at_most=TARGET_RATIO) for name in (TASK, PLAIN)]
+
+
+def rows(size_mib: int, directory: str | os.PathLike[str], repeats: int = 3) -> list[Row]:
+    """The table's rows for a state of `size_mib` (at least one layer of LAYER_MIB), saved under `directory`."""
+    return _rows(_best(max(size_mib, LAYER_MIB), directory, repeats), _state_mib(size_mib))
+
+
+def _state_mib(size_mib: int) -> int:
+    """The size `_state` makes of `size_mib`: whole layers."""
+    return max(1, size_mib // LAYER_MIB) * LAYER_MIB
+
+
+def _best(size_mib: int, directory: str | os.PathLike[str], repeats: int) -> dict[str, float]:
+    """Best seconds from the signal to the end of each kind of process, taking turns."""
+    sys.path.insert(0, str(REPO))
+    # the submitted task imports this module, by name when another script (all.py) imported it
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(Path(__file__).parent),
+                                                             os.environ.get("PYTHONPATH")]))
+    best = dict.fromkeys((ANCHOR, TASK, PLAIN), float("inf"))
+    measure = {ANCHOR: lambda work: _child("anchor", size_mib, work), TASK: lambda work: _task(size_mib, work),
+               PLAIN: lambda work: _child("plain", size_mib, work)}
+    for _ in range(repeats):  # alternating: a busy moment slows every kind of its round alike
+        for name, run in measure.items():
+            work = Path(tempfile.mkdtemp(prefix="stop-to-exit-", dir=directory))
+            try:
+                best[name] = min(best[name], run(work))
+            finally:
+                shutil.rmtree(work)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default=".", help="directory on the filesystem checkpoints go to")
@@ -158,31 +197,17 @@ def main() -> None:
         parser.error("--repeats must be at least 3")
     if size_mib < LAYER_MIB:
         parser.error(f"--size-mib must be at least {LAYER_MIB}")
-    sys.path.insert(0, str(REPO))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-
-    best = dict.fromkeys((ANCHOR, TASK, PLAIN), float("inf"))
-    measure = {ANCHOR: lambda work: _child("anchor", size_mib, work), TASK: lambda work: _task(size_mib, work),
-               PLAIN: lambda work: _child("plain", size_mib, work)}
-    for _ in range(args.repeats):  # alternating: a busy moment slows every kind of its round alike
-        for name, run in measure.items():
-            work = Path(tempfile.mkdtemp(prefix="stop-to-exit-", dir=args.dir))
-            try:
-                best[name] = min(best[name], run(work))
-            finally:
-                shutil.rmtree(work)
-
-    layers = max(1, size_mib // LAYER_MIB)
-    anchor = best[ANCHOR]
-    rows = [{"kind": name, "seconds": seconds, "ratio": seconds / anchor} for name, seconds in best.items()]
-    print(f"state: {layers * LAYER_MIB} MiB (parameters + AdamW), directory: {os.path.abspath(args.dir)}, "
-          f"best of {args.repeats} alternating rounds; target: resilient <= 1.05x\n")
+    best = _best(size_mib, args.dir, args.repeats)
+    measured = _rows(best, _state_mib(size_mib))
+    print(f"state: {_state_mib(size_mib)} MiB (parameters + AdamW), directory: {os.path.abspath(args.dir)}, "
+          f"best of {args.repeats} alternating rounds; target: resilient <= {TARGET_RATIO}x\n")
     print("| signal -> process exit | seconds | ratio to the handler |\n|---|---:|---:|")
-    for row in rows:
-        print(f"| {row['kind']} | {row['seconds']:.3f} | {row['ratio']:.2f}x |")
+    print(f"| {ANCHOR} | {best[ANCHOR]:.3f} | 1.00x |")
+    for each in measured:
+        print(f"| {each['what']} | {each['resilient']:.3f} | {each['ratio']:.2f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"size_mib": layers * LAYER_MIB, "repeats": args.repeats,
-                                               "target_ratio": 1.05, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"size_mib": _state_mib(size_mib), "repeats": args.repeats,
+                                               "anchor_s": best[ANCHOR], "rows": measured}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
