@@ -61,8 +61,9 @@ def measure(sizes_mib: list[int], directory: str, quick: bool) -> list[Row]:
         rows += checkpoint_io.rows(size, directory, repeats, count=10 if quick else 1000)
         rows += save_cost.rows(size, directory, repeats)
         rows += checksum.rows(size, directory, repeats)
-        rows += async_stall.async_stall_rows(size * 2**20, directory, repeats=repeats,
-                                             **({"step_ms": 10.0, "every": 3, "saves": 2} if quick else {}))
+        kinds = async_stall.STEP_KINDS if size == min(sizes_mib) else ("device",)  # CPU steps: one size is enough
+        rows += async_stall.async_stall_rows(size * 2**20, directory, repeats=repeats, kinds=kinds,
+                                             **({"step_ms": 10.0, "every": 3, "saves": 2} if quick else {"saves": 3}))
         rows += stop_to_exit.rows(size, directory, repeats)
     rows += step_overhead.rows(quick)
     rows += cli_startup.rows(repeats=1 if quick else 7)

@@ -57,58 +57,90 @@ def _check(tensor: torch.Tensor) -> None:
         raise NotStageable("a tensor in an autograd graph")  # torch.save refuses it: let it say so
 
 
-class Stager:
-    """Copies state into buffers that the next `stage` reuses; one staged copy is alive at a time.
+Kind = tuple[int, bool]  # a buffer's size in bytes, and whether it is pinned (for a CUDA storage)
 
-    Buffers are matched to storages in the order the state is walked, which is the same at every
-    save of a run; a storage whose size or device changed gets a new buffer.
+
+class Stager:
+    """Copies state into host buffers that the next `stage` reuses; one staged copy is alive at a time.
+
+    Buffers are pooled by size: a storage takes a free buffer of its size, or a new one; after a
+    stage, buffers no storage took are freed. `reserve` makes them ahead of the first save, so
+    that neither its page faults nor (for CUDA) pinning the memory stall training then.
     """
 
     def __init__(self) -> None:
-        self._buffers: list[torch.UntypedStorage] = []
+        self._pool: dict[Kind, list[torch.UntypedStorage]] = {}
 
     @property
     def nbytes(self) -> int:
         """Host memory held for staging."""
-        return sum(buffer.nbytes() for buffer in self._buffers)
+        return sum(nbytes * len(buffers) for (nbytes, _), buffers in self._pool.items())
 
     def stage(self, state: Any) -> Staged:
         """A copy of `state` that training can no longer change; raises `NotStageable`."""
-        tensors: list[torch.Tensor] = []
-        pickled = io.BytesIO()
-        _TensorsByReference(pickled, tensors).dump(state)
-        copies: dict[tuple[str, int], torch.UntypedStorage] = {}  # a storage copied once however often it is used
-        views: list[torch.Tensor] = []
-        cuda = False
-        for tensor in tensors:
-            storage = tensor.untyped_storage()
-            key = (str(storage.device), storage.data_ptr())
-            if key not in copies:
-                copies[key] = self._copy(storage, len(copies))
-                cuda = cuda or storage.device.type == "cuda"
-            views.append(_view_like(tensor, copies[key]))
-        pickled.seek(0)
+        tensors, pickled = _walk(state)
+        storages = _storages(tensors)
+        taken: dict[Kind, int] = {}
+        copies = {key: self._buffer(_kind(storage), taken) for key, storage in storages.items()}
+        for key, storage in storages.items():
+            copies[key].copy_(storage, non_blocking=copies[key].is_pinned())
+        views = [_view_like(tensor, copies[_key(tensor.untyped_storage())]) for tensor in tensors]
+        for kind, buffers in self._pool.items():
+            del buffers[taken.get(kind, 0):]  # what this state no longer needs
         copy = _TensorsFromList(pickled, views).load()
         event = None
-        if cuda:
+        if any(storage.device.type == "cuda" for storage in storages.values()):
             event = torch.cuda.Event()
             event.record()
         return Staged(copy, sum(storage.nbytes() for storage in copies.values()), event)
 
-    def _copy(self, storage: torch.UntypedStorage, slot: int) -> torch.UntypedStorage:
-        nbytes = storage.nbytes()
-        pinned = storage.device.type == "cuda"
-        if slot == len(self._buffers):
-            self._buffers.append(_host_buffer(nbytes, pinned))
-        elif self._buffers[slot].nbytes() != nbytes or self._buffers[slot].is_pinned() != pinned:
-            self._buffers[slot] = _host_buffer(nbytes, pinned)
-        buffer = self._buffers[slot]
-        buffer.copy_(storage, non_blocking=pinned)
-        return buffer
+    def kinds(self, state: Any) -> list[Kind]:
+        """The buffers staging `state` needs (cheap: walks it, copies nothing); raises `NotStageable`."""
+        tensors, _ = _walk(state)
+        return [_kind(storage) for storage in _storages(tensors).values()]
+
+    def reserve(self, kinds: list[Kind]) -> None:
+        """Make (and touch) the buffers `kinds` need that the pool lacks; meant for a background thread."""
+        taken: dict[Kind, int] = {}
+        for kind in kinds:
+            self._buffer(kind, taken, touch=True)
+
+    def _buffer(self, kind: Kind, taken: dict[Kind, int], *, touch: bool = False) -> torch.UntypedStorage:
+        buffers = self._pool.setdefault(kind, [])
+        index = taken[kind] = taken.get(kind, 0) + 1
+        if index > len(buffers):
+            nbytes, pinned = kind
+            buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
+            if touch and not pinned:
+                buffer.fill_(0)  # its pages now, not in the copy that training will wait for
+            buffers.append(buffer.untyped_storage())
+        return buffers[index - 1]
 
 
-def _host_buffer(nbytes: int, pinned: bool) -> torch.UntypedStorage:
-    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned).untyped_storage()
+def _key(storage: torch.UntypedStorage) -> tuple[str, int]:
+    return str(storage.device), storage.data_ptr()
+
+
+def _kind(storage: torch.UntypedStorage) -> Kind:
+    return storage.nbytes(), storage.device.type == "cuda"
+
+
+def _walk(state: Any) -> tuple[list[torch.Tensor], io.BytesIO]:
+    """Every tensor in `state` once, and `state` pickled with those tensors left out."""
+    tensors: list[torch.Tensor] = []
+    pickled = io.BytesIO()
+    _TensorsByReference(pickled, tensors).dump(state)
+    pickled.seek(0)
+    return tensors, pickled
+
+
+def _storages(tensors: list[torch.Tensor]) -> dict[tuple[str, int], torch.UntypedStorage]:
+    """The storages under `tensors`, each once however many tensors share it."""
+    storages: dict[tuple[str, int], torch.UntypedStorage] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages.setdefault(_key(storage), storage)
+    return storages
 
 
 def _view_like(tensor: torch.Tensor, storage: torch.UntypedStorage) -> torch.Tensor:

@@ -5,10 +5,14 @@ with the same atomic protocol, manifest and checksums as a synchronous save, so 
 exists only once it is committed, whatever happens to the process meanwhile. One write is in
 flight at most: the staging buffers are reused, and a rule's bookkeeping (top-k, `last`) must
 know whether a save committed before it plans the next. The thread writes and, the moment the
-checkpoint is committed, records it (`on_commit`: the `checkpoint` event, so that events.jsonl
-never misses a checkpoint that exists); everything else the run does with the outcome (links,
-evictions, the error) happens on the main thread when the run settles the write, at a boundary
-every rank agrees on.
+checkpoint is committed, does what follows a commit (`on_commit`: the `checkpoint` event, so that
+events.jsonl never misses a checkpoint that exists, the `last` link and the evictions, which
+training need not wait for either); the outcome reaches the main thread when the run settles
+the write, at a boundary every rank agrees on.
+
+The first save would also pay for making the buffers (page faults; pinning, for CUDA, is slower
+still): `reserve` makes them in the background once the state has its full size, before a
+rule asks for the first save.
 
 The thread is not a daemon: an interpreter that exits with a write in flight waits for it rather
 than leave it half done (the half-done temporary would be harmless, but the save lost). Nor is it
@@ -29,31 +33,46 @@ from ._saving import Committed, Files
 
 
 class BackgroundWriter:
-    """Takes one write at a time; `finished` turns True (a plain attribute, cheap to poll) when it ends.
+    """Takes one write at a time; `finished` turns True (a plain attribute, cheap to poll) when it ends."""
 
-    `on_commit(committed, seconds)` runs in the writer's thread once a write has committed.
-    """
-
-    def __init__(self, on_commit: Callable[[Committed, float], None]) -> None:
-        self._on_commit = on_commit
+    def __init__(self) -> None:
         self._stager = Stager()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._result: Committed = []
         self._error: BaseException | None = None
         self._warned = False
+        self._reserving = False  # the job in flight makes buffers, it writes nothing
         self.finished = False  # the write in flight has ended, committed or failed
         self.seconds = 0.0  # how long the last write took, from its start to its end
+
+    def reserve(self, files: Files) -> None:
+        """Make the staging buffers `files` will need, in the background; a state that cannot be
+        staged is left to `take` to report."""
+        if self._thread is not None:
+            return
+        try:
+            kinds = self._stager.kinds(files)
+        except NotStageable:
+            return
+        self._start(lambda: self._stager.reserve(kinds), None)
 
     @property
     def busy(self) -> bool:
         """Whether a write was taken and not yet collected by `wait`."""
         return self._thread is not None
 
-    def take(self, files: Files, write: Callable[[Files], Committed]) -> bool:
-        """Copy `files` and write the copy in the background; False when the copy would not be faithful."""
-        if self._thread is not None:
+    def take(self, files: Files, write: Callable[[Files], Committed],
+             on_commit: Callable[[Committed, float], None] = lambda committed, seconds: None) -> bool:
+        """Copy `files` and write the copy in the background, then run `on_commit(committed,
+        seconds)` in the writer's thread; False when the copy would not be faithful."""
+        if self._thread is not None and not self._reserving:
             raise RuntimeError("a background write is still in flight; wait() for it first")
+        if self._thread is not None:
+            try:
+                self.wait()  # the buffers being made are needed now
+            except Exception:  # noqa: S110 - staging makes what is missing, and reports its own failure
+                pass
         try:
             staged = self._stager.stage(files)
         except NotStageable as why:
@@ -62,16 +81,22 @@ class BackgroundWriter:
                 warnings.warn(f"the state holds {why}, which an asynchronous save cannot copy faithfully; "
                               "this run saves synchronously", stacklevel=2)
             return False
-        self.finished, self._result, self._error = False, [], None
+        self._start(lambda: (staged.ready(), write(staged.state))[1], on_commit)
+        return True
+
+    def _start(self, work: Callable[[], Committed | None],
+               on_commit: Callable[[Committed, float], None] | None) -> None:
+        """Run `work` in the thread; a write has its `on_commit`, a reservation of buffers None."""
+        self.finished, self._result, self._error, self._reserving = False, [], None, on_commit is None
         self._done.clear()
 
         def run() -> None:
             started = time.monotonic()
             try:
-                staged.ready()
-                self._result = write(staged.state)
-                self.seconds = time.monotonic() - started
-                self._on_commit(self._result, self.seconds)
+                self._result = work() or []
+                if on_commit is not None:
+                    self.seconds = time.monotonic() - started
+                    on_commit(self._result, self.seconds)
             except BaseException as error:  # handed to the main thread by wait()
                 self._error = error
             finally:
@@ -80,7 +105,6 @@ class BackgroundWriter:
 
         self._thread = threading.Thread(target=run, name="resilient-checkpoint-writer")
         self._thread.start()
-        return True
 
     def wait(self) -> Committed:
         """The write's committed targets once it ends; raises what it raised.

@@ -7,9 +7,9 @@ bookkeeping back and deletes the checkpoints a rule had evicted but not yet dele
 died; after a stop it keeps one emergency checkpoint; after a failed save it makes the rules
 forget it (``on_save_error="continue"``).
 
-An asynchronous save is planned like any other, but its links and evictions wait until it is
-committed (`settle`): until then the older checkpoints stay, so retention never deletes the only
-committed checkpoint while a newer one is still being written. A save due while one is in
+An asynchronous save is planned like any other, but its event, links and evictions wait until it
+is committed (the writer's thread does them then): until then the older checkpoints stay, so
+retention never deletes the only committed checkpoint while a newer one is still being written. A save due while one is in
 flight waits for it first, and so do the emergency checkpoint, a manual save and the run's end.
 """
 
@@ -41,7 +41,8 @@ from ._boundary import Fired, Interrupted, StopFlags
 from ._journal import Journal
 from ._progress import Phase, Progress
 from ._resume import Restored
-from ._saving import Background, Committed, OnSaveError, Snapshot, share_outcome, write_together
+from ._saving import Background, Committed, Files, OnSaveError, Snapshot, share_outcome, write_together
+from ._state import STATE_FILE, split_states
 
 Target = tuple[Path, Any]  # a checkpoint path and the manifest's rule: an identity or a CheckpointOrigin
 
@@ -57,6 +58,17 @@ class _InFlight:
     full: bool
 
 
+@dataclass(frozen=True)
+class _AfterCommit:
+    """The writer, as `write_together` is offered it, with what its thread does once a write commits."""
+
+    writer: BackgroundWriter
+    then: Callable[[Committed, float], None]
+
+    def take(self, files: Files, write: Callable[[Files], Committed]) -> bool:
+        return self.writer.take(files, write, self.then)
+
+
 class Saver:
     """Writes the checkpoints a run's rules plan, its emergency ones, and cleans up after both."""
 
@@ -69,8 +81,9 @@ class Saver:
         self._emergency_dir = emergency_dir
         self._on_save_error = on_save_error
         self._async_save = async_save  # for the rules that leave it to the run
+        self._any_async = any(async_save if rule.async_save is None else rule.async_save for rule in rules)
         self._protected: str | None = None  # the checkpoint the run resumed from: never deleted
-        self._writer = BackgroundWriter(self._committed) if dist.rank == 0 else None
+        self._writer = BackgroundWriter() if dist.rank == 0 else None
         self._in_flight: _InFlight | None = None
         self.save_seconds: float | None = None  # how long the last full save took (the deadline needs it)
 
@@ -83,7 +96,7 @@ class Saver:
         """Plan on rank 0 (the file system it sees decides names), share, write, then evict.
 
         When every rule due saves asynchronously, rank 0 copies the state and writes the copy
-        while training goes on; the links and evictions wait for `settle`. With `stop`, the write
+        while training goes on; the links and evictions follow its commit. With `stop`, the write
         is never in the background, also commits the emergency checkpoint, then raises
         `Interrupted`: one write serves the rules due at this boundary and the stop.
         """
@@ -108,7 +121,7 @@ class Saver:
                 background = not stop and all(self._async_save if rule.async_save is None else rule.async_save
                                               for rule, _ in fired)
                 seconds = self.write(lambda: progress.snapshot(self._rules, phase), full, weights,
-                                     background=background)
+                                     then=(lambda: self._link_and_evict(plans)) if background else None)
             except (OSError, CheckpointError) as error:
                 if stop or self._on_save_error is OnSaveError.STOP:
                     raise
@@ -125,9 +138,17 @@ class Saver:
         if stop:
             raise Interrupted(stop, str(emergency))
 
+    def reserve(self) -> None:
+        """Rank 0, once the state has its full size (an optimizer's state exists after its first
+        step): make the staging buffers of asynchronous saves in the background, so that the
+        first save does not stall on making them."""
+        if self._writer is not None and self._any_async and self._in_flight is None:
+            replicated, _ = split_states(self._tracked, rank=0)
+            self._writer.reserve(({STATE_FILE: {"objects": replicated}}, None))
+
     def settle(self) -> None:
-        """Finish the save in flight, if any, on every rank together: its events, links and
-        evictions once committed; its failure raised (or forgotten, ``on_save_error="continue"``)."""
+        """Finish the save in flight, if any, on every rank together: its failure is raised (or
+        forgotten, ``on_save_error="continue"``) on every rank."""
         in_flight = self._in_flight
         if in_flight is None:
             return
@@ -147,7 +168,6 @@ class Saver:
             return
         if in_flight.full and self._writer is not None:
             self.save_seconds = self._writer.seconds
-        self._link_and_evict(in_flight.plans)
 
     def settle_alone(self) -> None:
         """At a run's end that not every rank reached (a crash): wait for rank 0's write, sharing nothing."""
@@ -162,7 +182,6 @@ class Saver:
             return
         finally:
             self._in_flight = None
-        self._link_and_evict(in_flight.plans)
 
     def _link_and_evict(self, plans: Sequence[SavePlan] | None) -> None:
         """Rank 0, once the plans' checkpoints are committed: their `last` links and the evictions."""
@@ -180,14 +199,18 @@ class Saver:
         self.write(lambda: progress.snapshot(self._rules, Phase.STEP), [(path, CheckpointOrigin.MANUAL.value)])
 
     def write(self, snapshot: Callable[[], Snapshot], full: Sequence[Target], weights: Sequence[Target] = (), *,
-              background: bool = False) -> float | None:
+              then: Callable[[], None] | None = None) -> float | None:
         """Write with every rank, record each committed checkpoint as an event; returns the seconds taken.
 
-        With `background`, rank 0 may hand the write to its writer: then None, and `settle` records it.
+        With `then` (what follows the commit: links, evictions), rank 0 may hand the write to its
+        writer, whose thread records it and runs `then` the moment it commits: then None.
         """
         started = time.monotonic()
-        committed = write_together(self._dist, self._tracked, snapshot, full, weights,
-                                   self._writer if background else None)
+        offload = None
+        if then is not None and self._writer is not None:
+            offload = _AfterCommit(self._writer, lambda committed, seconds: (self._committed(committed, seconds),
+                                                                              then()))
+        committed = write_together(self._dist, self._tracked, snapshot, full, weights, offload)
         if isinstance(committed, Background):
             return None
         seconds = time.monotonic() - started

@@ -147,6 +147,7 @@ class Run:
         self._looked_for_checkpoint = False
         self._pending_rng: PendingRng | None = None
         self._loop_started = False
+        self._reserved = False  # whether the staging buffers of async saves were asked for
         self._in_batches = False
         self._batches_done_in_epoch = False
         self._train_end_saved_epoch: int | None = None
@@ -319,12 +320,16 @@ class Run:
                 lambda: position.iterate_from(loader, self._at.epoch, self._at.batch), self._pending_rng,
                 persistent=position.persistent)
             self._pending_rng = None
+            reserve, self._reserved = not self._reserved, True
             for batch in iterator:
                 yield batch
                 self._at.step += 1
                 self._at.batch += 1
                 position.note(self._at.batch)
                 self._boundary(Phase.STEP)
+                if reserve:  # after the run's first step here: the state has its full size
+                    reserve = False
+                    self._saver.reserve()
         finally:
             self._in_batches = False
         self._batches_done_in_epoch = True

@@ -112,3 +112,14 @@ def test_a_tensor_subclass_is_refused():
 def test_an_unpicklable_object_fails_as_torch_save_would():
     with pytest.raises(Exception, match="pickle"):
         Stager().stage({"f": lambda: None})
+
+
+def test_reserved_buffers_are_the_ones_the_first_stage_fills():
+    stager = Stager()
+    state = {"a": torch.randn(1000), "b": torch.randn(10, 10), "shared": None}
+    state["shared"] = state["a"]
+    stager.reserve(stager.kinds(state))
+    assert stager.nbytes == 1000 * 4 + 100 * 4
+    staged = stager.stage(state).state
+    assert stager.nbytes == 1000 * 4 + 100 * 4  # nothing more was made
+    assert torch.equal(staged["b"], state["b"]) and staged["shared"] is staged["a"]

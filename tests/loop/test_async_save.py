@@ -35,27 +35,28 @@ def _events(run_dir: Path, kind: str) -> list[dict[str, object]]:
     return [event for event in map(json.loads, lines) if event["event"] == kind]
 
 
-def test_an_older_checkpoint_stays_until_the_newer_one_is_committed_and_only_then_counts(tmp_path: Path) -> None:
+def test_an_older_checkpoint_is_evicted_only_once_the_newer_one_is_committed(tmp_path: Path) -> None:
     rule = resilient.ModelCheckpoint(every_n_train_steps=2, filename="{step}")  # keeps the latest only
-    model = torch.nn.Linear(256, 256)
+    model = torch.nn.Linear(512, 512)
     checkpoints = tmp_path / "checkpoints"
-    seen = {}
+    seen, committed = [], []
     with resilient.Run(checkpoint=[rule], run_dir=tmp_path) as run:
         run.track(model=model)
-        for _ in run.batches(range(7)):
-            if run.step == 4:  # the save of step 4 was started at the boundary before this batch
-                seen["old"] = (checkpoints / "step=2.ckpt").is_dir()
+        for _ in run.batches(range(9)):
+            if run.step == 2:
+                _wait_for_the_writer()  # the first checkpoint is committed
+            if run.step >= 2:  # from now on one is whole on disk, whatever is being written
+                seen.append(sorted(path.name for path in checkpoints.glob("*.ckpt")))
+            if run.step == 6:
                 _wait_for_the_writer()
-                seen["committed"] = sorted(path.name for path in checkpoints.iterdir())
-                seen["events"] = [event["step"] for event in _events(tmp_path, "checkpoint")]
-            if run.step == 5:  # the boundary after step 5 settled it
-                seen["settled"] = sorted(path.name for path in checkpoints.iterdir())
-    assert seen["old"]  # the only committed checkpoint while step 4's was in flight
-    assert seen["committed"] == ["step=2.ckpt", "step=4.ckpt"]  # evicted only once settled
-    assert seen["events"] == [2, 4]  # recorded the moment it was committed
-    assert seen["settled"] == ["step=4.ckpt"]
-    assert rule.best_model_path.endswith("step=6.ckpt")
-    assert sorted(path.name for path in checkpoints.iterdir()) == ["step=6.ckpt"]  # the end waited for it
+                committed += [sorted(path.name for path in checkpoints.glob("*.ckpt")),
+                              [event["step"] for event in _events(tmp_path, "checkpoint")]]
+    for names in seen:
+        assert names in (["step=2.ckpt"], ["step=4.ckpt"], ["step=6.ckpt"], ["step=2.ckpt", "step=4.ckpt"],
+                         ["step=4.ckpt", "step=6.ckpt"])  # never none: the older goes after the newer commits
+    assert committed == [["step=6.ckpt"], [2, 4, 6]]  # committed: recorded, and the older one evicted
+    assert rule.best_model_path.endswith("step=8.ckpt")
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["step=8.ckpt"]  # the end waited for it
 
 
 def test_a_rule_that_says_sync_is_committed_before_training_goes_on(tmp_path: Path) -> None:
