@@ -3,6 +3,8 @@ or all of them at once: `python benchmarks/all.py`)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,3 +56,15 @@ def row(what: str, size_mib: float | None, resilient: float | None, anchor: str,
         target, met = f"ratio <= {at_most:g}x", None if ratio is None else ratio <= at_most
     return {"what": what, "size_mib": size_mib, "resilient": resilient, "anchor": anchor, "anchor_value": anchor_value,
             "unit": unit, "ratio": ratio, "ratio_of": ratio_of, "target": target, "met": met, "note": note}
+
+
+def removing(*paths: os.PathLike[str] | str) -> Callable[[], None]:
+    """A `before` for `alternating_best` that deletes what the works wrote last round, untimed:
+    each save is timed writing a new file, not replacing (and freeing) the last one."""
+    def remove() -> None:
+        for path in paths:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+    return remove

@@ -263,11 +263,18 @@ class Run:
         self._saver.save_manual(arguments.checkpoint_path(path, CHECKPOINT_SUFFIX), self._at)
 
     def close(self, *, together: bool = True) -> None:
-        """Give the signals back and leave the process group if this run created it.
+        """Wait for a background save in flight, give the signals back and leave the process group
+        if this run created it; a failed background save raises here.
 
         `together=False` when this rank alone is leaving (it crashed): no collective then.
         """
-        self._session.close(together=together)
+        try:
+            if together:
+                self._saver.settle()
+            else:
+                self._saver.settle_alone()
+        finally:
+            self._session.close(together=together)
 
     def __enter__(self) -> Run:
         return self

@@ -148,3 +148,17 @@ def test_with_on_save_error_continue_every_rank_trains_on_and_the_failed_save_is
     assert [event["step"] for event in _events(tmp_path, "checkpoint")] == [1, 2, 4, 5, 6]
     assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == [
         f"step={step}.ckpt" for step in (1, 2, 4, 5, 6)]
+
+
+def test_close_waits_for_the_save_in_flight(tmp_path: Path) -> None:
+    """A run used without `with`: `close()` is its end, and must not leave a write behind."""
+    rule = resilient.ModelCheckpoint(every_n_train_steps=3, filename="{step}")
+    run = resilient.Run(checkpoint=[rule], run_dir=tmp_path)
+    run.track(model=torch.nn.Linear(256, 256))
+    for _ in run.batches(range(3)):
+        pass
+    run.close()
+    assert not any(thread.name == "resilient-checkpoint-writer" and thread.is_alive()
+                   for thread in threading.enumerate())
+    assert [event["step"] for event in _events(tmp_path, "checkpoint")] == [3]
+    resilient.load_checkpoint(tmp_path / "checkpoints" / "step=3.ckpt")
