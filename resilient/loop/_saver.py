@@ -146,6 +146,18 @@ class Saver:
             replicated, _ = split_states(self._tracked, rank=0)
             self._writer.reserve(({STATE_FILE: {"objects": replicated}}, None))
 
+    def settle_written(self, step: int) -> None:
+        """Every rank, when the agreed flags say rank 0's write had ended: settle it, unless the
+        flag is about an earlier write, settled since by a save at the boundary that saw the flag.
+
+        With several ranks the flag seen at one step boundary is agreed at the next, so a write
+        started at the boundary that saw it (or later) is not the one it is about; waiting for
+        it here would stall training for the whole write.
+        """
+        seen_at = step - (1 if self._dist.world_size > 1 else 0)
+        if self._in_flight is not None and self._in_flight.step < seen_at:
+            self.settle()
+
     def settle(self) -> None:
         """Finish the save in flight, if any, on every rank together: its failure is raised (or
         forgotten, ``on_save_error="continue"``) on every rank."""

@@ -348,6 +348,6 @@ class Run:
         fired, stop, written = self._boundaries.decide(phase, self._at.step, self._at.epoch, self._saver.save_seconds,
                                                        self._saver.written)
         if written:
-            self._saver.settle()
+            self._saver.settle_written(self._at.step)
         if fired or stop:
             self._saver.save(fired, self._at, phase, stop)

@@ -119,3 +119,21 @@ def test_buffers_made_in_the_background_are_waited_for_by_the_first_save():
     assert writer.wait() == [files[0]["w"].sum().item()]
     writer.reserve(({"sparse": torch.eye(2).to_sparse()}, None))  # not stageable: left to take() to report
     assert not writer.busy
+
+
+@pytest.mark.parametrize("world_size, step, settles", [(2, 6, False), (2, 7, True), (1, 5, False), (1, 6, True)])
+def test_a_written_flag_seen_before_the_write_in_flight_began_does_not_settle_it(tmp_path, world_size, step, settles):
+    """With several ranks the flag is agreed one boundary after rank 0 saw it: by then a save at
+    that boundary may have settled the write it was about and started another, not to be waited for."""
+    from resilient.coordination import DistInfo
+    from resilient.loop._journal import Journal
+    from resilient.loop._saver import Saver, _InFlight
+    from resilient.loop._saving import OnSaveError
+
+    saver = Saver(DistInfo(1, world_size, 1, owns_group=False), Journal(tmp_path, None, writes=False), [], {},
+                  tmp_path, OnSaveError.STOP, True)
+    saver._in_flight = _InFlight((), [], [], step=5, full=True)  # started at step 5's boundary
+    settled = []
+    saver.settle = lambda: settled.append(True)
+    saver.settle_written(step)
+    assert bool(settled) == settles
