@@ -76,14 +76,18 @@ def test_a_failed_write_raises_its_own_error_in_the_waiting_thread():
     assert writer.take(_files(), lambda copy: ["next"]) and writer.wait() == ["next"]  # the next one is fine
 
 
-def _interrupt_once_waiting(main: int) -> None:
-    """Ctrl-C the main thread once it is blocked inside `BackgroundWriter.wait` (no other event says so)."""
+def _interrupt_once_waiting(main: int, release: threading.Event) -> None:
+    """Ctrl-C the main thread once it is blocked inside `BackgroundWriter.wait` (no other event says
+    so); should the interrupt not end that wait, release the write a minute later so that the test
+    fails instead of hanging."""
     while True:
         frame = sys._current_frames().get(main)
         while frame is not None and frame.f_code is not BackgroundWriter.wait.__code__:
             frame = frame.f_back
         if frame is not None:
             os.kill(os.getpid(), signal.SIGINT)
+            release.wait(60)
+            release.set()
             return
         time.sleep(0.001)
 
@@ -99,15 +103,18 @@ def test_a_ctrl_c_while_waiting_leaves_the_write_in_flight_and_waitable():
         release.wait()
         return ["done"]
 
-    writer.take(_files(), write)
-    started.wait()
-    main = threading.get_ident()
-    threading.Thread(target=_interrupt_once_waiting, args=(main,)).start()
-    with pytest.raises(KeyboardInterrupt):
-        writer.wait()
-    writers = [thread for thread in threading.enumerate() if thread.name == "resilient-checkpoint-writer"]
-    assert writer.busy and len(writers) == 1 and writers[0].is_alive() and not writers[0].daemon
-    release.set()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever this process inherited
+    try:
+        writer.take(_files(), write)
+        started.wait()
+        threading.Thread(target=_interrupt_once_waiting, args=(threading.get_ident(), release)).start()
+        with pytest.raises(KeyboardInterrupt):
+            writer.wait()
+        writers = [thread for thread in threading.enumerate() if thread.name == "resilient-checkpoint-writer"]
+        assert writer.busy and len(writers) == 1 and writers[0].is_alive() and not writers[0].daemon
+    finally:
+        release.set()
+        signal.signal(signal.SIGINT, previous)
     assert writer.wait() == ["done"]
 
 
