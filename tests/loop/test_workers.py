@@ -75,7 +75,8 @@ def test_a_crash_with_live_workers_still_exits() -> None:
     result = subprocess.run([sys.executable, "-c", _CRASH_WITH_LIVE_WORKERS], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip().endswith("RuntimeError: training crashed")
+    # a worker's own warning (a list takes no per-sample seeds) may print after the traceback
+    assert "RuntimeError: training crashed" in result.stderr.splitlines()
 
 
 _KILLED_WITH_BUSY_WORKERS = """
