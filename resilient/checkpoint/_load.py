@@ -20,6 +20,7 @@ from ._errors import CheckpointError, UntrustedCheckpointError
 from ._files import check_extent, open_checkpoint, open_member
 from ._hashing import checksum_mapped
 from ._manifest import Manifest, read_manifest_at
+from ._pages import MappedPayloads
 from ._read import check_checksum, check_size, corrupt
 
 
@@ -30,7 +31,8 @@ def _weights_only_detail(error: pickle.UnpicklingError) -> str:
 
 
 def _load_payload(
-    directory: int, path: Path, manifest: Manifest, name: str, weights_only: bool, map_location: str | torch.device
+    directory: int, path: Path, manifest: Manifest, name: str, weights_only: bool, map_location: str | torch.device,
+    pages: MappedPayloads | None,
 ) -> object:
     """Payload file `name`, its checksum checked through the open descriptor before torch unpickles it.
 
@@ -67,6 +69,8 @@ def _load_payload(
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (size, before.st_mtime_ns):
             raise CheckpointError(f"{what} changed while it was loaded")
+        if pages is not None:
+            pages.add(after)
     return loaded
 
 
@@ -77,13 +81,15 @@ def load_files(
     weights_only: bool = True,
     map_location: str | torch.device = "cpu",
     check_others: bool = False,
+    pages: MappedPayloads | None = None,
 ) -> dict[str, object]:
     """Load payload files of a checkpoint, each read once and checked before it is unpickled.
 
     `check_others` also checks the checksums of the files not loaded (a resume must know that
     every rank's file is sound before it chooses a checkpoint), under the same manifest read,
     and never hashes a file twice. Peak memory is what the caller touches of the mapped
-    tensors, not one copy of the file plus another of the objects.
+    tensors, not one copy of the file plus another of the objects; `pages` records the mapped
+    files, so that the caller can give back the pages of tensors it has copied out.
     """
     path = Path(path)
     if isinstance(names, str):
@@ -92,7 +98,7 @@ def load_files(
     with open_checkpoint(path) as directory:
         manifest = read_manifest_at(directory, path)
         for name in names:
-            loaded[name] = _load_payload(directory, path, manifest, name, weights_only, map_location)
+            loaded[name] = _load_payload(directory, path, manifest, name, weights_only, map_location, pages)
         if check_others:
             for name, entry in manifest.files.items():
                 if name not in loaded:

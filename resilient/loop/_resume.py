@@ -20,6 +20,7 @@ from ..checkpoint import (
     CheckpointError,
     CheckpointKind,
     Manifest,
+    MappedPayloads,
     UntrustedCheckpointError,
     load_files,
     newest_checkpoints,
@@ -36,17 +37,20 @@ from ._state import STATE_FILE, rank_file
 
 @dataclass(frozen=True)
 class Restored:
-    """The parts of a checkpoint one rank needs."""
+    """The parts of a checkpoint one rank needs, and the memory maps their tensors lie in."""
 
     path: Path
     manifest: Manifest
     state: dict[str, Any]
     own: dict[str, Any]
+    pages: MappedPayloads
 
 
 def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool, *, check_others: bool = False) -> Restored:
-    files = load_files(path, [STATE_FILE, rank_file(rank)], weights_only=weights_only, check_others=check_others)
-    return Restored(path, manifest, files[STATE_FILE], files[rank_file(rank)])
+    pages = MappedPayloads()
+    files = load_files(path, [STATE_FILE, rank_file(rank)], weights_only=weights_only, check_others=check_others,
+                       pages=pages)
+    return Restored(path, manifest, files[STATE_FILE], files[rank_file(rank)], pages)
 
 
 def _choose(found: Iterable[tuple[Path, Manifest]], weights_only: bool) -> Restored | None:

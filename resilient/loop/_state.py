@@ -9,7 +9,7 @@ per rank and is kept once per rank, next to that rank's RNG states, in a small f
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -86,9 +86,13 @@ def module_states(tracked: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def restore_objects(
-    objects: Mapping[str, Any], replicated: Mapping[str, Any], own: Mapping[str, Any], source: str
+    objects: Mapping[str, Any], replicated: Mapping[str, Any], own: Mapping[str, Any], source: str,
+    release: Callable[[Iterable[torch.Tensor]], None],
 ) -> None:
-    """Load each object's saved state; an object the checkpoint lacks starts fresh, with a warning."""
+    """Load each object's saved state; an object the checkpoint lacks starts fresh, with a warning.
+
+    `release` gives back the memory of saved tensors a module has copied (see `_load_module`).
+    """
     for name, obj in objects.items():
         states = replicated if is_replicated(obj) else own
         if name not in states:
@@ -97,4 +101,39 @@ def restore_objects(
                 stacklevel=3,
             )
             continue
-        obj.load_state_dict(states[name])
+        if isinstance(obj, torch.nn.Module):
+            _load_module(obj, states[name], release)
+        else:
+            obj.load_state_dict(states[name])
+
+
+def _load_module(module: torch.nn.Module, state: Mapping[str, Any], release: Callable[[Iterable[torch.Tensor]], None]
+                 ) -> None:
+    """`module.load_state_dict(state)`, releasing each submodule's saved tensors as soon as it has copied them.
+
+    `load_state_dict` copies into the existing parameters, so the saved tensors are dead weight
+    once copied; released submodule by submodule (its load-state-dict post-hook, which
+    `load_state_dict` calls for each submodule in turn), the extra memory of a resume is at
+    most one submodule's tensors instead of the whole model. A saved tensor the module kept
+    (``assign``, or a custom `_load_from_state_dict`) is not released.
+    """
+    by_owner: dict[str, list[torch.Tensor]] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            by_owner.setdefault(key.rpartition(".")[0], []).append(value)
+    prefixes: dict[int, list[str]] = {}
+    for prefix, submodule in module.named_modules(remove_duplicate=False):
+        prefixes.setdefault(id(submodule), []).append(prefix)
+
+    def release_copied(submodule: torch.nn.Module, _incompatible: object) -> None:
+        kept = {t.untyped_storage().data_ptr()
+                for t in (*submodule.parameters(recurse=False), *submodule.buffers(recurse=False))}
+        release(saved for prefix in prefixes.get(id(submodule), ()) for saved in by_owner.get(prefix, ())
+                if saved.untyped_storage().data_ptr() not in kept)
+
+    hooks = [submodule.register_load_state_dict_post_hook(release_copied) for submodule in module.modules()]
+    try:
+        module.load_state_dict(state)
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -211,7 +211,8 @@ class Run:
             self._find_and_restore_run_state()
         if self._restored is not None:
             state, own = self._restored.state, self._restored.own
-            restore_objects(objects, state["objects"], own["objects"], str(self._restored.path))
+            restore_objects(objects, state["objects"], own["objects"], str(self._restored.path),
+                             self._restored.pages.release)
 
     def epochs(self, n: int) -> Iterator[int]:
         """Yield epoch numbers from the restored epoch up to `n - 1`; epoch rules fire after each."""
