@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ class Staged:
 
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_TOUCH_CHUNK = 64 * 2**20  # how much of a new buffer is touched between looks at `cancelled`
 
 
 def _check(tensor: torch.Tensor) -> None:
@@ -99,22 +101,37 @@ class Stager:
         tensors, _ = _walk(state)
         return [_kind(storage) for storage in _storages(tensors).values()]
 
-    def reserve(self, kinds: list[Kind]) -> None:
-        """Make (and touch) the buffers `kinds` need that the pool lacks; meant for a background thread."""
+    def reserve(self, kinds: list[Kind], cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Make (and touch) the buffers `kinds` need that the pool lacks; meant for a background thread.
+
+        Stops soon after `cancelled()` turns True (between chunks of a buffer's pages): a run
+        that stops right after it started must not wait for buffers it will never use.
+        """
         taken: dict[Kind, int] = {}
         for kind in kinds:
-            self._buffer(kind, taken, touch=True)
+            if cancelled():
+                return
+            made = len(self._pool.get(kind, ())) <= taken.get(kind, 0)
+            buffer = self._buffer(kind, taken)
+            if made and not kind[1]:
+                _touch(buffer, cancelled)
 
-    def _buffer(self, kind: Kind, taken: dict[Kind, int], *, touch: bool = False) -> torch.UntypedStorage:
+    def _buffer(self, kind: Kind, taken: dict[Kind, int]) -> torch.UntypedStorage:
         buffers = self._pool.setdefault(kind, [])
         index = taken[kind] = taken.get(kind, 0) + 1
         if index > len(buffers):
             nbytes, pinned = kind
-            buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
-            if touch and not pinned:
-                buffer.fill_(0)  # its pages now, not in the copy that training will wait for
-            buffers.append(buffer.untyped_storage())
+            buffers.append(torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned).untyped_storage())
         return buffers[index - 1]
+
+
+def _touch(buffer: torch.UntypedStorage, cancelled: Callable[[], bool]) -> None:
+    """Fault a new buffer's pages in now, not in the copy that training waits for, a chunk at a time."""
+    flat = torch.empty(0, dtype=torch.uint8).set_(buffer)
+    for start in range(0, buffer.nbytes(), _TOUCH_CHUNK):
+        if cancelled():
+            return
+        flat[start : start + _TOUCH_CHUNK].fill_(0)
 
 
 def _key(storage: torch.UntypedStorage) -> tuple[str, int]:

@@ -12,7 +12,7 @@ the write, at a boundary every rank agrees on.
 
 The first save would also pay for making the buffers (page faults; pinning, for CUDA, is slower
 still): `reserve` makes them in the background once the state has its full size, before a
-rule asks for the first save.
+rule asks for the first save; a run that stops meanwhile cuts that short (`stop_reserving`).
 
 The thread is not a daemon: an interpreter that exits with a write in flight waits for it rather
 than leave it half done (the half-done temporary would be harmless, but the save lost). Nor is it
@@ -39,6 +39,7 @@ class BackgroundWriter:
         self._stager = Stager()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        self._cancel = threading.Event()  # set: the reservation in flight stops early
         self._result: Committed = []
         self._error: BaseException | None = None
         self._warned = False
@@ -55,7 +56,17 @@ class BackgroundWriter:
             kinds = self._stager.kinds(files)
         except NotStageable:
             return
-        self._start(lambda: self._stager.reserve(kinds), None)
+        self._start(lambda: self._stager.reserve(kinds, self._cancel.is_set), None)
+
+    def stop_reserving(self) -> None:
+        """End a reservation of buffers in flight at its next chunk: the run is stopping and will
+        not use them, and neither its emergency checkpoint nor its exit should wait for them."""
+        if self._thread is not None and self._reserving:
+            self._cancel.set()
+            try:
+                self.wait()
+            except Exception:  # noqa: S110 - buffers that could not be made are not needed now
+                pass
 
     @property
     def busy(self) -> bool:
@@ -89,6 +100,7 @@ class BackgroundWriter:
         """Run `work` in the thread; a write has its `on_commit`, a reservation of buffers None."""
         self.finished, self._result, self._error, self._reserving = False, [], None, on_commit is None
         self._done.clear()
+        self._cancel.clear()
 
         def run() -> None:
             started = time.monotonic()

@@ -116,6 +116,7 @@ class Saver:
         emergency = self._emergency_dir / f"step={progress.step}{CHECKPOINT_SUFFIX}"
         if stop:
             full.append((emergency, CheckpointOrigin.EMERGENCY.value))
+            self.stop_reserving()
         if full or weights:
             try:
                 background = not stop and all(self._async_save if rule.async_save is None else rule.async_save
@@ -145,6 +146,11 @@ class Saver:
         if self._writer is not None and self._any_async and self._in_flight is None:
             replicated, _ = split_states(self._tracked, rank=0)
             self._writer.reserve(({STATE_FILE: {"objects": replicated}}, None))
+
+    def stop_reserving(self) -> None:
+        """The run is ending: staging buffers still being made are not needed (see `reserve`)."""
+        if self._writer is not None:
+            self._writer.stop_reserving()
 
     def settle_written(self, step: int) -> None:
         """Every rank, when the agreed flags say rank 0's write had ended: settle it, unless the

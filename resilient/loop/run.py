@@ -269,6 +269,7 @@ class Run:
 
         `together=False` when this rank alone is leaving (it crashed): no collective then.
         """
+        self._saver.stop_reserving()
         try:
             if together:
                 self._saver.settle()
@@ -286,6 +287,7 @@ class Run:
         Every way out records a final state and an end event: a finished loop, a stop, an
         exception, Ctrl-C, `sys.exit()`.
         """
+        self._saver.stop_reserving()
         if error is None:
             try:
                 self._saver.settle()  # the end of training waits for a background write, with every rank

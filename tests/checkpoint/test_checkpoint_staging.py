@@ -123,3 +123,15 @@ def test_reserved_buffers_are_the_ones_the_first_stage_fills():
     staged = stager.stage(state).state
     assert stager.nbytes == 1000 * 4 + 100 * 4  # nothing more was made
     assert torch.equal(staged["b"], state["b"]) and staged["shared"] is staged["a"]
+
+
+def test_a_cancelled_reservation_stops_between_chunks_of_its_pages():
+    """A run that stops must not wait for buffers it will never use: making them ends at the next look."""
+    stager = Stager()
+    state = {"big": torch.zeros(2 * 2**20, dtype=torch.float64), "small": torch.zeros(10)}  # 16 MiB: one chunk
+    looks = []
+    stager.reserve(stager.kinds(state), cancelled=lambda: looks.append(1) or len(looks) > 2)
+    assert stager.nbytes == 16 * 2**20  # the first buffer, made and touched; the second never made
+    assert len(looks) == 3
+    stager.reserve(stager.kinds(state))  # not cancelled: what is missing is made now
+    assert stager.nbytes == 16 * 2**20 + 40

@@ -144,3 +144,15 @@ def test_a_written_flag_seen_before_the_write_in_flight_began_does_not_settle_it
     saver.settle = lambda: settled.append(True)
     saver.settle_written(step)
     assert bool(settled) == settles
+
+
+def test_a_stopping_run_ends_the_reservation_in_flight_and_a_later_save_still_works():
+    writer = BackgroundWriter()
+    files = ({"w": torch.randn(1 << 16)}, None)
+    writer.reserve(files)
+    writer.stop_reserving()
+    assert not writer.busy
+    writer.stop_reserving()  # nothing in flight: nothing to do
+    assert writer.take(files, lambda copy: [copy[0]["w"].sum().item()])
+    writer.stop_reserving()  # a write in flight is not a reservation: it is left to finish
+    assert writer.busy and writer.wait() == [files[0]["w"].sum().item()]
