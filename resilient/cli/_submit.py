@@ -1,7 +1,8 @@
 """`resilient submit JOB.yaml` and `resilient schema`: from a job file to a running job.
 
 The job file's model and `launch` import torch (through `Run`, and the entrypoint's own module),
-so they are imported when these commands run, not when `resilient --help` builds the parser.
+and submitting imports submitit and yaml, so they are imported when these commands run, not when
+`resilient --help` builds the parser.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import yaml
-
 from ..rundir import State, submitit_folder
-from ..submission import EXECUTORS, SlurmUnavailable, batch_script
+from ..submission import EXECUTORS, SlurmUnavailable
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, ended, say
 from ._follow import follow
 
@@ -66,8 +65,10 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    import yaml
+
     from ..config import load_job_file
-    from ..submission import launch
+    from ..submission import batch_script, launch
 
     spec = load_job_file(args.job_file, args.override, args.executor)
     options = spec.options

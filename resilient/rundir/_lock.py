@@ -1,14 +1,16 @@
-"""One live job per run directory: an flock on `<run_dir>/.lock`, held by rank 0 while it runs.
+"""The run directory's flocks: one live job per run directory, one status.json writer at a time.
 
-Two jobs writing checkpoints and status into one directory would corrupt each other's
-bookkeeping silently. The kernel drops an flock when its process dies, however it dies, so a
-lock left behind by a killed job never blocks the next one: stale locks recover by themselves,
-and the file's content (pid, host, job id) only serves to name the holder in the error.
+`<run_dir>/.lock` is held by rank 0 while it runs: two jobs writing checkpoints and status into
+one directory would corrupt each other's bookkeeping silently. The kernel drops an flock when
+its process dies, however it dies, so a lock left behind by a killed job never blocks the next
+one: stale locks recover by themselves, and the file's content (pid, host, job id) only serves
+to name the holder in the error. `flocked` holds another file's lock for a moment, waiting as
+long as that takes: status.json's read-change-write (`_status.py`).
 
 An flock belongs to the open file, not the process, and a forked child (a DataLoader worker)
 shares it: the lock would outlive a killed job for as long as any of its workers did. Every
-forked child therefore closes its copy at once (`os.register_at_fork`); the parent's lock is
-unaffected, since the kernel only drops it when the last descriptor closes.
+forked child therefore closes its copy at once (`os.register_at_fork`), of either lock; the
+parent's lock is unaffected, since the kernel only drops it when the last descriptor closes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +119,18 @@ def lock_holder(run_dir: Path) -> str | None:
     finally:
         os.close(descriptor)
     return None
+
+
+@contextmanager
+def flocked(path: Path) -> Iterator[None]:
+    """Hold the exclusive flock of `path` (made if missing) for the block, however it ends; waits for it."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    owner = os.getpid()
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        _held.add(descriptor)
+        yield
+    finally:
+        if os.getpid() == owner:  # a forked child closed its copy as it started
+            _held.discard(descriptor)
+            os.close(descriptor)  # closing drops the flock

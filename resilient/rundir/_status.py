@@ -2,10 +2,10 @@
 
 Counts must survive restarts (a requeued job is a new process) and be shared by every rank
 that might decide a requeue, so they live in `<run_dir>/status.json`, updated under a file lock
-and replaced atomically and durably. A new submission (a different job id) starts counting afresh; a
-requeued or restarted job keeps its id (SLURM and submitit's local executor both do) and so
-keeps its counts. Whoever reads it (the job, `resilient status`) gets a DamagedFile naming
-what is wrong if it is not what resilient wrote, never a half-read record.
+(an flock, `_lock.flocked`) and replaced atomically and durably. A new submission (a different
+job id) starts counting afresh; a requeued or restarted job keeps its id (SLURM and submitit's
+local executor both do) and so keeps its counts. Whoever reads it (the job, `resilient status`)
+gets a DamagedFile naming what is wrong if it is not what resilient wrote, never a half-read record.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from ._files import DamagedFile, read_json_object, type_problem
 from ._layout import STATUS_FILE, STATUS_LOCK_FILE
-from ._modes import FILE_MODE, make_dirs
+from ._lock import flocked
+from ._modes import make_dirs
 from ._vocabulary import Vocabulary
 from ._write import write_json
 
@@ -96,7 +95,7 @@ def update_status(run_dir: Path) -> Iterator[Status]:
     """Read, let the caller change, and atomically write back the status, under a file lock."""
     make_dirs(run_dir)
     path = run_dir / STATUS_FILE
-    with FileLock(str(run_dir / STATUS_LOCK_FILE), mode=FILE_MODE):
+    with flocked(run_dir / STATUS_LOCK_FILE):
         status = _read(path)
         yield status
         status.updated = time.time()

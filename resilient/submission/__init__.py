@@ -2,7 +2,8 @@
 
 `JobOptions` and `EXECUTORS` are exported for `config/`, which turns a job file into options.
 Names are imported when first used (`resilient._lazy`): the CLI's `status`, `cancel` and the
-like need `JobHandle`, which does not import torch, while `job` and `launch` run a `Run`, which does.
+like need `JobHandle` and the errors, which import neither torch nor submitit, while `job` and
+`launch` run a `Run`, which imports torch, and submit through submitit.
 """
 
 from typing import TYPE_CHECKING
@@ -10,14 +11,16 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ._executors import EXECUTORS, SlurmUnavailable, SubmissionError, batch_script
+    from ._errors import EXECUTORS, SlurmUnavailable, SubmissionError
+    from ._executors import batch_script
     from ._handle import LOST, JobError, JobHandle
     from ._job import Job, job
     from ._launch import launch, refuse_foreign_run_dir
     from ._options import JobOptions
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "._executors": ("EXECUTORS", "SlurmUnavailable", "SubmissionError", "batch_script"),
+    "._errors": ("EXECUTORS", "SlurmUnavailable", "SubmissionError"),
+    "._executors": ("batch_script",),
     "._handle": ("LOST", "JobError", "JobHandle"),
     "._job": ("Job", "job"),
     "._launch": ("launch", "refuse_foreign_run_dir"),

@@ -19,23 +19,15 @@ import submitit
 from submitit.local.local import LocalJob
 
 from ..requeue import SIGNAL_DELAY_ENV
-from ..rundir import Executor, current_umask
+from ..rundir import current_umask
 from ..settings import signal_name
 from ..slurm import missing_submit_commands
+from ._errors import SlurmUnavailable
 
 if TYPE_CHECKING:  # only annotations: JobOptions imports loop, hence torch, which `resilient status` never needs
     from ._options import JobOptions
 
-EXECUTORS = tuple(executor.value for executor in Executor)
 _SUBMITIT_LOG_LEVEL = ("SUBMITIT_LOG_LEVEL", "WARNING")
-
-
-class SubmissionError(RuntimeError):
-    """The job could not be submitted (the scheduler is missing, or refused it); nothing was left behind."""
-
-
-class SlurmUnavailable(SubmissionError):
-    """A SLURM job, on a machine without SLURM's commands."""
 
 
 def require_slurm() -> None:

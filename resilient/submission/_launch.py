@@ -43,7 +43,8 @@ from ..rundir import (
     write_record,
 )
 from ..settings import check_fire_drill_step, signal_number
-from ._executors import SubmissionError, make_executor, require_slurm
+from ._errors import SubmissionError
+from ._executors import make_executor, require_slurm
 from ._handle import JobHandle
 from ._liveness import is_alive
 from ._main import JobMain

@@ -24,7 +24,7 @@ from ..settings import (
     run_dir_for,
     signal_number,
 )
-from ._executors import EXECUTORS
+from ._errors import EXECUTORS
 
 _CLUSTER_DEFAULT = "the cluster's default"
 

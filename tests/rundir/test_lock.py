@@ -1,4 +1,4 @@
-"""One live job per run directory: the lock names its holder, and dies with it."""
+"""One live job per run directory: the lock names its holder, and dies with it; status updates exclude each other."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import resilient
-from resilient.rundir import _lock
+from resilient.rundir import STATUS_LOCK_FILE, _lock, update_status
 from resilient.rundir._lock import RunDirInUse, RunLock, lock_holder
 
 _HOLD = """
@@ -22,6 +22,8 @@ with resilient.Run(checkpoint=[], run_dir=sys.argv[1]):
     print("holding", flush=True)
     time.sleep(600)
 """
+
+_TRY_LOCK = "import fcntl, sys; fcntl.flock(open(sys.argv[1]), fcntl.LOCK_EX | fcntl.LOCK_NB)"
 
 
 @pytest.fixture
@@ -66,3 +68,31 @@ def test_a_starting_run_waits_out_a_brief_probe(tmp_path: Path) -> None:
     assert lock_holder(tmp_path) == f"pid {os.getpid()} on {socket.gethostname()}, job 7"
     late.release()
     assert lock_holder(tmp_path) is None
+
+
+def _free_for_another_process(lock: Path) -> bool:
+    return subprocess.run([sys.executable, "-c", _TRY_LOCK, str(lock)], capture_output=True, check=False).returncode == 0
+
+
+def test_a_status_update_holds_its_lock_against_other_processes_until_it_ends_however(tmp_path: Path) -> None:
+    lock = tmp_path / STATUS_LOCK_FILE
+    with update_status(tmp_path):
+        assert not _free_for_another_process(lock)
+    assert _free_for_another_process(lock)
+    with pytest.raises(KeyError), update_status(tmp_path):
+        assert not _free_for_another_process(lock)
+        raise KeyError("the caller failed")
+    assert _free_for_another_process(lock)
+
+
+def test_a_child_forked_during_a_status_update_does_not_keep_its_lock(tmp_path: Path) -> None:
+    with update_status(tmp_path):
+        child = os.fork()
+        if child == 0:  # a DataLoader worker, say, which lives on after the update
+            signal.pause()
+            os._exit(0)
+    try:
+        assert _free_for_another_process(tmp_path / STATUS_LOCK_FILE)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

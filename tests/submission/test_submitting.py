@@ -13,7 +13,7 @@ import pytest
 from submitit.core.job_environment import SignalHandler
 
 import resilient
-from resilient.submission._executors import SlurmUnavailable, SubmissionError
+from resilient.submission import SlurmUnavailable, SubmissionError
 from tests.rundir._modes import OTHERS, mode, umask, writable
 
 from .jobs import continued, make_job
