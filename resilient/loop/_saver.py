@@ -207,9 +207,10 @@ class Saver:
             return
         for plan in plans:
             for link, target in plan.link:
-                link_checkpoint(Path(link), Path(target))
+                _tidy(f"pointing {link} at the new checkpoint {target}", lambda: link_checkpoint(Path(link), Path(target)))
             for path in plan.remove:
-                remove_checkpoint(Path(path))
+                _tidy(f"deleting {path}, which a new checkpoint replaces (a start that resumes deletes it)",
+                              lambda: remove_checkpoint(Path(path)))
 
     def save_manual(self, path: Path, progress: Progress) -> None:
         """`Run.save_checkpoint`: a full checkpoint no rule planned, written now by every rank."""
@@ -301,10 +302,21 @@ class Saver:
             for path, manifest in found:
                 real = os.path.realpath(path)
                 if same_rule(manifest.rule, rule.identity) and os.path.dirname(real) == directory and real not in kept:
-                    remove_checkpoint(path)
+                    _tidy(f"deleting {path}, which a rule had replaced", lambda: remove_checkpoint(path))
 
     def _remove_older_emergency(self, keep: Path) -> None:
         """One emergency checkpoint is enough once it is committed (but the resume point stays)."""
         for path, _ in find_checkpoints([self._emergency_dir]):
             if os.path.realpath(path) not in (os.path.realpath(keep), self._protected):
-                remove_checkpoint(path)
+                _tidy(f"deleting the older emergency checkpoint {path}", lambda: remove_checkpoint(path))
+
+
+def _tidy(what: str, tidy: Callable[[], None]) -> None:
+    """Run `tidy`, a link or a deletion around committed checkpoints: its failure (a checkpoint
+    that cannot be deleted, a link that cannot be made) is a warning, not a failed save nor a
+    failed start. The checkpoints are committed and count; failing the run for it, or making the
+    rules forget a save, would lose a good checkpoint over a spare one."""
+    try:
+        tidy()
+    except OSError as error:
+        warnings.warn(f"resilient: {what} failed: {error}", stacklevel=3)

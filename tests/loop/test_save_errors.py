@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import signal
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,41 @@ def test_the_job_decorator_takes_on_save_error_and_checks_it() -> None:
     assert resilient.job(on_save_error="continue")(lambda run: None).options.on_save_error == "continue"
     with pytest.raises(ValueError, match="on_save_error must be one of stop, continue"):
         resilient.job(on_save_error="retry")
+
+
+@pytest.fixture()
+def immutable() -> Iterator[Callable[[Path], None]]:
+    """Make a directory immutable (``chattr +i``: not even root may rename or delete it), a real
+    refusal of the deletion that an eviction does; undone afterwards so the test can clean up."""
+    made: list[Path] = []
+
+    def make(path: Path) -> None:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+        made.append(path)
+
+    yield make
+    for path in made:
+        if path.exists():
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_a_checkpoint_that_cannot_be_evicted_is_a_warning_and_the_next_resume_deletes_it(
+        tmp_path: Path, immutable: Callable[[Path], None], async_save: bool) -> None:
+    """Deleting what a new checkpoint replaces comes after its commit: failing is no failed save."""
+    rule = resilient.ModelCheckpoint(every_n_train_steps=1, save_top_k=1, filename="{step}")
+    first = tmp_path / "checkpoints" / "step=1.ckpt"
+    with pytest.warns(UserWarning, match=r"deleting .*step=1\.ckpt, which a new checkpoint replaces.*failed"):
+        with resilient.Run(checkpoint=[rule], run_dir=tmp_path, async_save=async_save) as run:
+            run.track(model=_state(0.01))
+            for _ in run.batches(range(3)):
+                if run.step == 1:
+                    run.save_checkpoint(tmp_path / "manual.ckpt")  # waits for the step-1 save to commit
+                    immutable(first)
+    assert [event["step"] for event in _events(tmp_path) if event["event"] == "checkpoint"] == [1, 1, 2, 3]
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "completed"
+    assert _visible_checkpoints(tmp_path) == ["step=1.ckpt", "step=3.ckpt"]
+    subprocess.run(["chattr", "-i", str(first)], check=True)
+    with resilient.Run(checkpoint=[rule], run_dir=tmp_path) as run:
+        run.track(model=_state(0.01))
+    assert _visible_checkpoints(tmp_path) == ["step=3.ckpt"]
