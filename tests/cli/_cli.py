@@ -54,6 +54,54 @@ def cli_many(arguments: list[tuple[object, ...]], cwd: Path = REPO,
         return list(pool.map(lambda args: cli(*args, cwd=cwd, env=env), arguments))
 
 
+# Runs each command line of argv[2] (JSON) as `python -m resilient` would, one after another in
+# this one process, and prints one JSON line for each as it ends, naming which of argv[1]'s modules
+# had been imported by then.
+_IN_ONE_PROCESS = """
+import contextlib, io, json, runpy, sys
+watched = json.loads(sys.argv[1])
+for argv in json.loads(sys.argv[2]):
+    sys.argv = ["resilient", *argv]
+    stdout, stderr, code = io.StringIO(), io.StringIO(), None
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            runpy.run_module("resilient", run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code
+    print(json.dumps({"argv": argv, "code": code, "imported": [name for name in watched if name in sys.modules],
+                      "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}), flush=True)
+"""
+
+
+def in_one_process(commands: list[tuple[object, ...]], cwd: Path = REPO, env: dict[str, str] | None = None,
+                   timeout: float = BOUND_S, watch: tuple[str, ...] = (), **popen: Any) -> list[dict[str, Any]]:
+    """Each command run to its end as `python -m resilient` runs it, all in one process (which imports
+    torch once, not once a command): its argv, exit code, stdout, stderr, and which modules of
+    `watch` had been imported by then. A command that hangs past `timeout` or takes the process
+    down gets the process's stderr as its own; those after it, that they were never run.
+    """
+    arguments = [[str(arg) for arg in args] for args in commands]
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", _IN_ONE_PROCESS, json.dumps(watch), json.dumps(arguments)], cwd=cwd,
+                                   env=env or ENV, stdout=stdout, stderr=stderr, text=True, **popen)
+        try:
+            process.wait(timeout=timeout)
+            ended = f"the process ended with {process.returncode}"
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            ended = f"HUNG: no end within {timeout} s"
+        stdout.seek(0)
+        stderr.seek(0)
+        results = [json.loads(line) for line in stdout.read().splitlines() if line.startswith('{"argv": ')]
+        if len(results) < len(arguments):
+            results.append({"argv": arguments[len(results)], "code": None, "imported": None, "stdout": "",
+                            "stderr": f"{ended} while this command ran: {stderr.read()[-3000:]}"})
+        results += [{"argv": argv, "code": None, "imported": None, "stdout": "",
+                     "stderr": "never run: an earlier command ended the process"} for argv in arguments[len(results):]]
+    return results
+
+
 def without_slurm(directory: Path) -> dict[str, str]:
     """ELSEWHERE, with a PATH of `directory` holding python alone: no sbatch, srun, squeue or scontrol.
 

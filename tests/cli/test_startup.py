@@ -29,28 +29,10 @@ from resilient.checkpoint import write_checkpoint
 from resilient.cli import main
 from resilient.rundir import JobRecord, update_status, write_record
 
-from ._cli import BOUND_S, ELSEWHERE, REPO, wait_until
+from ._cli import BOUND_S, ELSEWHERE, REPO, in_one_process, wait_until
 
 # What the light commands never import: torch, and what only submitting and job files need.
 _HEAVY = ("torch", "submitit", "yaml", "pydantic", "filelock")
-# Runs each command line of argv[2] (JSON) as `python -m resilient` would, in this one process,
-# noting which of argv[1]'s modules had been imported by the end of each.
-_COMMANDS = """
-import contextlib, io, json, runpy, sys
-heavy = json.loads(sys.argv[1])
-results = []
-for argv in json.loads(sys.argv[2]):
-    sys.argv = ["resilient", *argv]
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-        try:
-            runpy.run_module("resilient", run_name="__main__")
-        except SystemExit as exit:
-            code = exit.code
-    results.append({"argv": argv, "code": code, "imported": [name for name in heavy if name in sys.modules],
-                    "output": output.getvalue()})
-print(json.dumps(results))
-"""
 # submitit's local controller as `resilient.slurm` recognises it, with one task of rank 0 that
 # survives the warning signal (as a job does: it checkpoints and goes on) and ends on SIGTERM.
 _TASK = "import signal, sys, time; signal.signal(signal.SIGUSR2, signal.SIG_IGN); open(sys.argv[1], 'w').close(); time.sleep(600)"
@@ -76,10 +58,10 @@ def running_job(tmp_path: Path):
 
 
 def _run_in_one_process(*commands: tuple[str, ...], cwd: Path) -> list[dict]:
-    result = subprocess.run([sys.executable, "-c", _COMMANDS, json.dumps(_HEAVY), json.dumps(commands)], cwd=cwd,
-                            env=ELSEWHERE, capture_output=True, text=True, timeout=BOUND_S, check=False)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    results = in_one_process(list(commands), cwd=cwd, env=ELSEWHERE, watch=_HEAVY)
+    for result in results:
+        assert result["code"] is not None, result["stderr"]
+    return results
 
 
 def test_light_commands_import_neither_torch_nor_what_submitting_needs(running_job: Path) -> None:
@@ -89,9 +71,9 @@ def test_light_commands_import_neither_torch_nor_what_submitting_needs(running_j
         ("cancel", "job"), ("submit", "--help"), cwd=running_job.parents[1],
     )
     for result in results:
-        assert result["code"] in (0, None), result
+        assert result["code"] == 0, result
         assert result["imported"] == [], f"`resilient {' '.join(result['argv'])}` imported {result['imported']}"
-    said = {result["argv"][0] + " " + result["argv"][-1]: result["output"] for result in results}
+    said = {result["argv"][0] + " " + result["argv"][-1]: result["stdout"] + result["stderr"] for result in results}
     assert "running" in said["status job"] and "sent job" in said["preempt job"] and "cancelling" in said["cancel job"]
 
 
@@ -109,8 +91,8 @@ def test_listing_checkpoints_never_imports_torch(tmp_path: Path, capsys: pytest.
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(tmp_path)
             code = main(argv)
-        assert (result["code"], result["output"]) == (code, capsys.readouterr().out)
-        assert code == 1 and "step=4.ckpt" in result["output"] and "NO: " in result["output"], result
+        assert (result["code"], result["stdout"], result["stderr"]) == (code, *capsys.readouterr())
+        assert code == 1 and "step=4.ckpt" in result["stdout"] and "NO: " in result["stdout"], result
 
 
 def test_the_public_api_is_imported_on_first_use() -> None:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from resilient.cli import main
 from resilient.rundir import JobRecord, append_event, update_status, write_record
 
 from ._cli import (
@@ -85,33 +87,61 @@ def test_the_broken_corpus_is_large():
     assert len(BROKEN) >= 30
 
 
-# The corpus in a few parts, each well inside the per-test timeout (every submit imports torch).
-_PARTS = 4
-
-
-@pytest.mark.parametrize("part", range(_PARTS))
-def test_every_broken_job_file_is_refused_in_one_line_and_submits_nothing(tmp_path: Path, part: int) -> None:
-    """The corpus through the CLI; each file from a directory of its own that must stay as it was.
+def _own_directory(tmp_path: Path, path: Path) -> Path:
+    """The directory a broken file is submitted from, holding a copy of pyproject.toml.
 
     Two files of the corpus use pyproject.toml as "a file that is in the way of run_dir", as it is
     in the repository; each directory holds a copy so that they mean the same here.
     """
-    paths = BROKEN[part::_PARTS]
-    directories = []
-    for path in paths:
-        directory = tmp_path / path.stem
-        directory.mkdir()
-        shutil.copy(REPO / "pyproject.toml", directory)
-        directories.append(directory)
+    directory = tmp_path / path.stem
+    directory.mkdir()
+    shutil.copy(REPO / "pyproject.toml", directory)
+    return directory
+
+
+def _assert_refused(path: Path, directory: Path, result: subprocess.CompletedProcess[str]) -> None:
+    """Exit 2, one line naming the file's key and saying what its header says; the directory as it was."""
+    line = assert_usage_error(result, says=_header(path, "says"))
+    key = _header(path, "expect")
+    if key != "-":
+        assert f": {key}: " in line, (path.name, line)
+    assert sorted(entry.name for entry in directory.iterdir()) == ["pyproject.toml"], path.name
+
+
+def test_every_broken_job_file_is_refused_in_one_line_and_submits_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """The corpus through the command's `main`, in this process, each file from a directory of its own.
+
+    `launch` is replaced by a recorder: a file that got through would be recorded instead of
+    starting a job beside the test. The real command, as its own process, is the next test's.
+    """
+    launched: list[object] = []
+    monkeypatch.setattr("resilient.submission.launch", lambda *args, **kwargs: launched.append(args))
+    monkeypatch.setattr(sys, "path", [str(REPO), *sys.path])  # submitting puts the current directory first
+    for path in BROKEN:
+        directory = _own_directory(tmp_path, path)
+        monkeypatch.chdir(directory)
+        code = main(["submit", str(path)])
+        out, err = capfd.readouterr()
+        _assert_refused(path, directory, subprocess.CompletedProcess(["resilient", "submit", path], code, out, err))
+    assert not launched
+
+
+# Through the real command, as a process: files refused while parsing 5000 levels of brackets (the
+# interpreter's own stack, not pytest's), while importing an entrypoint that raises KeyboardInterrupt,
+# and after resolving run_dir against the current directory.
+_IN_A_PROCESS = ("yaml_nested_5000_deep", "entrypoint_interrupted_on_import", "run_dir_is_a_file")
+
+
+def test_the_command_refuses_broken_files_with_exit_code_2_and_one_line_on_stderr(tmp_path: Path) -> None:
+    paths = [path for path in BROKEN if path.stem in _IN_A_PROCESS]
+    assert len(paths) == len(_IN_A_PROCESS)
+    directories = [_own_directory(tmp_path, path) for path in paths]
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda pair: cli("submit", pair[0], cwd=pair[1], env=ELSEWHERE),
-                                zip(paths, directories, strict=True)))
+        results = list(pool.map(lambda path, directory: cli("submit", path, cwd=directory, env=ELSEWHERE),
+                                paths, directories))
     for path, directory, result in zip(paths, directories, results, strict=True):
-        line = assert_usage_error(result, says=_header(path, "says"))
-        key = _header(path, "expect")
-        if key != "-":
-            assert f": {key}: " in line, (path.name, line)
-        assert sorted(entry.name for entry in directory.iterdir()) == ["pyproject.toml"], path.name
+        _assert_refused(path, directory, result)
 
 
 def test_a_bad_command_line_is_refused_in_one_line(empty_dir: Path, finished_run: Path) -> None:
