@@ -1,11 +1,14 @@
-"""Hostile job files through the real command: `python -m resilient submit FILE --dry-run`.
+"""Hostile job files through the command's code: `resilient submit FILE --dry-run`.
 
 Each file is built to make validation hang (alias bombs, recursion), crash (5000-deep nesting,
 control bytes, values too large for any type) or let something dangerous through (lines
 injected into the batch script, a warning signal that cannot be caught, the file system root
 as run directory, code in a YAML tag). Each must be refused as a usage error: exit code 2, one
-line on stderr, no traceback. The commands run two at a time, each with a time and memory
-bound, so a hang or a blow-up fails its own case and nothing else.
+line on stderr, no traceback. The valid base files and the file whose YAML tag would run code
+go through the real command, each in a process of its own; the others run one after another in
+one process (which imports torch once, not once a file). Every process has a time and memory
+bound, so a hang or a blow-up fails its case, and those the process never reached, instead of
+the suite.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli._cli import ENV, REPO, assert_usage_error, command
+from tests.cli._cli import ENV, REPO, assert_usage_error, command, in_one_process
 
 from ._faults import TALLY
 
-HANG_S = 60  # validating takes about a second; generous, for a machine shared with other test runs
+HANG_S = 60  # a process validates all its files in a few seconds; generous, for a machine shared with other runs
 MEMORY_LIMIT = 2 << 30
 
 
@@ -74,13 +77,24 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
+def _dry_run(job_file: Path) -> tuple[object, ...]:
+    return ("submit", job_file, "--dry-run")
+
+
 def _submit(job_file: Path) -> subprocess.CompletedProcess[str]:
-    args = command("submit", job_file, "--dry-run")
+    args = command(*_dry_run(job_file))
     try:
         return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=HANG_S, check=False,
                               preexec_fn=_limit_memory)
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(args, None, "", f"HUNG: no exit within {HANG_S} s")
+
+
+def _submit_one_after_another(job_files: list[Path]) -> list[subprocess.CompletedProcess[str]]:
+    results = in_one_process([_dry_run(path) for path in job_files], env=ENV, timeout=HANG_S,
+                             preexec_fn=_limit_memory)
+    return [subprocess.CompletedProcess(result["argv"], result["code"], result["stdout"], result["stderr"])
+            for result in results]
 
 
 def _write(directory: Path, name: str, text: str, executor: str) -> Path:
@@ -95,14 +109,21 @@ def _write(directory: Path, name: str, text: str, executor: str) -> Path:
     return path
 
 
+# Through the real command, each in a process of its own.
+_ON_THEIR_OWN = ("local", "slurm", "python tag runs code")
+
+
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
     directory = tmp_path_factory.mktemp("hostile")
     files = {name: _write(directory, name, text, executor) for name, (text, executor) in HOSTILE.items()}
     files["local"] = _write(directory, "baseline-local", "", "local")
     files["slurm"] = _write(directory, "baseline-slurm", "", "slurm")  # a dry run needs no SLURM
+    together = [name for name in files if name not in _ON_THEIR_OWN]
     with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(files, pool.map(_submit, files.values())))
+        batch = pool.submit(_submit_one_after_another, [files[name] for name in together])
+        results = dict(zip(_ON_THEIR_OWN, pool.map(_submit, [files[name] for name in _ON_THEIR_OWN])))
+        results.update(zip(together, batch.result(), strict=True))
     results["pwned"] = (directory / "pwned").exists()  # type: ignore[assignment]
     return results
 
