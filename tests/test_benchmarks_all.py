@@ -24,6 +24,7 @@ EXPECTED = [  # (what, anchor) of every row, in the table's order
     ("save", f"DCP save {DCP}"),
     ("resume, warm", "torch.load + load_state_dict"),
     ("resume, cold (pages evicted)", "torch.load + load_state_dict"),
+    ("peak RSS of a resume over the state: resume (Run.track)", "torch.load + load_state_dict"),
     ("peak RSS of a resume over the state: load_checkpoint + load_state_dict", "torch.load + load_state_dict"),
     ("peak RSS of a resume over the state: load_checkpoint alone", "torch.load + load_state_dict"),
     ("latest valid among 1 checkpoints", "scandir + json of every manifest"),
