@@ -4,23 +4,23 @@ Under submitit's local executor, the task stops once (its warning signal), reque
 back to complete. The stopped start must skip the interpreter's teardown (a module-level
 object is never finalized) yet run its atexit handlers, wait for its non-daemon thread and
 flush what it printed; the completing start, which returns to submitit, tears down as usual.
-`benchmarks/stop_to_exit.py` measures what this saves; here it runs once on a tiny state.
+`benchmarks/stop_to_exit.py` measures what this saves; tests/test_benchmarks_all.py measures its
+rows on a tiny state, and here its own command line prints and writes made-up measurements.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 import resilient
 
 from .exit_jobs import stop_once
-
-REPO = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
 
 
 def test_a_stopped_task_leaves_without_teardown_but_runs_what_an_exit_runs(tmp_path: Path) -> None:
@@ -41,12 +41,21 @@ def test_a_stopped_task_leaves_without_teardown_but_runs_what_an_exit_runs(tmp_p
     assert (out / f"{completed}.teardown").read_bytes() == b"finalized"  # what teardown does, where it happens
 
 
-def test_the_stop_to_exit_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> None:
+def test_the_stop_to_exit_benchmark_prints_its_table_and_writes_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        benchmark_script: Callable[[str], ModuleType]) -> None:
+    stop_to_exit = benchmark_script("stop_to_exit")
+    seconds = {stop_to_exit.ANCHOR: 0.5, stop_to_exit.TASK: 0.25, stop_to_exit.PLAIN: 1.5}
+    measured = []
+    monkeypatch.setattr(stop_to_exit, "_best", lambda *args: measured.append(args) or seconds)
     output = tmp_path / "stop.json"
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stop_to_exit.py"), "--quick", "--dir",
-                             str(tmp_path), "--json", str(output)], cwd=tmp_path, env=ENV, capture_output=True,
-                            text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr
-    assert "| resilient, a submitted task (fast exit) |" in result.stdout, result.stdout
+    monkeypatch.setattr(sys, "argv", ["stop_to_exit.py", "--quick", "--dir", str(tmp_path), "--json", str(output)])
+    stop_to_exit.main()
+
+    assert measured == [(stop_to_exit.LAYER_MIB, str(tmp_path), 3)]  # --quick: one layer, the default rounds
+    table = capsys.readouterr().out
+    assert "| resilient, a submitted task (fast exit) | 0.250 | 0.50x |" in table, table
+    assert "| resilient, the user's own process (teardown) | 1.500 | 3.00x |" in table, table
     rows = json.loads(output.read_text())["rows"]
-    assert len(rows) == 2 and all(row["resilient"] > 0 and row["ratio"] > 0 for row in rows)
+    assert [(row["what"], row["resilient"], row["ratio"]) for row in rows] == [
+        (stop_to_exit.TASK, 0.25, 0.5), (stop_to_exit.PLAIN, 1.5, 3.0)]
