@@ -1,4 +1,4 @@
-"""The light commands start without torch or what submitting needs, and the startup benchmark runs.
+"""The light commands start without torch or what submitting needs; the startup benchmark prints its table.
 
 `resilient --help`, `status`, `logs`, `cancel` and `preempt` read the run directory and signal
 processes, and `checkpoints` reads manifests and hashes files; importing torch would cost them
@@ -20,7 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -105,13 +107,22 @@ def test_the_public_api_is_imported_on_first_use() -> None:
     assert result.stdout.split() == ["False", "True"]
 
 
-def test_the_startup_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> None:
+def test_the_startup_benchmark_prints_its_table_and_writes_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        benchmark_script: Callable[[str], ModuleType]) -> None:
+    """Its own command line, on made-up measurements: tests/test_benchmarks_all.py times the commands."""
+    cli_startup = benchmark_script("cli_startup")
+    seconds = {cli_startup.ANCHOR: 0.05, "resilient --help": 0.1, "resilient status": 0.2, "resilient logs": 0.4}
+    calls = []
+    monkeypatch.setattr(cli_startup, "_best", lambda *args, **kwargs: calls.append((args, kwargs)) or seconds)
     output = tmp_path / "startup.json"
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cli_startup.py"), "--quick", "--json",
-                             str(output)], cwd=tmp_path, env=ELSEWHERE, capture_output=True, text=True,
-                            timeout=BOUND_S, check=False)
-    assert result.returncode == 0, result.stderr
-    assert "| resilient --help |" in result.stdout and "| resilient status |" in result.stdout, result.stdout
+    monkeypatch.setattr(sys, "argv", ["cli_startup.py", "--quick", "--json", str(output)])
+    cli_startup.main()
+
+    assert calls == [((3,), {"reference": False})]  # --quick: 3 rounds, no `import torch` reference
+    table = capsys.readouterr().out
+    assert "| resilient --help | 0.100 | 2.0x | yes |" in table, table
+    assert "| resilient logs | 0.400 | 8.0x | NO |" in table, table
     rows = json.loads(output.read_text())["rows"]
-    assert {row["what"] for row in rows} == {"resilient --help", "resilient status", "resilient logs"}
-    assert all(row["ratio"] > 0 for row in rows)
+    assert [(row["what"], row["ratio"], row["met"]) for row in rows] == [
+        ("resilient --help", 2.0, True), ("resilient status", 4.0, True), ("resilient logs", 8.0, False)]
