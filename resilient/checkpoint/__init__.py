@@ -15,12 +15,13 @@ so `resilient checkpoints` lists and verifies without paying seconds for torch.
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
-from ._atomic import link_checkpoint, remove_checkpoint
+from ._atomic import link_checkpoint, make_temporary, remove_checkpoint
 from ._errors import CheckpointError, CheckpointWriteError, UntrustedCheckpointError
 from ._manifest import (
     CHECKPOINT_SUFFIX,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    SHARDS_METADATA,
     CheckpointKind,
     CheckpointOrigin,
     FileEntry,
@@ -33,12 +34,14 @@ from ._recover import is_checkpoint_entry, recover_directory
 if TYPE_CHECKING:
     from ._load import load_files
     from ._pages import MappedPayloads
+    from ._sharded import check_reported, read_shards, write_shards
     from ._staging import NotStageable, Staged, Stager
     from ._write import write_checkpoint
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._load": ("load_files",),
     "._pages": ("MappedPayloads",),
+    "._sharded": ("check_reported", "read_shards", "write_shards"),
     "._staging": ("NotStageable", "Staged", "Stager"),
     "._write": ("write_checkpoint",),
 })
@@ -55,18 +58,23 @@ __all__ = [
     "Manifest",
     "MappedPayloads",
     "NotStageable",
+    "SHARDS_METADATA",
     "Staged",
     "Stager",
     "UntrustedCheckpointError",
+    "check_reported",
     "find_checkpoints",
     "is_checkpoint_entry",
     "link_checkpoint",
     "load_files",
+    "make_temporary",
     "newest_checkpoints",
     "read_manifest",
     "read_manifests",
+    "read_shards",
     "recover_directory",
     "remove_checkpoint",
     "verify",
     "write_checkpoint",
+    "write_shards",
 ]

@@ -43,6 +43,14 @@ def make_dirs(directory: Path) -> None:
     fsync_dir(directory.parent)
 
 
+def make_temporary(final: Path) -> Path:
+    """A new temporary directory beside `final`, for writing what is to be committed as `final`."""
+    make_dirs(final.parent)
+    temp = sibling(final, "tmp")
+    temp.mkdir(DIR_MODE)
+    return temp
+
+
 def delete(path: Path) -> None:
     """Remove a file, a symlink (never what it points to) or a directory tree."""
     if path.is_symlink() or not path.is_dir():

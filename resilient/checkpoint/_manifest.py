@@ -20,6 +20,11 @@ and ``"-inf"``: the file stays strict JSON that ``jq`` and other tools can read.
 A manifest is also the one thing that tells a reader which files to open, so a forged one must
 not point anywhere else: it may only list plain names inside its own directory, and it may
 not be larger than MAX_MANIFEST_BYTES.
+
+A sharded state (format 3) is a `torch.distributed.checkpoint` in the checkpoint's own directory:
+each rank's shard files and DCP's ``.metadata``, listed and checksummed like any payload file, so
+verification, fallback and retention treat them as they treat ``state.pt``. A reader of format
+2 refuses such a checkpoint (it would miss the sharded objects) instead of loading half of it.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from ._errors import CheckpointError
 from ._files import create, open_checkpoint, open_member, read_exactly
 from ._hashing import ALGORITHM, checksum_bytes
 
-FORMAT_VERSION = 2  # 2: `rule` may be a JSON object
+FORMAT_VERSION = 3  # 2: `rule` may be a JSON object; 3: may hold a sharded state (`SHARDS_METADATA`)
 MANIFEST_NAME = "MANIFEST.json"
 CHECKPOINT_SUFFIX = ".ckpt"
+# torch.distributed.checkpoint's own index of a sharded state, beside its per-rank shard files:
+# the one payload name that starts with '.', kept as DCP names it so its readers find it.
+SHARDS_METADATA = ".metadata"
 # About 75,000 payload files: far more ranks than any job has, far less memory than a load takes.
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 
@@ -54,7 +62,7 @@ def name_problem(name: str) -> str | None:
         return "is an absolute path"
     if "/" in name or os.sep in name:
         return "is a path, not a plain file name"
-    if name.startswith("."):  # also "." and ".."
+    if name.startswith(".") and name != SHARDS_METADATA:  # also "." and ".."
         return "starts with '.'"
     if name == MANIFEST_NAME:
         return "is the manifest itself"

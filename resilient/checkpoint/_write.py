@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ._atomic import commit, fsync_dir, make_dirs, sibling
+from ._atomic import commit, fsync_dir, make_temporary
 from ._errors import CheckpointWriteError
-from ._files import DIR_MODE, create
+from ._files import create
 from ._hashing import HashingWriter
 from ._manifest import (
     CHECKPOINT_SUFFIX,
@@ -179,6 +179,7 @@ def write_checkpoint(
     metrics: Mapping[str, float],
     world_size: int,
     kind: str = CheckpointKind.FULL.value,
+    prewritten: tuple[Path, Mapping[str, FileEntry]] | None = None,
 ) -> list[Manifest]:
     """Commit `files` (name -> object for `torch.save`) under every ``(path, rule)`` target.
 
@@ -187,23 +188,29 @@ def write_checkpoint(
     the already committed ones, each complete. Temporaries are removed on any exception.
     Storage errors are `CheckpointWriteError`; files are 0o644 and directories 0o755 whatever
     the umask (a stricter umask still applies).
+
+    `prewritten` is the first target's temporary directory (from `make_temporary`) holding files
+    that others wrote and fsynced there (every rank's shards of a sharded state) and their
+    entries: they join `files` in each manifest, and the directory is removed on failure.
     """
     targets = _check_targets(targets)
     _check_files(files)
     _check_counters(step, epoch, world_size, kind)
     checked_metrics = _metrics(metrics)
-    temps: list[Path] = []
+    if prewritten is not None and set(prewritten[1]) & set(files):
+        raise ValueError(f"prewritten files {sorted(set(prewritten[1]) & set(files))} are also in files")
+    temps: list[Path] = [prewritten[0]] if prewritten is not None else []
     try:
         entries: dict[str, FileEntry] = {}
         manifests = []
         for index, (path, rule) in enumerate(targets):
-            with _storage(path):
-                make_dirs(path.parent)
-                temp = sibling(path, "tmp")
-                temp.mkdir(DIR_MODE)
-            temps.append(temp)
+            if index > 0 or prewritten is None:
+                with _storage(path):
+                    temps.append(make_temporary(path))
+            temp = temps[index]
             if index == 0:
                 entries = {name: _save(obj, temp / name, path) for name, obj in files.items()}
+                entries.update(prewritten[1] if prewritten is not None else {})
             manifest = Manifest(
                 step=step,
                 epoch=epoch,

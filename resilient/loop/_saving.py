@@ -11,15 +11,17 @@ calling `share_outcome` at the same boundary.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..checkpoint import CheckpointError, CheckpointKind, Manifest, write_checkpoint
+from ..checkpoint import CheckpointError, CheckpointKind, FileEntry, Manifest, make_temporary, write_checkpoint
 from ..coordination import DistInfo, broadcast_object, gather_to_main
 from ..rundir import Vocabulary
 from ._rng import capture_rng
+from ._sharding import sharded_names, sharded_states
 from ._state import STATE_FILE, module_states, rank_file, split_states
 
 
@@ -77,6 +79,7 @@ class _Targets:
     weights: Sequence[tuple[Path, Any]]
     snap: Snapshot
     world_size: int
+    shards: tuple[Path, dict[str, FileEntry]] | None = None  # every rank's shard files, in the first temporary
 
     def write(self, files: Files) -> Committed:
         full_files, weight_files = files
@@ -85,7 +88,8 @@ class _Targets:
                 "world_size": self.world_size}
         if self.full:
             assert full_files is not None
-            committed += zip((path for path, _ in self.full), write_checkpoint(self.full, full_files, **meta))
+            manifests = write_checkpoint(self.full, full_files, prewritten=self.shards, **meta)
+            committed += zip((path for path, _ in self.full), manifests)
         if self.weights:
             assert weight_files is not None
             manifests = write_checkpoint(self.weights, weight_files, kind=CheckpointKind.WEIGHTS.value, **meta)
@@ -112,25 +116,28 @@ def write_together(
     Returns what rank 0 committed, target by target (nothing on the other ranks).
     """
     snap = snapshot()
-    replicated, own = split_states(tracked, rank=dist.rank) if full else ({}, {})
+    sharded = sharded_names(tracked) if full else frozenset()
+    replicated, own = split_states(tracked, rank=dist.rank, sharded=sharded) if full else ({}, {})
     gathered = (
         gather_to_main({"objects": own, "rng": capture_rng(), "epoch_rng": snap.epoch_rng}, dist) if full else None
     )
-    failure: BaseException | None = None
+    shards = _write_shards(dist, tracked, sharded, full[0][0]) if sharded else None
+    failure: BaseException | None = shards if isinstance(shards, BaseException) else None
     committed: Committed = []
     started = False
-    if dist.rank == 0:
+    if dist.rank == 0 and failure is None:
         try:
             full_files: dict[str, Any] | None = None
             if full:
                 assert gathered is not None
                 full_files = {
-                    STATE_FILE: {"objects": replicated, "loop": snap.loop, "rules": snap.rules, "metrics": snap.metrics}
+                    STATE_FILE: {"objects": replicated, "loop": snap.loop, "rules": snap.rules, "metrics": snap.metrics,
+                                 "sharded": sorted(sharded)}
                 }
                 full_files.update({rank_file(rank): part for rank, part in enumerate(gathered)})
             files = (full_files, {STATE_FILE: {"objects": module_states(tracked)}} if weights else None)
-            targets = _Targets(full, weights, snap, dist.world_size)
-            started = offload is not None and offload.take(files, targets.write)
+            targets = _Targets(full, weights, snap, dist.world_size, shards if isinstance(shards, tuple) else None)
+            started = not sharded and offload is not None and offload.take(files, targets.write)
             if not started:
                 committed = targets.write(files)
         except BaseException as error:  # re-raised below, after the other ranks have been told
@@ -140,6 +147,45 @@ def write_together(
         return BACKGROUND
     share_outcome(dist, failure, status)
     return committed
+
+
+def _write_shards(dist: DistInfo, tracked: Mapping[str, Any], sharded: frozenset[str], first: Path
+                  ) -> tuple[Path, dict[str, FileEntry]] | BaseException | None:
+    """Every rank writes its shards of the `sharded` objects into the temporary directory rank 0
+    makes for the `first` target. Rank 0 gets the directory and every rank's files' entries, or
+    the failure to share (the directory then removed); the other ranks get None and learn of a
+    failure from rank 0's word, as of any other."""
+    from ..checkpoint import check_reported, write_shards  # DCP: seconds to import, for sharded runs only
+
+    temp: Path | None = None
+    failure: BaseException | None = None
+    if dist.rank == 0:
+        try:
+            temp = make_temporary(first)
+        except OSError as error:
+            failure = error
+    where = broadcast_object(None if temp is None else str(temp), dist)
+    if where is None:
+        return failure
+    report: dict[str, FileEntry] | str
+    needed: set[str] = set()
+    try:
+        report, needed = write_shards(sharded_states(tracked, sharded), Path(where), dist.rank)
+    except Exception as error:  # DCP's own failures reach every rank; this rank's own must be told
+        report = _describe(error)
+    reports = gather_to_main(report, dist)
+    if reports is None:
+        return None
+    try:
+        failed = [each for each in reports if isinstance(each, str)]
+        if failed:
+            raise CheckpointError(f"a rank could not write its shards: {failed[0]}")
+        entries = {name: entry for each in reports if isinstance(each, dict) for name, entry in each.items()}
+        check_reported(needed, entries, Path(where))
+    except CheckpointError as error:
+        shutil.rmtree(where, ignore_errors=True)
+        return error
+    return Path(where), entries
 
 
 def share_outcome(dist: DistInfo, failure: BaseException | None, status: str | None | Background = BACKGROUND) -> None:

@@ -9,7 +9,7 @@ per rank and is kept once per rank, next to that rank's RNG states, in a small f
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -67,11 +67,15 @@ def check_new_objects(objects: Mapping[str, object], tracked: Mapping[str, objec
             raise ValueError(f"track(): {name!r} is already tracked")
 
 
-def split_states(tracked: Mapping[str, Any], *, rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(replicated states, this rank's own states); replicated ones are only read on rank 0."""
+def split_states(tracked: Mapping[str, Any], *, rank: int, sharded: Collection[str] = ()
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(replicated states, this rank's own states), leaving out the `sharded` objects (written
+    by every rank, see `_sharding`); replicated ones are only read on rank 0."""
     replicated: dict[str, Any] = {}
     own: dict[str, Any] = {}
     for name, obj in tracked.items():
+        if name in sharded:
+            continue
         if is_replicated(obj):
             if rank == 0:
                 replicated[name] = obj.state_dict()

@@ -26,6 +26,8 @@ def load_checkpoint(
     `save_weights_only` checkpoints. Every byte is checked against the manifest's checksums
     first: a truncated or corrupt checkpoint raises `CheckpointError` instead of loading.
     `weights_only=False` allows arbitrary pickled objects: use it only for files you trust.
+    Sharded objects (FSDP2; named in ``["resilient"]["sharded"]``) are not in the result: the
+    checkpoint holds them as a `torch.distributed.checkpoint`, which a run resumes on every rank.
     """
     if not isinstance(path, (str, os.PathLike)) or str(path) == "":
         raise TypeError(f"load_checkpoint(path): path must be a file system path, not {path!r}")
@@ -45,5 +47,6 @@ def load_checkpoint(
         result.update(files[rank_file(rank)]["objects"])
         meta["loop"] = state["loop"]
         meta["rules"] = state["rules"]
+        meta["sharded"] = list(state.get("sharded", ()))
     result["resilient"] = meta
     return result

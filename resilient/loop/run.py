@@ -39,6 +39,7 @@ from ._rng import PendingRng, make_epoch_iterator, restore_rng
 from ._saver import Saver
 from ._saving import OnSaveError
 from ._session import Session
+from ._sharding import restore_sharded, sharded_names
 from ._state import check_new_objects, restore_objects
 from ._workers import prepare_workers
 
@@ -209,10 +210,17 @@ class Run:
         if not self._looked_for_checkpoint:
             self._looked_for_checkpoint = True
             self._find_and_restore_run_state()
+        sharded = sharded_names(self._tracked)
+        if sharded and any(rule.weights_only for rule in self._rules):
+            raise ValueError(f"track(): a save_weights_only rule cannot save sharded (FSDP) state "
+                             f"({', '.join(sorted(sharded))}): it writes on rank 0 alone, which holds only "
+                             "its shards; use full checkpoints")
         if self._restored is not None:
             state, own = self._restored.state, self._restored.own
-            restore_objects(objects, state["objects"], own["objects"], str(self._restored.path),
-                             self._restored.pages.release)
+            plain = {name: obj for name, obj in objects.items() if name not in sharded}
+            restore_objects(plain, state["objects"], own["objects"], str(self._restored.path),
+                            self._restored.pages.release)
+            restore_sharded(objects, self._tracked, sharded, state.get("sharded", ()), self._restored.path)
 
     def epochs(self, n: int) -> Iterator[int]:
         """Yield epoch numbers from the restored epoch up to `n - 1`; epoch rules fire after each."""

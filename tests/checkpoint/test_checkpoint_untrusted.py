@@ -15,6 +15,7 @@ import xxhash
 
 from resilient.checkpoint import (
     MANIFEST_NAME,
+    SHARDS_METADATA,
     CheckpointError,
     FileEntry,
     _manifest,
@@ -37,6 +38,7 @@ def _entry(data: bytes) -> FileEntry:
         ("sub/state.pt", "is a path, not a plain file name"),
         ("..", "starts with '.'"),
         (".hidden", "starts with '.'"),
+        (".metadata.tmp", "starts with '.'"),  # only DCP's own ".metadata" may
         ("", "is empty"),
         ("state\0.pt", "contains a NUL byte"),
         (MANIFEST_NAME, "is the manifest itself"),
@@ -139,3 +141,14 @@ def test_the_writer_refuses_a_manifest_no_reader_would_accept(tmp_path, monkeypa
     with pytest.raises(ValueError, match=r"MANIFEST\.json would have \d+ bytes, more than the 100"):
         write_checkpoint([(tmp_path / "a.ckpt", "r")], {"state.pt": 1}, step=0, epoch=0, metrics={}, world_size=1)
     assert os.listdir(tmp_path) == []
+
+
+def test_dcp_metadata_is_the_one_payload_name_that_may_start_with_a_dot(tmp_path, save, rewrite_manifest):
+    """A sharded checkpoint lists torch.distributed.checkpoint's `.metadata` like any payload file."""
+    save(tmp_path / "a.ckpt")
+    (tmp_path / "a.ckpt" / SHARDS_METADATA).write_bytes(b"dcp")
+    rewrite_manifest(tmp_path / "a.ckpt", files={SHARDS_METADATA: _entry(b"dcp")})
+    assert set(verify(tmp_path / "a.ckpt", full=True).files) == {SHARDS_METADATA}
+    (tmp_path / "a.ckpt" / SHARDS_METADATA).write_bytes(b"dcq")
+    with pytest.raises(CheckpointError, match="is corrupt"):
+        verify(tmp_path / "a.ckpt", full=True)

@@ -7,7 +7,8 @@ the middle of step N+1 (after backward, before the optimizer step), the worst mo
 `--signal-at-step N --signal NAME --signal-rank R` sends rank R a real signal at that moment
 instead, the way a cluster warns of preemption or a time limit. `--augment` adds what vision
 and audio training does in DataLoader workers (`--workers N`): random noise drawn from torch,
-numpy and `random` in `__getitem__`, plus gradient clipping.
+numpy and `random` in `__getitem__`, plus gradient clipping. `--fsdp` trains a transformer
+block sharded with FSDP2 (`fully_shard`: no rank holds the whole model) with AdamW instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,38 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import resilient
+
+
+class Block(nn.Module):
+    """A small transformer block over the 8 features as tokens, with dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(1, 16)
+        self.layer = nn.TransformerEncoderLayer(16, nhead=2, dim_feedforward=32, dropout=0.1, batch_first=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer(self.embed(x.unsqueeze(-1))).mean(dim=1))
+
+
+def _sharded_block() -> tuple[nn.Module, torch.optim.Optimizer]:
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(100)  # the same weights on every rank, each keeps its shard of them
+    model = Block()
+    fully_shard(model.layer)
+    fully_shard(model)
+    return model, torch.optim.AdamW(model.parameters(), lr=0.01)
+
+
+def _full_weights(model: nn.Module, fsdp: bool, world_size: int) -> dict[str, torch.Tensor]:
+    """The whole model's weights on rank 0 (every rank calls it: FSDP gathers them)."""
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return model.module.state_dict() if world_size > 1 else model.state_dict()
 
 
 class Augmented(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -58,6 +91,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--persistent-workers", action="store_true")
     parser.add_argument("--sync", action="store_true", help="save before training goes on (no async_save)")
+    parser.add_argument("--fsdp", action="store_true", help="a transformer block sharded with FSDP2, AdamW")
     args = parser.parse_args()
 
     data = torch.Generator().manual_seed(1234)
@@ -70,11 +104,16 @@ def main() -> None:
         resilient.ModelCheckpoint(monitor="val_loss", save_top_k=2, save_last=True),
     ]
     with resilient.Run(checkpoint=rules, run_dir=args.run_dir, async_save=not args.sync) as run:
-        torch.manual_seed(100 + run.rank)
-        model: nn.Module = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
-        if run.world_size > 1:
-            model = DistributedDataParallel(model)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model: nn.Module
+        if args.fsdp:
+            model, optimizer = _sharded_block()
+            torch.manual_seed(100 + run.rank)  # dropout differs by rank, as it does in real jobs
+        else:
+            torch.manual_seed(100 + run.rank)
+            model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
+            if run.world_size > 1:
+                model = DistributedDataParallel(model)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.7)
         sampler = resilient.ResumableSampler(dataset, shuffle=True, seed=7)
         loader = DataLoader(dataset, batch_size=8, sampler=sampler, num_workers=args.workers,
@@ -101,8 +140,8 @@ def main() -> None:
             with torch.no_grad():
                 run.log("val_loss", nn.functional.cross_entropy(model(inputs), targets))
 
+        weights = _full_weights(model, args.fsdp, run.world_size)
         if run.rank == 0:
-            weights = model.module.state_dict() if run.world_size > 1 else model.state_dict()
             torch.save(weights, args.out)
             print(json.dumps({"step": run.step, "resumed_from": run.resumed_from}), flush=True)
 

@@ -1,0 +1,121 @@
+"""Which tracked objects are sharded (FSDP2, DTensor), and their state as DCP saves and loads it.
+
+A module whose parameters are DTensors (``fully_shard``) has no whole state on any rank, nor has
+its optimizer: both go through `torch.distributed.checkpoint` on every rank (see
+`checkpoint/_sharded.py`) instead of rank 0's ``state.pt``. Their state dicts come from torch's
+``get_model_state_dict`` / ``get_optimizer_state_dict``, which key an optimizer's state by
+parameter names rather than by position, so DCP can reshard it; that is why an optimizer is
+paired with the tracked module that owns its parameters. Everything else stays as it was:
+replicated state on rank 0, per-rank state in each rank's own file.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _dtensor() -> type | None:
+    """DTensor's class, if anything made one: its module is then loaded (FSDP2 loads it), and
+    looking no further costs a run without sharded state no import at all."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def _reshard(tracked: Mapping[str, Any]) -> None:
+    """Put FSDP2 modules' sharded parameters back in place. After a forward pass without
+    backward (an evaluation under ``no_grad``), the root module keeps its parameters unsharded:
+    they are then neither DTensors nor the optimizer's parameters, and torch's state-dict
+    functions fail on them; ``reshard()`` is FSDP's own public way back (the next forward
+    gathers them again)."""
+    fsdp_module = getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)
+    if fsdp_module is None:
+        return
+    for obj in tracked.values():
+        if isinstance(obj, torch.nn.Module):
+            for module in obj.modules():
+                if isinstance(module, fsdp_module):
+                    module.reshard()
+
+
+def _parameters(obj: object) -> list[torch.Tensor]:
+    if isinstance(obj, torch.nn.Module):
+        return list(obj.parameters())
+    if isinstance(obj, torch.optim.Optimizer):
+        return [parameter for group in obj.param_groups for parameter in group["params"]]
+    return []
+
+
+def sharded_names(tracked: Mapping[str, Any]) -> frozenset[str]:
+    """The tracked objects whose state is sharded (every rank: FSDP modules are resharded);
+    refuses an optimizer of sharded parameters whose module is not tracked (its state could
+    not be keyed by parameter names)."""
+    dtensor = _dtensor()
+    if dtensor is None:
+        return frozenset()
+    _reshard(tracked)
+    names = frozenset(name for name, obj in tracked.items()
+                      if any(isinstance(parameter, dtensor) for parameter in _parameters(obj)))
+    for name in names:
+        if isinstance(tracked[name], torch.optim.Optimizer):
+            _owner(name, tracked, names)
+    return names
+
+
+def _owner(name: str, tracked: Mapping[str, Any], sharded: frozenset[str]) -> torch.nn.Module:
+    first = _parameters(tracked[name])[0]
+    for other in sorted(sharded):
+        obj = tracked[other]
+        if isinstance(obj, torch.nn.Module) and any(parameter is first for parameter in obj.parameters()):
+            return obj
+    raise ValueError(f"track(): optimizer {name!r} holds sharded (FSDP) parameters of no tracked module; "
+                     "track the model too, e.g. run.track(model=model, optimizer=optimizer)")
+
+
+def sharded_states(tracked: Mapping[str, Any], sharded: frozenset[str],
+                   only: Collection[str] | None = None) -> dict[str, Any]:
+    """The DCP state dicts of the sharded objects (or of those `only`), by tracked name; every
+    rank calls it, together (torch's state-dict functions may talk to the other ranks)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    _reshard(tracked)
+    states: dict[str, Any] = {}
+    for name in sorted(sharded if only is None else only):
+        obj = tracked[name]
+        if isinstance(obj, torch.nn.Module):
+            states[name] = get_model_state_dict(obj)
+        else:
+            states[name] = get_optimizer_state_dict(_owner(name, tracked, sharded), obj)
+    return states
+
+
+def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], sharded: frozenset[str],
+                    saved: Collection[str], path: Path) -> None:
+    """Load the sharded ones of `objects` from the checkpoint at `path`, in place, resharded to
+    this run's layout (every rank, together); one the checkpoint lacks keeps its fresh state,
+    with a warning, like any tracked object."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    from ..checkpoint import read_shards
+
+    names = sorted(name for name in objects if name in sharded)
+    for name in names:
+        if name not in saved:
+            warnings.warn(f"tracked object {name!r} is not in checkpoint {path} as sharded state; "
+                          "it keeps its fresh state", stacklevel=3)
+    names = [name for name in names if name in saved]
+    if not names:
+        return
+    states = sharded_states(tracked, sharded, only=names)
+    read_shards(states, path)
+    for name in names:
+        obj = tracked[name]
+        if isinstance(obj, torch.nn.Module):
+            set_model_state_dict(obj, states[name])
+        else:
+            set_optimizer_state_dict(_owner(name, tracked, sharded), obj, states[name])

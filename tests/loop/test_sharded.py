@@ -1,0 +1,140 @@
+"""Sharded state (FSDP2 on gloo, two real processes): every rank writes its own shards through
+torch.distributed.checkpoint, rank 0 commits them with the manifest, and a resume is bitwise.
+
+The job is tests/loop/scripts/train.py with `--fsdp`: a transformer block with dropout,
+`fully_shard`ed, AdamW, a per-step LR schedule, a shuffled sampler; its final weights are
+gathered whole on rank 0 and compared with an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import resilient
+from resilient.checkpoint import SHARDS_METADATA, read_manifest
+from resilient.requeue import EXIT_STOPPED
+
+from ._jobs import SCRIPT, assert_bitwise_equal, launch, rank_envs, run_to_end
+
+FSDP = ("--fsdp", "--epochs", "2")  # 12 steps of 8 samples per rank
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("reference")
+    run_to_end(directory / "run", directory / "weights.pt", 2, extra=FSDP)
+    return directory / "weights.pt"
+
+
+def test_every_rank_writes_its_shards_into_one_committed_checkpoint(reference: Path) -> None:
+    checkpoint = reference.parent / "run" / "checkpoints" / "step=12.ckpt"
+    manifest = read_manifest(checkpoint)
+    assert manifest.format_version == 3 and manifest.world_size == 2
+    shards = {name for name in manifest.files if name.endswith(".distcp")}
+    assert {name.split("_")[2] for name in shards} == {"0", "1"}  # DCP's __{rank}_{n}.distcp, from both ranks
+    assert SHARDS_METADATA in manifest.files
+    assert sorted(path.name for path in checkpoint.iterdir()) == sorted([*manifest.files, "MANIFEST.json"])
+    resilient.checkpoint.verify(checkpoint, full=True)
+    state = resilient.load_checkpoint(checkpoint)  # the replicated and per-rank parts load alone
+    assert "model" not in state and "schedule" in state and state["resilient"]["step"] == 12
+    assert state["resilient"]["sharded"] == ["model", "optimizer"]
+
+
+def test_a_warning_signal_to_one_rank_stops_both_and_resumes_bitwise(tmp_path: Path, reference: Path) -> None:
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    procs = launch(run_dir, out, 2, None, (*FSDP, "--signal-at-step", "5", "--signal", "USR2", "--signal-rank", "1"))
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == EXIT_STOPPED, stderr
+    [emergency] = (run_dir / "checkpoints" / "emergency").iterdir()  # the step both ranks agreed on
+    assert read_manifest(emergency).world_size == 2 and read_manifest(emergency).step in (6, 7)
+    report = json.loads(run_to_end(run_dir, out, 2, extra=FSDP))
+    assert report == {"step": 12, "resumed_from": str(emergency.resolve())}
+    assert_bitwise_equal(reference, out)
+
+
+def test_killed_at_random_steps_resumes_bitwise(tmp_path: Path, reference: Path) -> None:
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    for kill_at in sorted(random.Random(10).sample(range(1, 12), 2)):
+        run_to_end(run_dir, out, 2, kill_at=kill_at, extra=FSDP)
+        assert not out.exists()
+    report = json.loads(run_to_end(run_dir, out, 2, extra=FSDP))
+    assert report["step"] == 12 and report["resumed_from"] is not None
+    assert_bitwise_equal(reference, out)
+
+
+def test_a_damaged_shard_falls_back_to_the_older_checkpoint_on_every_rank(tmp_path: Path, reference: Path) -> None:
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    run_to_end(run_dir, out, 2, kill_at=9, extra=FSDP)
+    newest = run_dir / "checkpoints" / "step=8.ckpt"
+    shard = next(newest.glob("__1_*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    procs = launch(run_dir, out, 2, None, FSDP)
+    outputs = [proc.communicate(timeout=240) for proc in procs]
+    for proc, (_, stderr) in zip(procs, outputs):
+        assert proc.returncode == 0, stderr
+    assert f"skipping checkpoint {newest}" in outputs[0][1] and shard.name in outputs[0][1]
+    assert json.loads(outputs[0][0])["resumed_from"] != str(newest.resolve())
+    assert_bitwise_equal(reference, out)
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+
+def test_a_rank_that_cannot_write_its_shard_leaves_no_checkpoint_and_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 1's shard outgrows its file size limit (``ulimit -f``): a real EFBIG, on one rank only."""
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    command = [sys.executable, str(SCRIPT), "--run-dir", str(run_dir), "--out", str(out), *FSDP]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_limit_file_size if rank == 1 else None)
+             for rank, env in enumerate(rank_envs(2))]
+    outputs = [proc.communicate(timeout=240) for proc in procs]
+    assert all(proc.returncode == 1 for proc in procs), [stderr[-2000:] for _, stderr in outputs]
+    for _, stderr in outputs:  # the script does not catch the failed save: it ends with it, on both ranks
+        assert "CheckpointError: writing the shards of" in stderr
+        assert "failed on rank 1: OSError: [Errno 27] File too large" in stderr
+    assert not list(run_dir.glob("checkpoints/**/*.ckpt"))  # nothing that looks complete
+    assert not [path for path in (run_dir / "checkpoints").iterdir() if path.name.startswith(".")]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+
+_REFUSALS = """
+import torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+import resilient
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
+model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+fully_shard(model)
+optimizer = torch.optim.AdamW(model.parameters())
+weights = resilient.ModelCheckpoint(every_n_train_steps=1, save_weights_only=True)
+for rules, objects in (([weights], dict(model=model)), ([], dict(optimizer=optimizer))):
+    with resilient.Run(checkpoint=rules, run_dir="{run_dir}") as run:
+        try:
+            run.track(**objects)
+        except ValueError as error:
+            print(error)
+dist.destroy_process_group()
+"""
+
+
+def test_what_sharded_state_cannot_do_is_refused_at_track_naming_why(tmp_path: Path) -> None:
+    from ._jobs import free_port
+
+    script = _REFUSALS.format(port=free_port(), run_dir=tmp_path / "run")
+    result = subprocess.run([sys.executable, "-c", script], env=rank_envs(1)[0], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    weights, optimizer = result.stdout.splitlines()
+    assert weights == ("track(): a save_weights_only rule cannot save sharded (FSDP) state (model): it writes on "
+                       "rank 0 alone, which holds only its shards; use full checkpoints")
+    assert optimizer.startswith("track(): optimizer 'optimizer' holds sharded (FSDP) parameters of no tracked module")
