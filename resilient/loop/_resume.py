@@ -6,6 +6,16 @@ for a moment. The candidate is verified in full (checksums) as it is read, so a 
 read once, never twice; when the newest fails, the next older one is tried, with a warning that
 names the bad one. What the loop carries on from is returned as a record (`Resumed`): the loop
 assigns it, rather than this module reaching into the loop.
+
+A job may come back on another number of ranks (a requeue onto fewer or more nodes). Replicated
+and sharded state do not depend on it (DCP reshards); per-rank state does, and is mapped by one
+rule: rank r takes saved rank ``r % saved world size``'s file. Its data position is the same on
+every rank (a `ResumableSampler` deals the rest of the epoch out among the new ranks, so no
+sample is skipped or repeated); a rank that existed continues its RNG streams, and a new rank
+seeds its own from the checkpoint, the step and its rank, the same at every try. Bitwise
+equality with an uninterrupted run is then impossible (the ranks draw different batches); what
+holds is that every sample of the epoch is seen once and the model and optimizer are exactly
+as saved.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from ..checkpoint import (
     CheckpointError,
@@ -31,7 +43,7 @@ from ..coordination import DistInfo, broadcast_object
 from ..rundir import Event
 from ._journal import Journal
 from ._progress import Phase, Progress
-from ._rng import PendingRng
+from ._rng import PendingRng, seeded_rng
 from ._state import STATE_FILE, rank_file
 
 
@@ -47,10 +59,12 @@ class Restored:
 
 
 def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool, *, check_others: bool = False) -> Restored:
+    """`rank`'s part of the checkpoint: its own file, or on a rank the checkpoint had not, that of
+    rank ``rank % saved world size`` (see `resume`)."""
     pages = MappedPayloads()
-    files = load_files(path, [STATE_FILE, rank_file(rank)], weights_only=weights_only, check_others=check_others,
-                       pages=pages)
-    return Restored(path, manifest, files[STATE_FILE], files[rank_file(rank)], pages)
+    own = rank_file(rank % manifest.world_size)
+    files = load_files(path, [STATE_FILE, own], weights_only=weights_only, check_others=check_others, pages=pages)
+    return Restored(path, manifest, files[STATE_FILE], files[own], pages)
 
 
 def _choose(found: Iterable[tuple[Path, Manifest]], weights_only: bool) -> Restored | None:
@@ -71,16 +85,9 @@ def restore_latest(
 ) -> Restored | None:
     """The newest valid full checkpoint among rank 0's `found` (newest first), read on every rank."""
     chosen = _choose(found, weights_only) if dist.rank == 0 else None
-    found = broadcast_object((str(chosen.path), chosen.manifest.world_size) if chosen else None, dist)
-    if found is None:
+    path = broadcast_object(str(chosen.path) if chosen else None, dist)
+    if path is None:
         return None
-    path, saved_world_size = found
-    if saved_world_size != dist.world_size:
-        raise ValueError(
-            f"checkpoint {path} was written by {saved_world_size} ranks but this run has "
-            f"{dist.world_size}; per-rank state (RNG, data position) cannot be mapped onto a different "
-            "world size: resume with the same number of ranks, or start fresh with resume=False"
-        )
     return chosen or _read(Path(path), verify(Path(path)), dist.rank, weights_only)
 
 
@@ -116,6 +123,11 @@ def resume(dirs: Iterable[Path], dist: DistInfo, journal: Journal, *, enabled: b
     phase = Phase(loop["phase"])
     if phase is Phase.EPOCH_END:
         progress.epoch, progress.batch = progress.epoch + 1, 0
+    saved_world_size = restored.manifest.world_size
     rng = PendingRng(restored.own["rng"], restored.own["epoch_rng"])
-    journal.record(Event.RESUMED, checkpoint=str(restored.path), step=progress.step, epoch=progress.epoch)
+    if dist.rank >= saved_world_size:  # a rank the checkpoint had not: its own stream, the same at every try
+        seed = xxhash.xxh3_64_intdigest(f"{restored.path.name}:{progress.step}:{dist.rank}".encode())
+        rng = PendingRng(seeded_rng(seed), restored.own["epoch_rng"])
+    journal.record(Event.RESUMED, checkpoint=str(restored.path), step=progress.step, epoch=progress.epoch,
+                   world_size=dist.world_size, saved_world_size=saved_world_size)
     return Resumed(restored, progress, rng, progress.epoch if phase is Phase.TRAIN_END else None)

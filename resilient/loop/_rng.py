@@ -125,3 +125,17 @@ def make_epoch_iterator(make: Callable[[], Iterator[T]], pending: PendingRng | N
     elif persistent:
         restore_rng(epoch_rng)
     return iterator, epoch_rng
+
+
+def seeded_rng(seed: int) -> dict[str, Any]:
+    """Generator states as `capture_rng` records them, every generator seeded from `seed`; this
+    process's own generators are left as they were."""
+    before = capture_rng()
+    try:
+        torch.manual_seed(seed)
+        random.seed(seed)
+        if np is not None:
+            np.random.seed(seed % 2**32)
+        return capture_rng()
+    finally:
+        restore_rng(before)

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,8 +41,9 @@ from ._saver import Saver
 from ._saving import OnSaveError
 from ._session import Session
 from ._sharding import restore_sharded, sharded_names
-from ._state import check_new_objects, restore_objects
+from ._state import check_new_objects, is_replicated, restore_objects
 from ._workers import prepare_workers
+from .sampler import ResumableSampler
 
 T = TypeVar("T")
 
@@ -218,9 +220,22 @@ class Run:
         if self._restored is not None:
             state, own = self._restored.state, self._restored.own
             plain = {name: obj for name, obj in objects.items() if name not in sharded}
+            self._warn_of_mapped_objects(plain)
             restore_objects(plain, state["objects"], own["objects"], str(self._restored.path),
                             self._restored.pages.release)
             restore_sharded(objects, self._tracked, sharded, state.get("sharded", ()), self._restored.path)
+
+    def _warn_of_mapped_objects(self, objects: dict[str, Any]) -> None:
+        """On another number of ranks than the checkpoint's, rank r gets saved rank r % N's own
+        objects: right for a `ResumableSampler` (its state holds no rank), a guess for the rest."""
+        assert self._restored is not None
+        saved = self._restored.manifest.world_size
+        mapped = sorted(name for name, obj in objects.items()
+                        if not is_replicated(obj) and not isinstance(obj, ResumableSampler))
+        if saved != self._dist.world_size and mapped and self._dist.rank == 0:
+            warnings.warn(f"resuming {saved} ranks' checkpoint {self._restored.path} on {self._dist.world_size}: "
+                          f"per-rank object(s) {', '.join(mapped)} of rank r get saved rank r % {saved}'s state",
+                          stacklevel=3)
 
     def epochs(self, n: int) -> Iterator[int]:
         """Yield epoch numbers from the restored epoch up to `n - 1`; epoch rules fire after each."""

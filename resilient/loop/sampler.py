@@ -5,6 +5,13 @@ the interrupted epoch was drawing from, and the point in it the training loop ha
 order is a pure function of (dataset size, replicas, rank, shuffle, seed, drop_last, epoch), the
 same function `torch.utils.data.DistributedSampler` uses, so it is recomputed rather than stored.
 The point reached is told to the sampler by the loop (see `ResumableSampler`).
+
+A job may come back on another number of ranks in the middle of an epoch. The samples the old
+ranks consumed are then a prefix of that epoch's dealt-out order (ranks step in lockstep), so
+the rest is dealt out again among the new ranks: no sample of the epoch is skipped or seen
+twice, apart from the padding that gives every rank as many samples (as DistributedSampler
+pads). The order stays a pure function of the settings, the epoch and the list of these
+changes (`segments`: where in the epoch each world size took over), which the state records.
 """
 
 from __future__ import annotations
@@ -36,6 +43,47 @@ def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return value
+
+
+def _deal(indices: list[int], num_replicas: int, drop_last: bool) -> list[int]:
+    """`indices` cut or padded (repeating its head) to a multiple of `num_replicas`, as DistributedSampler does."""
+    if drop_last:
+        return indices[: len(indices) - len(indices) % num_replicas]
+    padding = -len(indices) % num_replicas
+    if padding and indices:
+        indices = indices + (indices * math.ceil(padding / len(indices)))[:padding]
+    return indices
+
+
+def _dealt_size(size: int, num_replicas: int, drop_last: bool) -> int:
+    """len(_deal(...)) of `size` indices, without them."""
+    return size - size % num_replicas if drop_last else size + (-size % num_replicas if size else 0)
+
+
+def _epoch_end(dataset_size: int, drop_last: bool, segments: list[tuple[int, int]]) -> int:
+    """Where an epoch dealt out by these `segments` ends, per rank, in the loop's positions."""
+    size = _dealt_size(dataset_size, segments[0][0], drop_last)
+    for (replicas, start), (next_replicas, next_start) in zip(segments, segments[1:]):
+        size = _dealt_size(max(0, size - (next_start - start) * replicas), next_replicas, drop_last)
+    replicas, start = segments[-1]
+    return start + size // replicas
+
+
+def _check_segments(state: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """The saved world sizes of the epoch: [(num_replicas, position)], from 0, ending with the saved world size."""
+    raw = state.get("segments", [[state["num_replicas"], 0]])
+    if not isinstance(raw, (list, tuple)) or not raw or len(raw) > 1000:
+        raise ValueError(f"state['segments'] must be a list of [num_replicas, position] pairs, got {raw!r:.80}")
+    segments = []
+    for pair in raw:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"state['segments'] holds {pair!r:.40}, not a [num_replicas, position] pair")
+        segments.append((_check_int("state['segments'] replicas", pair[0], 1),
+                         _check_int("state['segments'] position", pair[1], 0)))
+    positions = [position for _, position in segments]
+    if positions[0] != 0 or positions != sorted(positions) or segments[-1][0] != state["num_replicas"]:
+        raise ValueError(f"state['segments'] {raw!r:.80} must start at 0, grow, and end with num_replicas")
+    return segments
 
 
 def _num_samples(dataset_size: int, num_replicas: int, drop_last: bool) -> int:
@@ -91,8 +139,13 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self.num_samples = _num_samples(self.dataset_size, self.num_replicas, self.drop_last)
         self.total_size = self.num_samples * self.num_replicas
         self.epoch = 0
+        self._end = self.num_samples  # where this epoch ends, per rank (see `_length`)
         self._consumed = 0  # noted by the loop; what state_dict() reports
         self._start = 0  # where the next __iter__ begins; reset to 0 once used
+        # This epoch's world sizes, as (num_replicas, the position at which it took over), the last
+        # one this sampler's; empty (the same as [(num_replicas, 0)]) unless the job came back on
+        # another number of ranks in the middle of the epoch.
+        self._segments: list[tuple[int, int]] = []
         self._seed_samples = False  # set by Run when DataLoader workers load the samples
 
     def set_epoch(self, epoch: int) -> None:
@@ -103,8 +156,11 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self.epoch = epoch
         self._start = 0
         self._consumed = 0
+        self._segments = []
+        self._end = self.num_samples
 
     def _order(self) -> list[int]:
+        """This rank's order for the epoch, from the position its current world size took over."""
         # Mirrors DistributedSampler.__iter__ step by step; equality is tested against it.
         if self.shuffle:
             generator = torch.Generator()
@@ -112,19 +168,26 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
             indices = torch.randperm(self.dataset_size, generator=generator).tolist()
         else:
             indices = list(range(self.dataset_size))
-        padding = self.total_size - len(indices)
-        if padding > 0:
-            indices += (indices * math.ceil(padding / len(indices)))[:padding]
-        else:
-            del indices[self.total_size :]
-        return indices[self.rank : self.total_size : self.num_replicas]
+        segments = self._segments or [(self.num_replicas, 0)]
+        indices = _deal(indices, segments[0][0], self.drop_last)
+        for (replicas, start), (next_replicas, next_start) in zip(segments, segments[1:]):
+            indices = _deal(indices[(next_start - start) * replicas :], next_replicas, self.drop_last)
+        return indices[self.rank :: self.num_replicas]
+
+    def _taken_over(self) -> int:
+        """The position in this epoch (per rank, as the loop counts) at which this world size took over."""
+        return self._segments[-1][1] if self._segments else 0
+
+    def _length(self) -> int:
+        """This epoch's length in positions: shorter or longer than `num_samples` after a change of world size."""
+        return _epoch_end(self.dataset_size, self.drop_last, self._segments) if self._segments else self.num_samples
 
     def __iter__(self) -> Iterator[int]:
         start, self._start = self._start, 0
         self._consumed = start
         # Computed now, not in a generator: the one-shot start is consumed when iteration begins,
         # even if the DataLoader only pulls the first index later.
-        order = self._order()[start:]
+        order = self._order()[start - self._taken_over() :]
         if not self._seed_samples:
             return iter(order)
         base = epoch_seed(self.seed, self.epoch)
@@ -135,14 +198,19 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self._seed_samples = True
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self._length()
 
-    def _resume_at(self, epoch: int, consumed: int) -> None:
-        """Make the next `__iter__` yield `epoch`'s order from sample `consumed` (clamped to its end)."""
+    def _resume_at(self, epoch: int, consumed: int, segments: list[tuple[int, int]] | None = None) -> None:
+        """Make the next `__iter__` yield `epoch`'s order from sample `consumed` (clamped to its end);
+        `segments` as the state says, else those of the epoch already set (none for another epoch)."""
         _check_int("epoch", epoch, 0)
         _check_int("consumed", consumed, 0)
+        if segments is None:
+            segments = self._segments if epoch == self.epoch else []
         self.epoch = epoch
-        self._start = self._consumed = min(consumed, self.num_samples)
+        self._segments = [] if segments == [(self.num_replicas, 0)] else segments
+        self._end = self._length()
+        self._start = self._consumed = min(consumed, self._end)
 
     def _note_consumed(self, consumed: int) -> None:
         """Record how many of this rank's samples of the current epoch the loop has used.
@@ -150,11 +218,11 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         Called at every step, so it only stores. A count past the end (a short last batch counted
         as a full one) means the epoch is done and is clamped.
         """
-        self._consumed = min(consumed, self.num_samples)
+        self._consumed = min(consumed, self._end)
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain ints and bools: loads under `torch.load(weights_only=True)` and reads as JSON."""
-        return {
+        """Plain ints, bools and lists: loads under `torch.load(weights_only=True)` and reads as JSON."""
+        state = {
             "epoch": self.epoch,
             "consumed": self._consumed,
             "dataset_size": self.dataset_size,
@@ -163,12 +231,16 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
             "seed": self.seed,
             "drop_last": self.drop_last,
         }
+        if self._segments:
+            state["segments"] = [list(segment) for segment in self._segments]
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at the saved position, refusing when this sampler's order would differ mid-epoch.
 
         At an epoch boundary the settings may change (a new world size, a grown dataset): no
-        sample of a half-read epoch would be repeated or skipped. Inside an epoch they may not.
+        sample of a half-read epoch would be repeated or skipped. Inside an epoch only the world
+        size may: the rest of the epoch is dealt out among the new ranks (a new segment).
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}")
@@ -177,22 +249,25 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
             raise ValueError(f"state is missing {', '.join(missing)}; was it made by ResumableSampler.state_dict()?")
         epoch = _check_int("state['epoch']", state["epoch"], 0)
         consumed = _check_int("state['consumed']", state["consumed"], 0)
-        saved_length = _num_samples(
-            _check_int("state['dataset_size']", state["dataset_size"], 0),
-            _check_int("state['num_replicas']", state["num_replicas"], 1),
-            _check_bool("state['drop_last']", state["drop_last"]),
-        )
-        if consumed >= saved_length:
-            consumed = self.num_samples  # the saved epoch was finished; it stays finished here
+        _check_int("state['num_replicas']", state["num_replicas"], 1)
+        segments = _check_segments(state)
+        saved_end = _epoch_end(_check_int("state['dataset_size']", state["dataset_size"], 0),
+                               _check_bool("state['drop_last']", state["drop_last"]), segments)
+        if consumed >= saved_end:
+            consumed, segments = self.num_samples, []  # the saved epoch was finished; it stays finished here
         elif consumed > 0:
             changed = [
                 f"{key} (checkpoint {state[key]!r}, here {getattr(self, key)!r})"
                 for key in _ORDER_KEYS
-                if state[key] != getattr(self, key)
+                if key != "num_replicas" and state[key] != getattr(self, key)
             ]
             if changed:
                 raise ValueError(
                     f"cannot resume epoch {epoch} at sample {consumed}: the sample order depends on "
                     f"{', '.join(changed)}; keep them unchanged or resume from an epoch-boundary checkpoint"
                 )
-        self._resume_at(epoch, consumed)
+            if segments[-1][0] != self.num_replicas:
+                segments.append((self.num_replicas, consumed))
+        else:
+            segments = []
+        self._resume_at(epoch, consumed, segments)

@@ -124,3 +124,13 @@ def test_bad_state():
         restore_rng([1, 2])
     with pytest.raises(ValueError, match="model"):
         restore_rng(capture_rng() | {"model": {}})
+
+
+def test_a_new_ranks_seeded_streams_are_its_own_and_leave_this_process_alone():
+    from resilient.loop._rng import seeded_rng
+
+    before = capture_rng()
+    first, again, other = seeded_rng(5), seeded_rng(5), seeded_rng(6)
+    assert torch.equal(first["torch"], again["torch"]) and first["python"] == again["python"]
+    assert not torch.equal(first["torch"], other["torch"]) and first["python"] != other["python"]
+    assert torch.equal(capture_rng()["torch"], before["torch"]) and capture_rng()["python"] == before["python"]

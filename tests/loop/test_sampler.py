@@ -164,7 +164,6 @@ def test_finished_epoch_stays_finished_under_new_settings():
     ("kwargs", "named"),
     [
         ({"dataset": range(41)}, "dataset_size"),
-        ({"num_replicas": 4}, "num_replicas"),
         ({"shuffle": False}, "shuffle"),
         ({"seed": 2}, "seed"),
         ({"drop_last": True, "dataset": range(41)}, "drop_last"),
@@ -217,3 +216,74 @@ def test_bad_dataset_and_epoch():
         sampler.set_epoch(-1)
     with pytest.raises(ValueError, match="consumed"):
         sampler._resume_at(0, -3)
+
+
+def _epoch_over_world_sizes(size: int, phases: list[tuple[int, int | None]], drop_last: bool = False) -> list[int]:
+    """Every sample one epoch hands out, when its ranks change: each phase is (world size, steps
+    of 2 samples per rank before the job stops, None: to the epoch's end), the next phase resuming
+    from the state rank 0 saved, as a Run does (`load_state_dict`, then `_resume_at` the loop's position)."""
+    seen: list[int] = []
+    state = None
+    for world, steps in phases:
+        samplers = [ResumableSampler(range(size), world, rank, seed=3, drop_last=drop_last) for rank in range(world)]
+        for sampler in samplers:
+            sampler.set_epoch(1)
+            if state is not None:
+                sampler.load_state_dict(state)
+                sampler._resume_at(1, state["consumed"])
+        position = samplers[0]._consumed
+        orders = [list(iter(sampler)) for sampler in samplers]
+        assert len({len(order) for order in orders}) == 1, "every rank takes as many samples"
+        taken = len(orders[0]) if steps is None else min(2 * steps, len(orders[0]))
+        for order in orders:
+            seen += order[:taken]
+        for sampler in samplers:
+            sampler._note_consumed(position + taken)
+        states = [sampler.state_dict() for sampler in samplers]
+        assert all(each == states[0] for each in states), "the state holds no rank"
+        state = states[0]
+    return seen
+
+
+@pytest.mark.parametrize("phases", [
+    [(2, 3), (1, None)],
+    [(1, 5), (2, None)],
+    [(2, 3), (1, 4), (2, None)],
+    [(4, 1), (2, 2), (4, 1), (1, None)],
+])
+def test_a_new_world_size_mid_epoch_deals_out_the_rest_of_it_once(phases):
+    """40 samples split evenly however many ranks: every sample of the epoch exactly once."""
+    assert sorted(_epoch_over_world_sizes(40, phases)) == list(range(40))
+
+
+def test_only_padding_repeats_a_sample_when_the_rest_does_not_split_evenly():
+    seen = _epoch_over_world_sizes(41, [(2, 3), (3, None)])  # 41 - 12 = 29 left for 3 ranks: 1 padded
+    assert set(seen) == set(range(41)) and len(seen) == 42
+    dropped = _epoch_over_world_sizes(41, [(2, 3), (3, None)], drop_last=True)  # 40 dealt, 28 of the rest
+    assert len(dropped) == len(set(dropped)) == 12 + 27
+
+
+def test_the_same_world_size_again_keeps_the_dealt_order():
+    """A remapped epoch resumed on as many ranks as it ended on goes on from where it was."""
+    assert sorted(_epoch_over_world_sizes(40, [(2, 3), (1, 4), (1, 3), (1, None)])) == list(range(40))
+
+
+def test_the_next_epoch_is_plain_distributed_sampler_order_again():
+    sampler = ResumableSampler(range(40), 1, 0, seed=3)
+    saved = ResumableSampler(range(40), 2, 0, seed=3)
+    saved._resume_at(1, 6)
+    sampler.load_state_dict(saved.state_dict())
+    assert len(sampler) == 6 + 28 and "segments" in sampler.state_dict()
+    sampler.set_epoch(2)
+    reference = torch.utils.data.DistributedSampler(range(40), 1, 0, seed=3)
+    reference.set_epoch(2)
+    assert list(sampler) == list(reference) and "segments" not in sampler.state_dict() and len(sampler) == 40
+
+
+@pytest.mark.parametrize("segments", [[], [[2, 0], [1]], [[2, 5], [1, 8]], [[2, 0], [1, 8], [3, 4]], "x",
+                                      [[2, 0]] * 1001, [[0, 0]]])
+def test_malformed_segments_are_refused(segments):
+    saved = ResumableSampler(range(40), 2, 0, seed=3)
+    saved._resume_at(1, 6)
+    with pytest.raises(ValueError, match="segments"):
+        ResumableSampler(range(40), 1, 0, seed=3).load_state_dict(saved.state_dict() | {"segments": segments})

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import resilient
 from resilient.checkpoint import SHARDS_METADATA, read_manifest
@@ -138,3 +140,57 @@ def test_what_sharded_state_cannot_do_is_refused_at_track_naming_why(tmp_path: P
     assert weights == ("track(): a save_weights_only rule cannot save sharded (FSDP) state (model): it writes on "
                        "rank 0 alone, which holds only its shards; use full checkpoints")
     assert optimizer.startswith("track(): optimizer 'optimizer' holds sharded (FSDP) parameters of no tracked module")
+
+
+def _stopped(run_dir: Path, world_size: int, signal_at: int, *extra: str) -> None:
+    procs = launch(run_dir, run_dir.parent / "unused.pt", world_size, None,
+                   (*FSDP, "--signal-at-step", str(signal_at), *extra))
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == EXIT_STOPPED, stderr
+
+
+def _restored_on(run_dir: Path, world_size: int, copy: Path) -> dict[str, object]:
+    """The whole model and optimizer state a resume of `run_dir`'s checkpoint restores on `world_size` ranks."""
+    shutil.copytree(run_dir, copy)
+    dump = copy / "restored.pt"
+    run_to_end(copy, copy / "out.pt", world_size, extra=(*FSDP, "--dump-restored", str(dump)))
+    return torch.load(dump)
+
+
+def _assert_same_state(a: object, b: object) -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            _assert_same_state(a[key], b[key])
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same_state(x, y)
+    else:
+        assert a == b
+
+
+def test_two_ranks_then_one_then_two_restore_exactly_and_see_every_sample_once(tmp_path: Path) -> None:
+    """A requeue onto fewer, then more, ranks: DCP reshards the model and AdamW, the sampler deals
+    the rest of each epoch out among the ranks there are, new ranks seed their own RNG."""
+    run_dir, record = tmp_path / "run", str(tmp_path / "samples")
+    _stopped(run_dir, 2, 3, "--record-samples", record)  # in epoch 0 (6 steps of 8 samples per rank)
+    on_two = _restored_on(run_dir, 2, tmp_path / "copy-2")  # a same-size resume restores what was saved
+    _stopped(run_dir, 1, 10, "--record-samples", record, "--dump-restored", str(tmp_path / "on-one.pt"))
+    _assert_same_state(torch.load(tmp_path / "on-one.pt"), on_two)
+    on_one = _restored_on(run_dir, 1, tmp_path / "copy-1")  # in epoch 1 now, saved by one rank
+    report = json.loads(run_to_end(run_dir, tmp_path / "out.pt", 2, extra=(
+        *FSDP, "--record-samples", record, "--dump-restored", str(tmp_path / "on-two-again.pt"))))
+    _assert_same_state(torch.load(tmp_path / "on-two-again.pt"), on_one)
+    assert report["step"] > 12  # a world size of one takes more steps per epoch
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    for path in tmp_path.glob("samples-rank*.txt"):
+        for line in path.read_text().splitlines():
+            epoch, *indices = map(int, line.split())
+            seen[epoch] += indices
+    assert sorted(seen[0]) == list(range(96)) and sorted(seen[1]) == list(range(96))
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [(e["saved_world_size"], e["world_size"]) for e in events if e["event"] == "resumed"] == [(2, 1), (1, 2)]

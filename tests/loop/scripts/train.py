@@ -8,7 +8,9 @@ the middle of step N+1 (after backward, before the optimizer step), the worst mo
 instead, the way a cluster warns of preemption or a time limit. `--augment` adds what vision
 and audio training does in DataLoader workers (`--workers N`): random noise drawn from torch,
 numpy and `random` in `__getitem__`, plus gradient clipping. `--fsdp` trains a transformer
-block sharded with FSDP2 (`fully_shard`: no rank holds the whole model) with AdamW instead.
+block sharded with FSDP2 (`fully_shard`: no rank holds the whole model) with AdamW instead;
+`--record-samples PREFIX` appends each step's sample indices to PREFIX-rank{r}.txt, and
+`--dump-restored PATH` writes the whole model and optimizer state as restored (before training).
 """
 
 from __future__ import annotations
@@ -61,6 +63,19 @@ def _full_weights(model: nn.Module, fsdp: bool, world_size: int) -> dict[str, to
     return model.module.state_dict() if world_size > 1 else model.state_dict()
 
 
+def _dump_restored(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool, rank: int, path: str) -> None:
+    """The whole state as restored, keyed by parameter names (every rank calls it: FSDP gathers)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    if fsdp:
+        weights, moments = get_state_dict(model, optimizer,
+                                          options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        weights, moments = model.state_dict(), optimizer.state_dict()
+    if rank == 0:
+        torch.save({"model": weights, "optimizer": moments}, path)
+
+
 class Augmented(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Random augmentation from all three generators a dataset author reaches for."""
 
@@ -92,12 +107,18 @@ def main() -> None:
     parser.add_argument("--persistent-workers", action="store_true")
     parser.add_argument("--sync", action="store_true", help="save before training goes on (no async_save)")
     parser.add_argument("--fsdp", action="store_true", help="a transformer block sharded with FSDP2, AdamW")
+    parser.add_argument("--record-samples", help="append each step's sample indices to PREFIX-rank{r}.txt")
+    parser.add_argument("--dump-restored", help="write the restored model and optimizer state here, then train")
     args = parser.parse_args()
 
     data = torch.Generator().manual_seed(1234)
     inputs = torch.randn(96, 8, generator=data)
     targets = (inputs.sum(dim=1) > 0).long()
-    dataset = Augmented(inputs, targets) if args.augment else TensorDataset(inputs, targets)
+    dataset = Augmented(inputs, targets) if args.augment else TensorDataset(inputs, targets, torch.arange(96))
+    if args.fsdp and "WORLD_SIZE" not in os.environ:  # FSDP needs a process group, even of one
+        import tempfile
+
+        torch.distributed.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
 
     rules = [
         resilient.ModelCheckpoint(every_n_train_steps=2, filename="{step}"),
@@ -119,10 +140,15 @@ def main() -> None:
         loader = DataLoader(dataset, batch_size=8, sampler=sampler, num_workers=args.workers,
                             persistent_workers=args.persistent_workers)
         run.track(model=model, optimizer=optimizer, schedule=schedule, sampler=sampler)
+        if args.dump_restored:
+            _dump_restored(model, optimizer, args.fsdp, run.rank, args.dump_restored)
 
         for _ in run.epochs(args.epochs):
             model.train()
-            for x, y in run.batches(loader):
+            for x, y, *index in run.batches(loader):
+                if args.record_samples:
+                    with open(f"{args.record_samples}-rank{run.rank}.txt", "a") as record:
+                        record.write(f"{run.epoch} {' '.join(str(i) for i in index[0].tolist())}\n")
                 loss = nn.functional.cross_entropy(model(x), y)
                 optimizer.zero_grad()
                 loss.backward()
