@@ -4,6 +4,7 @@ require the final weights to be bitwise equal to a run that was never interrupte
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ from ._jobs import assert_bitwise_equal, run_to_end
 
 
 @pytest.mark.parametrize("world_size, total_steps", [(1, 48), (2, 24)])
-def test_killed_at_random_steps_resumes_bitwise(tmp_path: Path, world_size: int, total_steps: int) -> None:
-    reference = tmp_path / "reference.pt"
-    run_to_end(tmp_path / "reference-run", reference, world_size)
+def test_killed_at_random_steps_resumes_bitwise(tmp_path: Path, reference_weights: Callable[..., Path],
+                                                world_size: int, total_steps: int) -> None:
+    reference = reference_weights(world_size)
 
     kills = sorted(random.Random(world_size).sample(range(1, total_steps), 3))
     run_dir, out = tmp_path / "interrupted-run", tmp_path / "interrupted.pt"

@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,10 @@ from ._jobs import SCRIPT, assert_bitwise_equal, launch, rank_envs, run_to_end
 FSDP = ("--fsdp", "--epochs", "2")  # 12 steps of 8 samples per rank
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("reference")
-    run_to_end(directory / "run", directory / "weights.pt", 2, extra=FSDP)
-    return directory / "weights.pt"
+@pytest.fixture()
+def reference(reference_weights: Callable[..., Path]) -> Path:
+    """The final weights of an uninterrupted 2-rank run (its run directory beside them)."""
+    return reference_weights(2, FSDP)
 
 
 def test_every_rank_writes_its_shards_into_one_committed_checkpoint(reference: Path) -> None:

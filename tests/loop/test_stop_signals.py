@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,9 @@ def _signalled_run(run_dir: Path, out: Path, world_size: int, extra: tuple[str, 
     [(1, "TERM", 0), (1, "USR2", 0), (2, "USR2", 1), (2, "TERM", 0)],
 )
 def test_stop_signal_checkpoints_at_one_step_and_resumes_bitwise(
-    tmp_path: Path, world_size: int, signal_name: str, signal_rank: int
+    tmp_path: Path, reference_weights: Callable[..., Path], world_size: int, signal_name: str, signal_rank: int
 ) -> None:
-    reference = tmp_path / "reference.pt"
-    run_to_end(tmp_path / "reference-run", reference, world_size)
+    reference = reference_weights(world_size)
 
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
     signal_at = 9  # sent during step 10
@@ -58,10 +58,9 @@ def test_stop_signal_checkpoints_at_one_step_and_resumes_bitwise(
 
 @pytest.mark.parametrize("world_size, signal_rank", [(1, 0), (2, 1)])
 def test_ctrl_c_checkpoints_at_the_next_boundary_stops_and_resumes_bitwise(
-    tmp_path: Path, world_size: int, signal_rank: int
+    tmp_path: Path, reference_weights: Callable[..., Path], world_size: int, signal_rank: int
 ) -> None:
-    reference = tmp_path / "reference.pt"
-    run_to_end(tmp_path / "reference-run", reference, world_size)
+    reference = reference_weights(world_size)
 
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
     procs = launch(run_dir, out, world_size, None,
