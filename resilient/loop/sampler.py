@@ -56,7 +56,7 @@ def _deal(indices: list[int], num_replicas: int, drop_last: bool) -> list[int]:
 
 
 def _dealt_size(size: int, num_replicas: int, drop_last: bool) -> int:
-    """len(_deal(...)) of `size` indices, without them."""
+    """len(_deal(...)) of `size` indices, without them: DistributedSampler's rounding (pad up, or drop the ragged tail)."""
     return size - size % num_replicas if drop_last else size + (-size % num_replicas if size else 0)
 
 
@@ -84,13 +84,6 @@ def _check_segments(state: Mapping[str, Any]) -> list[tuple[int, int]]:
     if positions[0] != 0 or positions != sorted(positions) or segments[-1][0] != state["num_replicas"]:
         raise ValueError(f"state['segments'] {raw!r:.80} must start at 0, grow, and end with num_replicas")
     return segments
-
-
-def _num_samples(dataset_size: int, num_replicas: int, drop_last: bool) -> int:
-    """Per-rank epoch length, with DistributedSampler's rounding (pad up, or drop the ragged tail)."""
-    if drop_last and dataset_size % num_replicas:
-        return math.ceil((dataset_size - num_replicas) / num_replicas)
-    return math.ceil(dataset_size / num_replicas)
 
 
 class ResumableSampler(torch.utils.data.Sampler[int]):
@@ -136,7 +129,7 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         self.drop_last = _check_bool("drop_last", drop_last)
         self.dataset = dataset
         self.dataset_size = len(dataset)
-        self.num_samples = _num_samples(self.dataset_size, self.num_replicas, self.drop_last)
+        self.num_samples = _epoch_end(self.dataset_size, self.drop_last, [(self.num_replicas, 0)])
         self.total_size = self.num_samples * self.num_replicas
         self.epoch = 0
         self._end = self.num_samples  # where this epoch ends, per rank (see `_length`)
@@ -180,7 +173,7 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
 
     def _length(self) -> int:
         """This epoch's length in positions: shorter or longer than `num_samples` after a change of world size."""
-        return _epoch_end(self.dataset_size, self.drop_last, self._segments) if self._segments else self.num_samples
+        return _epoch_end(self.dataset_size, self.drop_last, self._segments or [(self.num_replicas, 0)])
 
     def __iter__(self) -> Iterator[int]:
         start, self._start = self._start, 0
