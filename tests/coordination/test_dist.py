@@ -243,10 +243,6 @@ with resilient.Run(checkpoint=rules, run_dir=sys.argv[1]) as run:
                 os.kill(os.getpid(), signal.SIGUSR2)
 """
 
-needs_sched_idle = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="starving threads needs Linux")
-
-
-@needs_sched_idle
 @pytest.mark.parametrize(("stop", "code", "pairs"), [("1", 75, 4), ("0", 0, 2)])
 def test_ranks_never_abort_at_exit_even_with_starved_gloo_threads(tmp_path, stop, code, pairs):
     """gloo completes a collective before its worker thread lets go of it; if that thread then
@@ -307,7 +303,6 @@ _pin_works_in_progress()  # not waited for: the main thread must not give the wo
 """
 
 
-@needs_sched_idle
 def test_a_never_freed_barrier_pins_the_works_a_starved_thread_still_holds(tmp_path):
     """The fence on torch's group (DDP's works): without `_pin_works_in_progress` this job aborts
     at exit almost every time (the worker frees the stashed object after finalization began)."""
