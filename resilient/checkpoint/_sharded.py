@@ -75,7 +75,11 @@ def read_shards(state: dict[str, Any], path: Path) -> None:
 
 
 def _failed(doing: str, directory: Path, error: CheckpointException) -> CheckpointError:
-    """DCP's failure, which reaches every rank, as one line naming each failed rank and its error."""
-    causes = "; ".join(f"rank {rank}: {type(cause).__name__}: {cause}"
-                       for rank, (cause, _) in sorted(error.failures.items()))
+    """DCP's failure, which reaches every rank, as one line naming each failed rank and its error
+    (ranks that failed alike, as every rank does on a model that does not fit, share one mention)."""
+    ranks_by_cause: dict[str, list[int]] = {}
+    for rank, (cause, _) in sorted(error.failures.items()):
+        ranks_by_cause.setdefault(f"{type(cause).__name__}: {cause}", []).append(rank)
+    causes = "; ".join(f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}: {cause}"
+                       for cause, ranks in ranks_by_cause.items())
     return CheckpointError(f"{doing} the shards of {directory} failed on {causes}")
