@@ -27,6 +27,7 @@ from ._manifest import (
     FileEntry,
     Manifest,
     read_manifest,
+    shard_writer,
 )
 from ._read import find_checkpoints, newest_checkpoints, read_manifests, verify
 from ._recover import is_checkpoint_entry, recover_directory
@@ -74,6 +75,7 @@ __all__ = [
     "read_shards",
     "recover_directory",
     "remove_checkpoint",
+    "shard_writer",
     "verify",
     "write_checkpoint",
     "write_shards",
