@@ -20,7 +20,7 @@ from submitit.local.local import LocalJob
 
 from ..requeue import SIGNAL_DELAY_ENV
 from ..rundir import current_umask
-from ..settings import signal_name
+from ..settings import node_range, signal_name
 from ..slurm import missing_submit_commands
 from ._errors import SlurmUnavailable
 
@@ -82,13 +82,19 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
 
 
 def _slurm_parameters(options: JobOptions, name: str) -> dict[str, Any]:
+    fewest, most = node_range(options.nodes)
+    # submitit counts a job's tasks as nodes * ntasks_per_node, so its `nodes` stays a number
+    # (the fewest: every task it expects then exists); a range reaches sbatch as an
+    # additional parameter, which replaces submitit's own --nodes line.
+    nodes = {} if fewest == most else {"nodes": f"{fewest}-{most}"}
     parameters: dict[str, Any] = {
         "job_name": name,
-        "nodes": options.nodes,
+        "nodes": fewest,
         "ntasks_per_node": options.tasks_per_node,
         "time": options.timeout_min,
         "signal_delay_s": options.signal_delay_s,
-        "additional_parameters": {"requeue": True, "signal": signal_option(options), **options.slurm_options},
+        "additional_parameters": {"requeue": True, "signal": signal_option(options), **nodes,
+                                  **options.slurm_options},
         "setup": [f"export {SIGNAL_DELAY_ENV}={options.signal_delay_s}",
                   "export {0}=${{{0}:-{1}}}".format(*_SUBMITIT_LOG_LEVEL)],
     }
