@@ -125,10 +125,20 @@ def node_range(value: object) -> tuple[int, int]:
     return fewest, most
 
 
-def check_nodes(nodes: int | str, executor: str) -> None:
-    """Only SLURM spreads a job over several nodes; the other executors run on this one."""
-    if node_range(nodes)[1] > 1 and executor != "slurm":
+def check_nodes(nodes: int | str, executor: str, tasks_per_node: int = 1) -> None:
+    """Only SLURM spreads a job over several nodes; the other executors run on this one.
+
+    A range runs one task per node: sbatch (22.05, measured in slurm/README.md) turns
+    --ntasks-per-node into a fixed task count for MIN nodes and then allocates only MIN nodes,
+    so a range is submitted without it, and SLURM reserves one task's CPUs on each node.
+    """
+    fewest, most = node_range(nodes)
+    if most > 1 and executor != "slurm":
         problem = f"{nodes} nodes need executor slurm; the {executor} executor runs on one node"
+        raise InvalidSetting("nodes", problem, problem)
+    if fewest < most and tasks_per_node > 1:
+        problem = (f"a node range ({nodes}) runs one task per node, not {tasks_per_node}: SLURM would "
+                   "allocate only the fewest nodes; use a fixed node count for several tasks per node")
         raise InvalidSetting("nodes", problem, problem)
 
 

@@ -83,14 +83,16 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
 
 def _slurm_parameters(options: JobOptions, name: str) -> dict[str, Any]:
     fewest, most = node_range(options.nodes)
-    # submitit counts a job's tasks as nodes * ntasks_per_node, so its `nodes` stays a number
-    # (the fewest: every task it expects then exists); a range reaches sbatch as an
-    # additional parameter, which replaces submitit's own --nodes line.
+    # A range (one task per node, see check_nodes) reaches sbatch as an additional parameter,
+    # which replaces submitit's own --nodes line, and without --ntasks-per-node, with which
+    # sbatch would allocate only the fewest nodes; srun then starts a task on every node the job
+    # got. submitit's `nodes` stays a number: it counts the tasks it expects from it.
+    tasks = {"ntasks_per_node": options.tasks_per_node} if fewest == most else {"srun_args": ["--ntasks-per-node=1"]}
     nodes = {} if fewest == most else {"nodes": f"{fewest}-{most}"}
     parameters: dict[str, Any] = {
         "job_name": name,
         "nodes": fewest,
-        "ntasks_per_node": options.tasks_per_node,
+        **tasks,
         "time": options.timeout_min,
         "signal_delay_s": options.signal_delay_s,
         "additional_parameters": {"requeue": True, "signal": signal_option(options), **nodes,

@@ -66,7 +66,7 @@ class JobOptions:
         for name in ("partition", "account", "qos"):
             if getattr(self, name) is not None:
                 check_safe_text(name, getattr(self, name))
-        check_nodes(self.nodes, self.executor)
+        check_nodes(self.nodes, self.executor, self.tasks_per_node)
         signal_number(self.warning_signal, name="warning_signal")
         if not isinstance(self.slurm_options, dict):
             raise TypeError(f"slurm_options must be a dict of sbatch options, not {self.slurm_options!r}")

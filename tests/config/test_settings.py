@@ -140,6 +140,14 @@ def test_a_range_above_one_node_needs_slurm(executor: str) -> None:
     assert caught.value.problem == f"1-2 nodes need executor slurm; the {executor} executor runs on one node"
 
 
+def test_a_range_runs_one_task_per_node() -> None:
+    check_nodes("2-2", "slurm", tasks_per_node=4)  # a fixed count, written as a range
+    with pytest.raises(InvalidSetting) as caught:
+        check_nodes("1-2", "slurm", tasks_per_node=4)
+    assert caught.value.problem == ("a node range (1-2) runs one task per node, not 4: SLURM would allocate only "
+                                    "the fewest nodes; use a fixed node count for several tasks per node")
+
+
 # ---------------------------------------------------------------- fire drill and run directory
 
 
