@@ -46,7 +46,7 @@ class Block(nn.Module):
         return self.head(self.layer(self.embed(x.unsqueeze(-1))).mean(dim=1))
 
 
-def _sharded_block(width: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+def sharded_block(width: int = 16) -> tuple[nn.Module, torch.optim.Optimizer]:
     from torch.distributed.fsdp import fully_shard
 
     torch.manual_seed(100)  # the same weights on every rank, each keeps its shard of them
@@ -65,7 +65,7 @@ def _full_weights(model: nn.Module, fsdp: bool, world_size: int) -> dict[str, to
     return model.module.state_dict() if world_size > 1 else model.state_dict()
 
 
-def _dump_restored(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool, rank: int, path: str) -> None:
+def dump_restored(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool, rank: int, path: str) -> None:
     """The whole state as restored, keyed by parameter names (every rank calls it: FSDP gathers)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -130,7 +130,7 @@ def main() -> None:
     with resilient.Run(checkpoint=rules, run_dir=args.run_dir, async_save=not args.sync) as run:
         model: nn.Module
         if args.fsdp:
-            model, optimizer = _sharded_block(args.width)
+            model, optimizer = sharded_block(args.width)
             torch.manual_seed(100 + run.rank)  # dropout differs by rank, as it does in real jobs
         else:
             torch.manual_seed(100 + run.rank)
@@ -145,7 +145,7 @@ def main() -> None:
                             persistent_workers=args.persistent_workers)
         run.track(model=model, optimizer=optimizer, schedule=schedule, sampler=sampler)
         if args.dump_restored:
-            _dump_restored(model, optimizer, args.fsdp, run.rank, args.dump_restored)
+            dump_restored(model, optimizer, args.fsdp, run.rank, args.dump_restored)
 
         for _ in run.epochs(args.epochs):
             model.train()
