@@ -18,8 +18,9 @@ One process without a process group can also read the shards whole (`read_whole_
 ``no_dist=True`` into a state dict this module builds from DCP's metadata, as
 ``dcp_to_torch_save`` does with a private planner. DCP unpickles its ``.metadata`` with plain
 `pickle` and its non-tensor values with ``torch.load(weights_only=False)``, so under
-``weights_only`` this reader does both itself: the metadata through an unpickler that admits
-only what DCP's metadata holds, the values with ``weights_only=True``.
+``weights_only`` both readers, a resume's and this one, check them first: the metadata is read
+through an unpickler that admits only what DCP's metadata is made of, and each value must load
+with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -83,13 +84,11 @@ def check_reported(needed: set[str], reported: Mapping[str, FileEntry], director
         raise CheckpointError(f"sharded checkpoint in {directory}: no rank reported {', '.join(missing[:5])}")
 
 
-def read_shards(state: dict[str, Any], path: Path) -> None:
+def read_shards(state: dict[str, Any], path: Path, *, weights_only: bool) -> None:
     """Every rank, together: fill `state` (DCP state dicts by name, as this run shards them) in
-    place from the sharded checkpoint at `path`, resharding as DCP's planner does."""
-    try:
-        dcp.load(state, storage_reader=dcp.FileSystemReader(path))
-    except CheckpointException as error:
-        raise _failed("reading", path, error) from None
+    place from the sharded checkpoint at `path`, resharding as DCP's planner does; under
+    `weights_only`, DCP's pickles are read as safely as `torch.load(weights_only=True)` reads ours."""
+    _load(state, path, _read_metadata(path, weights_only), _Planner(weights_only), no_dist=False)
 
 
 def read_whole_shards(path: Path, listed: Collection[str], names: Collection[str], *, weights_only: bool,
@@ -109,17 +108,21 @@ def read_whole_shards(path: Path, listed: Collection[str], names: Collection[str
     planner = _WholePlanner(names, weights_only, device)
     with warnings.catch_warnings():  # no process group is what this reader means, not a mistake to warn of
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        try:
-            dcp.load({}, storage_reader=_Reader(path, metadata), planner=planner, no_dist=True)
-        except CheckpointException as error:
-            ours = [cause for cause, _ in error.failures.values() if isinstance(cause, CheckpointError)]
-            if ours:
-                raise ours[0] from None
-            raise _failed("reading", path, error) from None
+        _load({}, path, metadata, planner, no_dist=True)
     whole: dict[str, Any] = {name: {} for name in names}
     for key, value in planner.state_dict.items():
         _put(whole, metadata.planner_data.get(key, (key,)), value)
     return whole
+
+
+def _load(state: dict[str, Any], path: Path, metadata: Metadata, planner: _Planner, *, no_dist: bool) -> None:
+    try:
+        dcp.load(state, storage_reader=_Reader(path, metadata), planner=planner, no_dist=no_dist)
+    except CheckpointException as error:
+        ours = [cause for cause, _ in error.failures.values() if isinstance(cause, CheckpointError)]
+        if ours:  # a refusal of this module's (an untrusted value), as it was raised
+            raise ours[0] from None
+        raise _failed("reading", path, error) from None
 
 
 def _read_metadata(path: Path, weights_only: bool) -> Metadata:
@@ -184,15 +187,36 @@ class _Reader(dcp.FileSystemReader):
         return self._metadata
 
 
-class _WholePlanner(dcp.DefaultLoadPlanner):
+class _Planner(dcp.DefaultLoadPlanner):
+    """DCP's planner, except that under `weights_only` a non-tensor value (DCP stores each as a
+    `torch.save` of it, and reads it back with ``weights_only=False``) must first load with
+    ``weights_only=True``: what passes that holds nothing the unrestricted load could run."""
+
+    def __init__(self, weights_only: bool, **options: bool) -> None:
+        super().__init__(**options)
+        self._weights_only = weights_only
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        if self._weights_only:
+            try:
+                torch.load(value, weights_only=True)
+            except pickle.UnpicklingError:
+                raise UntrustedCheckpointError(
+                    f"the sharded value {read_item.dest_index.fqn} holds non-tensor objects; loading them requires "
+                    "weights_only=False, which can run arbitrary code: use it only for checkpoints you trust"
+                ) from None
+            value.seek(0)
+        super().load_bytes(read_item, value)
+
+
+class _WholePlanner(_Planner):
     """DCP's planner, asked for every entry of `names` whole: an empty tensor of each tensor's
     full size, which DCP fills from whichever shards hold its parts, and a placeholder for each
     other value, which DCP reads as bytes (`load_bytes`)."""
 
     def __init__(self, names: Collection[str], weights_only: bool, device: str | torch.device) -> None:
-        super().__init__(flatten_state_dict=False)
+        super().__init__(weights_only, flatten_state_dict=False)
         self._names = set(names)
-        self._weights_only = weights_only
         self._device = device
 
     def set_up_planner(self, state_dict: dict[str, Any], metadata: Metadata | None = None,
@@ -203,17 +227,6 @@ class _WholePlanner(dcp.DefaultLoadPlanner):
                 state_dict[key] = (torch.empty(item.size, dtype=item.properties.dtype, device=self._device)
                                    if isinstance(item, TensorStorageMetadata) else item)
         super().set_up_planner(state_dict, metadata, is_coordinator)
-
-    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
-        key = read_item.dest_index.fqn
-        try:
-            self.state_dict[key] = torch.load(value, weights_only=self._weights_only)
-        except pickle.UnpicklingError:
-            if not self._weights_only:
-                raise
-            raise UntrustedCheckpointError(
-                f"the sharded value {key} holds non-tensor objects; loading them requires weights_only=False, "
-                "which can run arbitrary code: use it only for checkpoints you trust") from None
 
 
 def _put(root: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
@@ -242,6 +255,6 @@ def _set(node: dict[Any, Any] | list[Any], key: str | int, value: Any) -> None:
 
 def _failed(doing: str, directory: Path, error: CheckpointException) -> CheckpointError:
     """DCP's failure, which reaches every rank, as one line naming each failed rank and its error."""
-    causes = "; ".join(f"rank {rank}: {type(cause).__name__}: {cause}"
+    causes = "; ".join(f"rank {rank}: {type(cause).__name__}: {' '.join(str(cause).split())}"
                        for rank, (cause, _) in sorted(error.failures.items()))
     return CheckpointError(f"{doing} the shards of {directory} failed on {causes}")

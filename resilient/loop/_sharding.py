@@ -95,10 +95,10 @@ def sharded_states(tracked: Mapping[str, Any], sharded: frozenset[str],
 
 
 def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], sharded: frozenset[str],
-                    saved: Collection[str], path: Path) -> None:
+                    saved: Collection[str], path: Path, *, weights_only: bool) -> None:
     """Load the sharded ones of `objects` from the checkpoint at `path`, in place, resharded to
     this run's layout (every rank, together); one the checkpoint lacks keeps its fresh state,
-    with a warning, like any tracked object."""
+    with a warning, like any tracked object. `weights_only` as the run loads its other files."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
     from ..checkpoint import read_shards
@@ -112,7 +112,7 @@ def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], shar
     if not names:
         return
     states = sharded_states(tracked, sharded, only=names)
-    read_shards(states, path)
+    read_shards(states, path, weights_only=weights_only)
     for name in names:
         obj = tracked[name]
         if isinstance(obj, torch.nn.Module):

@@ -35,7 +35,7 @@ from resilient.checkpoint import (
 )
 from resilient.checkpoint._manifest import encode_manifest
 
-from ._jobs import FSDP, SCRIPT, rank_envs
+from ._jobs import FSDP, SCRIPT, launch, rank_envs
 
 
 @pytest.fixture(scope="module")
@@ -123,24 +123,43 @@ def test_a_flipped_byte_in_one_shard_is_named_and_nothing_is_exported(trained: t
     assert sorted(path.name for path in tmp_path.iterdir()) == ["damaged.ckpt"]  # no OUT, no temporary
 
 
-def test_forged_dcp_metadata_is_refused_before_anything_of_it_runs(trained: tuple[Path, Path], tmp_path: Path,
-                                                                   capfd: pytest.CaptureFixture[str]) -> None:
-    """A forger who rewrites the shards' index and the manifest to match: checksums pass, the
-    pickle would call print(); under weights_only it is refused unread, naming what it calls."""
+class _Payload:
+    """What a forger pickles: harmless here, but it runs when unpickled."""
 
-    class Payload:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return print, ("the forged pickle ran",)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return print, ("the forged pickle ran",)
 
-    checkpoint = shutil.copytree(_checkpoint(trained[0]), tmp_path / "forged.ckpt")
-    forged = pickle.dumps(Payload())
+
+def _forge_shards_index(checkpoint: Path) -> None:
+    """Replace DCP's index of the shards with `_Payload`, and rewrite the manifest to match: a
+    forger who can write the checkpoint can do that, so every checksum passes."""
+    forged = pickle.dumps(_Payload())
     (checkpoint / SHARDS_METADATA).write_bytes(forged)
     manifest = read_manifest(checkpoint)
     files = dict(manifest.files, **{SHARDS_METADATA: FileEntry(len(forged), xxhash.xxh3_128_hexdigest(forged))})
     (checkpoint / MANIFEST_NAME).write_bytes(encode_manifest(dataclasses.replace(manifest, files=files)))
+
+
+def test_forged_dcp_metadata_is_refused_before_anything_of_it_runs(trained: tuple[Path, Path], tmp_path: Path,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    checkpoint = shutil.copytree(_checkpoint(trained[0]), tmp_path / "forged.ckpt")
+    _forge_shards_index(checkpoint)
     with pytest.raises(UntrustedCheckpointError, match=r"refers to builtins\.print.*weights_only=False"):
         resilient.load_checkpoint(checkpoint)
     assert "the forged pickle ran" not in capfd.readouterr().out
+
+
+def test_a_resume_refuses_forged_dcp_metadata_too(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """The same forgery in every checkpoint of a run, resumed on one rank with the default
+    weights_only: the run ends naming it, and nothing of the pickle ran."""
+    run_dir = shutil.copytree(trained[0], tmp_path / "run")
+    for checkpoint in (run_dir / "checkpoints").glob("*.ckpt"):
+        _forge_shards_index(checkpoint)
+    [proc] = launch(run_dir, tmp_path / "out.pt", 1, None, FSDP)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1, stderr
+    assert "UntrustedCheckpointError" in stderr and "refers to builtins.print" in stderr, stderr[-2000:]
+    assert "the forged pickle ran" not in stdout
 
 
 def test_export_writes_one_plain_file_of_the_newest_checkpoint(trained: tuple[Path, Path], tmp_path: Path) -> None:
