@@ -3,7 +3,8 @@
 One real 2-rank FSDP2 run of tests/loop/scripts/train.py (`--fsdp`, shared with test_sharded.py
 through the session's `reference_weights`) writes the checkpoints; this process, with no process
 group, reads them. The references are the run's own final weights, gathered by FSDP on rank 0,
-and DCP's own public consolidation (`dcp_to_torch_save`) of the same checkpoint.
+and DCP's own public consolidation (`dcp_to_torch_save`) of the same checkpoint. DCP's index of
+the shards is a pickle: a forged one is refused under weights_only, here and on resume.
 """
 
 from __future__ import annotations
