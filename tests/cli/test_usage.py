@@ -33,7 +33,7 @@ from ._cli import (
 )
 
 BROKEN = sorted((REPO / "tests" / "config" / "broken").glob("*.yaml"))
-COMMANDS = ("submit", "status", "logs", "cancel", "checkpoints", "preempt", "schema")
+COMMANDS = ("submit", "status", "logs", "cancel", "checkpoints", "preempt", "schema", "export")
 
 
 def _header(path: Path, name: str) -> str:
@@ -153,6 +153,7 @@ def test_a_bad_command_line_is_refused_in_one_line(empty_dir: Path, finished_run
         (("preempt", finished_run), "is not running (it is completed)"),
         (("cancel", finished_run), "is not running (it is completed)"),
         (("checkpoints", "/nonexistent"), "/nonexistent: no such directory"),
+        (("export", "/nonexistent", "out.pt"), "/nonexistent: no such checkpoint or directory"),
     ]
     by_argparse: list[tuple[tuple[object, ...], str]] = [
         (("frobnicate",), "invalid choice: 'frobnicate'"),
