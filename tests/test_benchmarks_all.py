@@ -41,6 +41,8 @@ EXPECTED = [  # (what, anchor) of every row, in the table's order
     )],
     ("resilient, a submitted task (fast exit)", STOP_ANCHOR),
     ("resilient, the user's own process (teardown)", STOP_ANCHOR),
+    ("sharded save, 2 ranks (gloo, FSDP2 + AdamW)", "DCP save, FileSystemWriter(sync_files=True)"),
+    ("sharded resume, 2 ranks (gloo, FSDP2 + AdamW)", "DCP load + set_state_dict"),
     ("1 process, list, 2 step rules", "the same loop, plain"),
     ("1 process, DataLoader, 2 step rules", "the same loop, plain"),
     ("1 process, DataLoader, step + time rule", "the same loop, plain"),
