@@ -1,8 +1,9 @@
 """Every benchmark in one command: one table, and all its rows in one JSON file.
 
 Each row is resilient's value measured side by side with its anchor in the same run (torch.save
-and torch.load, raw bytes + fdatasync, DCP's save and async_save, the plain loop, `python -c
-pass`, a hand-written signal handler...), their ratio, and issue 9's target where it sets one.
+and torch.load, raw bytes + fdatasync, DCP's save and async_save, DCP's sharded save and load
+on two ranks, the plain loop, `python -c pass`, a hand-written signal handler...), their ratio,
+and the target of issue 9 (or 10, for sharded state) where it sets one.
 The rows that depend on the state's size are measured for each of ``--sizes-mib``; the step
 overhead (one process, and two ranks on gloo with 10 ms steps) and the commands' startup once.
 A line about the machine comes first: CPUs, their model, the load average before and after,
@@ -25,6 +26,7 @@ import checkpoint_io
 import checksum
 import cli_startup
 import save_cost
+import sharded_io
 import step_overhead
 import stop_to_exit
 import torch
@@ -65,6 +67,7 @@ def measure(sizes_mib: list[int], directory: str, quick: bool) -> list[Row]:
         rows += async_stall.async_stall_rows(size * 2**20, directory, repeats=repeats, kinds=kinds,
                                              **({"step_ms": 10.0, "every": 3, "saves": 2} if quick else {"saves": 3}))
         rows += stop_to_exit.rows(size, directory, repeats)
+        rows += sharded_io.rows(size, directory, repeats)
     rows += step_overhead.rows(quick)
     rows += cli_startup.rows(repeats=1 if quick else 7)
     return rows

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _timing import Row, alternating_best, removing, row
+from _timing import Row, alternating_best, evict, removing, row
 from torch import nn
 
 import resilient
@@ -80,18 +80,6 @@ def state_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[to
     for state in optimizer.state.values():
         tensors += [value for value in state.values() if isinstance(value, torch.Tensor) and value.dim()]
     return tensors
-
-
-def _evict(paths: list[Path]) -> None:
-    """Drop these files' clean pages from the page cache: the next read comes from the disk."""
-    gc.collect()
-    for path in paths:
-        for file in [path] if path.is_file() else sorted(path.iterdir()):
-            fd = os.open(file, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
 
 
 def _side_by_side(works: list[Callable[[], object]], repeats: int,
@@ -250,7 +238,7 @@ def _save_and_resume(size_mib: int, work: Path, repeats: int) -> tuple[float, li
     resume_anchor = "torch.load + load_state_dict"
     seconds = _side_by_side([resilient_resume, torch_resume], repeats)
     rows.append(_row("resume, warm", state_mib, *seconds, resume_anchor, 0.9))
-    seconds = _side_by_side([resilient_resume, torch_resume], repeats, before=lambda: _evict([ours, plain]))
+    seconds = _side_by_side([resilient_resume, torch_resume], repeats, before=lambda: evict([ours, plain]))
     rows.append(_row("resume, cold (pages evicted)", state_mib, *seconds, resume_anchor, 0.9))
     return state_mib, rows
 

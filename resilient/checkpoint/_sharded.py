@@ -9,7 +9,7 @@ in the manifest beside its own files and commits: the checkpoint appears whole o
 like any other, and verification, fallback and retention treat shards like ``state.pt``.
 
 DCP's metadata says which files the checkpoint needs; rank 0 checks that every one of them was
-reported, so a rank whose files went unlisted (a naming change in a later torch) cannot leave a
+reported, so a rank whose files went unreported (a change in a later torch) cannot leave a
 checkpoint that looks complete. Importing DCP takes seconds: only a run with sharded state, or
 a reader of one, imports this module.
 
@@ -34,6 +34,7 @@ import pickle
 import sys
 import warnings
 from collections.abc import Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +42,49 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
-from torch.distributed.checkpoint.planner import ReadItem
+from torch.distributed.checkpoint.planner import ReadItem, SavePlan, SavePlanner
+from torch.distributed.checkpoint.storage import WriteResult
 
 from ._errors import CheckpointError, UntrustedCheckpointError
 from ._files import READ_FLAGS
-from ._hashing import checksum_fd
+from ._hashing import checksum_mapped
 from ._manifest import SHARDS_METADATA, FileEntry
 
 
 def _entry(path: Path) -> FileEntry:
+    """The size and checksum of a file DCP has just written and fsynced, hashed through a memory
+    map of the page cache the write left it in: no copy into a buffer, which cost three times
+    the hashing itself (for a 120 MiB shard here: 12 ms mapped, ~40 ms read into a buffer,
+    next to DCP's ~500 ms write). The file is this rank's own, just written into a temporary
+    directory nothing else writes to, so nothing shrinks it under the map."""
     fd = os.open(path, READ_FLAGS)
     try:
-        checksum, size = checksum_fd(fd, os.fstat(fd).st_size)
+        size = os.fstat(fd).st_size
+        return FileEntry(size=size, checksum=checksum_mapped(fd, size))
     finally:
         os.close(fd)
-    return FileEntry(size=size, checksum=checksum)
+
+
+class _HashingWriter(dcp.FileSystemWriter):
+    """DCP's own file system writer (fsyncing every file), which hands each file this rank wrote
+    to a thread to hash the moment its write returns: the hashing (xxhash lets go of the GIL)
+    overlaps what DCP does next, gathering every rank's results and, on rank 0, writing and
+    fsyncing the metadata, instead of following it. `write_data` is the public method every
+    storage writer implements."""
+
+    def __init__(self, directory: Path, pool: ThreadPoolExecutor) -> None:
+        super().__init__(directory, sync_files=True)
+        self._directory = directory
+        self._pool = pool
+        self.hashing: dict[str, Future[FileEntry]] = {}
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> torch.futures.Future[list[WriteResult]]:
+        written = super().write_data(plan, planner)
+        for result in written.wait():  # done when the files are written and fsynced
+            name = result.storage_data.relative_path
+            if name not in self.hashing:
+                self.hashing[name] = self._pool.submit(_entry, self._directory / name)
+        return written
 
 
 def write_shards(state: Mapping[str, Any], directory: Path, rank: int) -> tuple[dict[str, FileEntry], set[str]]:
@@ -65,16 +94,16 @@ def write_shards(state: Mapping[str, Any], directory: Path, rank: int) -> tuple[
     names of every file the checkpoint needs, from DCP's metadata, to check against the entries
     all ranks report (`check_reported`).
     """
-    try:
-        metadata = dcp.save(dict(state), storage_writer=dcp.FileSystemWriter(directory, sync_files=True))
-    except CheckpointException as error:  # a BaseException, with every rank's traceback in its text
-        raise _failed("writing", directory, error) from None
-    needed = {info.relative_path for info in metadata.storage_data.values()} | {SHARDS_METADATA}
-    prefix = f"__{rank}_"
-    mine = sorted(name for name in os.listdir(directory) if name.startswith(prefix) and name in needed)
+    with ThreadPoolExecutor(thread_name_prefix="resilient-shard-hash") as pool:
+        writer = _HashingWriter(directory, pool)
+        try:
+            metadata = dcp.save(dict(state), storage_writer=writer)
+        except CheckpointException as error:  # a BaseException, with every rank's traceback in its text
+            raise _failed("writing", directory, error) from None
+        entries = {name: hashing.result() for name, hashing in writer.hashing.items()}
     if rank == 0:
-        mine.append(SHARDS_METADATA)
-    return {name: _entry(directory / name) for name in mine}, needed
+        entries[SHARDS_METADATA] = _entry(directory / SHARDS_METADATA)
+    return entries, {info.relative_path for info in metadata.storage_data.values()} | {SHARDS_METADATA}
 
 
 def check_reported(needed: set[str], reported: Mapping[str, FileEntry], directory: Path) -> None:
