@@ -23,17 +23,6 @@ def checksum_bytes(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def checksum_fd(fd: int, limit: int) -> tuple[str, int]:
-    """Checksum and length of at most `limit` bytes of `fd`, streamed so a large payload never sits in memory whole."""
-    hasher = xxhash.xxh3_128()
-    view = memoryview(bytearray(min(_CHUNK, limit)))
-    length = 0
-    while length < limit and (n := os.readv(fd, [view[: limit - length]])):
-        hasher.update(view[:n])
-        length += n
-    return hasher.hexdigest(), length
-
-
 def checksum_mapped(fd: int, size: int) -> str:
     """Checksum of the first `size` bytes of `fd`, read through a memory map of it.
 

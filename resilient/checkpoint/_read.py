@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ._errors import CheckpointError
-from ._files import READ_FLAGS, check_length, member_size, open_checkpoint, open_member
-from ._hashing import checksum_fd
+from ._files import READ_FLAGS, check_extent, check_length, member_size, open_checkpoint, open_member
+from ._hashing import checksum_mapped
 from ._manifest import CHECKPOINT_SUFFIX, MANIFEST_NAME, FileEntry, Manifest, read_manifest, read_manifest_at
 
 # The head `_render` writes: the envelope's first key, then the manifest's first field.
@@ -55,8 +55,9 @@ def check_checksum(directory: int, path: Path, name: str, entry: FileEntry) -> N
     what = f"checkpoint {path}: payload file {name}"
     with open_member(directory, name, what) as (fd, size):
         check_size(size, entry, what)
-        checksum, length = checksum_fd(fd, size + 1)
-    check_length(length, size, what)
+        check_extent(fd, size, what)
+        checksum = checksum_mapped(fd, size)
+        check_length(os.fstat(fd).st_size, size, what)
     if checksum != entry.checksum:
         raise corrupt(what)
 
