@@ -35,14 +35,14 @@ from ._recover import is_checkpoint_entry, recover_directory
 if TYPE_CHECKING:
     from ._load import load_files
     from ._pages import MappedPayloads
-    from ._sharded import check_reported, read_shards, read_whole_shards, write_shards
+    from ._sharded import check_reported, read_shards, read_whole_shards, shard_metadata, write_shards
     from ._staging import NotStageable, Staged, Stager
     from ._write import write_checkpoint
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._load": ("load_files",),
     "._pages": ("MappedPayloads",),
-    "._sharded": ("check_reported", "read_shards", "read_whole_shards", "write_shards"),
+    "._sharded": ("check_reported", "read_shards", "read_whole_shards", "shard_metadata", "write_shards"),
     "._staging": ("NotStageable", "Staged", "Stager"),
     "._write": ("write_checkpoint",),
 })
@@ -76,6 +76,7 @@ __all__ = [
     "read_whole_shards",
     "recover_directory",
     "remove_checkpoint",
+    "shard_metadata",
     "shard_writer",
     "verify",
     "write_checkpoint",

@@ -113,11 +113,26 @@ def check_reported(needed: set[str], reported: Mapping[str, FileEntry], director
         raise CheckpointError(f"sharded checkpoint in {directory}: no rank reported {', '.join(missing[:5])}")
 
 
-def read_shards(state: dict[str, Any], path: Path, *, weights_only: bool) -> None:
+def shard_metadata(path: Path, listed: Collection[str], *, weights_only: bool) -> Metadata:
+    """DCP's metadata of the sharded checkpoint at `path`, read safely under `weights_only`.
+
+    The caller has checked the files of the manifest, whose names are `listed`, against their
+    checksums; DCP's metadata may only point into those files, never at one beside them.
+    """
+    metadata = _read_metadata(path, weights_only)
+    unlisted = sorted({info.relative_path for info in metadata.storage_data.values()} - set(listed))
+    if unlisted:
+        raise CheckpointError(f"checkpoint {path}: DCP's metadata names {', '.join(unlisted[:5])}, "
+                              "which its manifest does not list")
+    return metadata
+
+
+def read_shards(state: dict[str, Any], path: Path, metadata: Metadata, *, weights_only: bool) -> None:
     """Every rank, together: fill `state` (DCP state dicts by name, as this run shards them) in
-    place from the sharded checkpoint at `path`, resharding as DCP's planner does; under
-    `weights_only`, DCP's pickles are read as safely as `torch.load(weights_only=True)` reads ours."""
-    _load(state, path, _read_metadata(path, weights_only), _Planner(weights_only), no_dist=False)
+    place from the sharded checkpoint at `path` (`metadata` from `shard_metadata`), resharding
+    as DCP's planner does; under `weights_only`, DCP's pickles are read as safely as
+    `torch.load(weights_only=True)` reads ours."""
+    _load(state, path, metadata, _Planner(weights_only), no_dist=False)
 
 
 def read_whole_shards(path: Path, listed: Collection[str], names: Collection[str], *, weights_only: bool,
@@ -125,15 +140,9 @@ def read_whole_shards(path: Path, listed: Collection[str], names: Collection[str
     """One process, no process group: the sharded objects `names` of the checkpoint at `path`, each
     a state dict of whole tensors on `device` (as the run's `get_model_state_dict` /
     `get_optimizer_state_dict` gave them, so an optimizer's state is keyed by parameter names).
-
-    The caller has checked every file of the manifest, whose names are `listed`, against its
-    checksum; DCP's metadata may only point into those files.
+    `listed` as for `shard_metadata`.
     """
-    metadata = _read_metadata(path, weights_only)
-    unlisted = sorted({info.relative_path for info in metadata.storage_data.values()} - set(listed))
-    if unlisted:
-        raise CheckpointError(f"checkpoint {path}: DCP's metadata names {', '.join(unlisted[:5])}, "
-                              "which its manifest does not list")
+    metadata = shard_metadata(path, listed, weights_only=weights_only)
     planner = _WholePlanner(names, weights_only, device)
     with warnings.catch_warnings():  # no process group is what this reader means, not a mistake to warn of
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")

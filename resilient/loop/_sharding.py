@@ -95,17 +95,18 @@ def sharded_states(tracked: Mapping[str, Any], sharded: frozenset[str],
 
 
 def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], sharded: frozenset[str],
-                    saved: Collection[str], path: Path, *, weights_only: bool) -> None:
+                    saved: Collection[str], path: Path, listed: Collection[str], *, weights_only: bool) -> None:
     """Load the sharded ones of `objects` from the checkpoint at `path`, in place, resharded to
     this run's layout (every rank, together); one the checkpoint lacks keeps its fresh state,
-    with a warning, like any tracked object. `weights_only` as the run loads its other files.
-    The checkpoint was verified when it was chosen, so any other failure here means it does not
+    with a warning, like any tracked object. `weights_only` as the run loads its other files;
+    `listed`: the files of the checkpoint's manifest, the only ones DCP may read. The checkpoint
+    was verified when it was chosen, so any other failure here means it does not
     fit the tracked objects (another model): that is refused, never answered by silently resuming
     from an older checkpoint, which would not fit either and would throw away the newer one's
     progress."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    from ..checkpoint import CheckpointError, UntrustedCheckpointError, read_shards
+    from ..checkpoint import CheckpointError, UntrustedCheckpointError, read_shards, shard_metadata
 
     names = sorted(name for name in objects if name in sharded)
     for name in names:
@@ -115,9 +116,10 @@ def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], shar
     names = [name for name in names if name in saved]
     if not names:
         return
+    metadata = shard_metadata(path, listed, weights_only=weights_only)
     states = sharded_states(tracked, sharded, only=names)
     try:
-        read_shards(states, path, weights_only=weights_only)
+        read_shards(states, path, metadata, weights_only=weights_only)
     except UntrustedCheckpointError:
         raise  # sound, but unsafe to load: the user decides, as for any file of the checkpoint
     except CheckpointError as error:

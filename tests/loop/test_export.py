@@ -198,3 +198,34 @@ def test_export_of_a_checkpoint_that_is_not_sharded(tmp_path: Path) -> None:
     exported = torch.load(tmp_path / "out.pt", weights_only=True)
     _assert_same(exported["model"], model.state_dict())
     assert exported["resilient"]["kind"] == "full" and "optimizer" in exported
+
+
+def _point_metadata_outside_the_manifest(checkpoint: Path) -> str:
+    """Rewrite DCP's real metadata so that one shard's data is read from a file the manifest does
+    not list (a copy beside it), and the manifest to match: every checksum passes."""
+    metadata = pickle.loads((checkpoint / SHARDS_METADATA).read_bytes())
+    index, info = next(iter(metadata.storage_data.items()))
+    shutil.copyfile(checkpoint / info.relative_path, checkpoint / "stray.distcp")
+    metadata.storage_data[index] = dataclasses.replace(info, relative_path="stray.distcp")
+    forged = pickle.dumps(metadata)
+    (checkpoint / SHARDS_METADATA).write_bytes(forged)
+    manifest = read_manifest(checkpoint)
+    files = dict(manifest.files, **{SHARDS_METADATA: FileEntry(len(forged), xxhash.xxh3_128_hexdigest(forged))})
+    (checkpoint / MANIFEST_NAME).write_bytes(encode_manifest(dataclasses.replace(manifest, files=files)))
+    return "DCP's metadata names stray.distcp, which its manifest does not list"
+
+
+def test_dcp_metadata_pointing_at_a_file_the_manifest_does_not_list_is_refused(
+        trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Only files the manifest lists (and so checked) are read: by `load_checkpoint` and by a resume."""
+    checkpoint = shutil.copytree(_checkpoint(trained[0]), tmp_path / "stray.ckpt")
+    message = _point_metadata_outside_the_manifest(checkpoint)
+    with pytest.raises(CheckpointError, match=message):
+        resilient.load_checkpoint(checkpoint)
+    run_dir = shutil.copytree(trained[0], tmp_path / "run")
+    for each in (run_dir / "checkpoints").glob("*.ckpt"):
+        _point_metadata_outside_the_manifest(each)
+    [proc] = launch(run_dir, tmp_path / "out.pt", 1, None, FSDP)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1 and message in stderr, stderr[-2000:]
+    assert "does not fit the tracked" not in stderr  # a forgery, not another model
