@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed.checkpoint as dcp
+from torch.distributed import ProcessGroup
 from torch.distributed.checkpoint.api import CheckpointException
 
 from ._errors import CheckpointError
@@ -39,15 +40,19 @@ def _entry(path: Path) -> FileEntry:
     return FileEntry(size=size, checksum=checksum)
 
 
-def write_shards(state: Mapping[str, Any], directory: Path, rank: int) -> tuple[dict[str, FileEntry], set[str]]:
-    """Every rank, together: write `state` (DCP state dicts by name) into `directory`.
+def write_shards(state: Mapping[str, Any], directory: Path, rank: int, process_group: ProcessGroup | None = None,
+                 *, alone: bool = False) -> tuple[dict[str, FileEntry], set[str]]:
+    """Every rank, together: write `state` (DCP state dicts by name) into `directory`, DCP
+    coordinating the ranks on `process_group` (None: torch's default group), or on none at all
+    when the rank is `alone` (a world of one, writing from a background thread).
 
     Returns the entries of the files this rank wrote (rank 0: also DCP's ``.metadata``) and the
     names of every file the checkpoint needs, from DCP's metadata, to check against the entries
     all ranks report (`check_reported`).
     """
     try:
-        metadata = dcp.save(dict(state), storage_writer=dcp.FileSystemWriter(directory, sync_files=True))
+        metadata = dcp.save(dict(state), storage_writer=dcp.FileSystemWriter(directory, sync_files=True),
+                            process_group=process_group, no_dist=alone)
     except CheckpointException as error:  # a BaseException, with every rank's traceback in its text
         raise _failed("writing", directory, error) from None
     needed = {info.relative_path for info in metadata.storage_data.values()} | {SHARDS_METADATA}

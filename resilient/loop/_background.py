@@ -27,8 +27,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
-from ..checkpoint import NotStageable, Stager
+from ..checkpoint import NotStageable, Staged, Stager
 from ._saving import Committed, Files
 
 
@@ -77,6 +78,15 @@ class BackgroundWriter:
              on_commit: Callable[[Committed, float], None] = lambda committed, seconds: None) -> bool:
         """Copy `files` and write the copy in the background, then run `on_commit(committed,
         seconds)` in the writer's thread; False when the copy would not be faithful."""
+        staged = self.stage(files)
+        if staged is None:
+            return False
+        self.start(staged, write, on_commit)
+        return True
+
+    def stage(self, state: Any) -> Staged | None:
+        """Copy `state` for a write that `start` begins (the ranks of a sharded save first agree
+        that each could copy its part); None, with one warning, when the copy would not be faithful."""
         if self._thread is not None and not self._reserving:
             raise RuntimeError("a background write is still in flight; wait() for it first")
         if self._thread is not None:
@@ -85,15 +95,18 @@ class BackgroundWriter:
             except Exception:  # noqa: S110 - staging makes what is missing, and reports its own failure
                 pass
         try:
-            staged = self._stager.stage(files)
+            return self._stager.stage(state)
         except NotStageable as why:
             if not self._warned:
                 self._warned = True
                 warnings.warn(f"the state holds {why}, which an asynchronous save cannot copy faithfully; "
-                              "this run saves synchronously", stacklevel=2)
-            return False
+                              "this run saves synchronously", stacklevel=3)
+            return None
+
+    def start(self, staged: Staged, write: Callable[[Any], Committed],
+              on_commit: Callable[[Committed, float], None] = lambda committed, seconds: None) -> None:
+        """Write the `staged` copy in the background, then run `on_commit` in the writer's thread."""
         self._start(lambda: (staged.ready(), write(staged.state))[1], on_commit)
-        return True
 
     def _start(self, work: Callable[[], Committed | None],
                on_commit: Callable[[Committed, float], None] | None) -> None:

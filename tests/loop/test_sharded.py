@@ -74,7 +74,7 @@ def test_killed_at_random_steps_resumes_bitwise(tmp_path: Path, reference: Path)
 
 def test_a_damaged_shard_falls_back_to_the_older_checkpoint_on_every_rank(tmp_path: Path, reference: Path) -> None:
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
-    run_to_end(run_dir, out, 2, kill_at=9, extra=FSDP)
+    run_to_end(run_dir, out, 2, kill_at=9, extra=(*FSDP, "--sync"))  # step 8's save is committed at the kill
     newest = run_dir / "checkpoints" / "step=8.ckpt"
     shard = next(newest.glob("__1_*.distcp"))
     data = bytearray(shard.read_bytes())
