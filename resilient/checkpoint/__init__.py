@@ -34,14 +34,14 @@ from ._recover import is_checkpoint_entry, recover_directory
 if TYPE_CHECKING:
     from ._load import load_files
     from ._pages import MappedPayloads
-    from ._sharded import check_reported, read_shards, write_shards
+    from ._sharded import check_reported, read_shards, shard_entries, write_shards
     from ._staging import NotStageable, Staged, Stager, split_dtensors
     from ._write import write_checkpoint
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._load": ("load_files",),
     "._pages": ("MappedPayloads",),
-    "._sharded": ("check_reported", "read_shards", "write_shards"),
+    "._sharded": ("check_reported", "read_shards", "shard_entries", "write_shards"),
     "._staging": ("NotStageable", "Staged", "Stager", "split_dtensors"),
     "._write": ("write_checkpoint",),
 })
@@ -74,6 +74,7 @@ __all__ = [
     "read_shards",
     "recover_directory",
     "remove_checkpoint",
+    "shard_entries",
     "split_dtensors",
     "verify",
     "write_checkpoint",

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch.distributed.checkpoint as dcp
 from torch.distributed import ProcessGroup
+from torch.distributed.checkpoint import Metadata
 from torch.distributed.checkpoint.api import CheckpointException
 
 from ._errors import CheckpointError
@@ -55,6 +56,11 @@ def write_shards(state: Mapping[str, Any], directory: Path, rank: int, process_g
                             process_group=process_group, no_dist=alone)
     except CheckpointException as error:  # a BaseException, with every rank's traceback in its text
         raise _failed("writing", directory, error) from None
+    return shard_entries(metadata, directory, rank)
+
+
+def shard_entries(metadata: Metadata, directory: Path, rank: int) -> tuple[dict[str, FileEntry], set[str]]:
+    """What `write_shards` returns, once DCP has written `metadata`'s checkpoint into `directory`."""
     needed = {info.relative_path for info in metadata.storage_data.values()} | {SHARDS_METADATA}
     prefix = f"__{rank}_"
     mine = sorted(name for name in os.listdir(directory) if name.startswith(prefix) and name in needed)

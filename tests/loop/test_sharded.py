@@ -12,6 +12,7 @@ import json
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -194,3 +195,28 @@ def test_two_ranks_then_one_then_two_restore_exactly_and_see_every_sample_once(t
     assert sorted(seen[0]) == list(range(96)) and sorted(seen[1]) == list(range(96))
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [(e["saved_world_size"], e["world_size"]) for e in events if e["event"] == "resumed"] == [(2, 1), (1, 2)]
+
+
+def test_a_kill_while_a_background_sharded_save_waits_to_commit_resumes_from_the_one_before(
+    tmp_path: Path, reference: Path
+) -> None:
+    """Rank 0's writer is held just before the atomic rename of step 8's checkpoint, every rank's
+    shards and the manifest written, while training goes on; SIGKILL then. Nothing of step 8
+    looks committed, the resume takes step 6's checkpoint and ends bitwise equal."""
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    procs = launch(run_dir, out, 2, None, (*FSDP, "--kill-in-commit-of-step", "8"))
+    procs[0].wait(timeout=240)
+    assert procs[0].returncode == -signal.SIGKILL, procs[0].communicate()[1]
+    procs[1].kill()
+    for proc in procs:
+        proc.communicate()
+    checkpoints = run_dir / "checkpoints"
+    [held] = checkpoints.glob(".step=8.ckpt.tmp-*")
+    assert {"MANIFEST.json", SHARDS_METADATA} <= {path.name for path in held.iterdir()}
+    assert {path.name.split("_")[2] for path in held.glob("*.distcp")} == {"0", "1"}  # both ranks' shards
+    committed = {path.name: read_manifest(path).step for path in checkpoints.glob("*.ckpt")}
+    assert max(committed.values()) == 6
+    report = json.loads(run_to_end(run_dir, out, 2, extra=FSDP))
+    assert committed[Path(report["resumed_from"]).name] == 6  # (a name that later saves may reuse)
+    assert not list(checkpoints.glob(".*"))  # the held temporary is gone
+    assert_bitwise_equal(reference, out)
