@@ -6,7 +6,9 @@ commits atomically; then rank 0 tells every rank whether the commit succeeded, s
 ahead of a checkpoint that may not exist, and a failed write raises on every rank instead of
 leaving the others waiting in the next collective. When rank 0 hands the write to the background
 (an asynchronous save), that word is "started", and the outcome is shared later, by every rank
-calling `share_outcome` at the same boundary.
+calling `share_outcome` at the same boundary. Sharded state written asynchronously is copied by
+every rank and written by every rank's writer (`_shards_in_background`); rank 0's is the word
+that counts there too, as it commits only after every rank reported its shards written.
 """
 
 from __future__ import annotations
@@ -191,8 +193,7 @@ def _shards_in_background(dist: DistInfo, offload: Offload, states: dict[str, An
     them in the background like `_write_shards`, DCP and our own collectives on the side group;
     rank 0 then commits. False (nothing started): write now.
 
-    The copy is the stall: DCP's `async_save` would copy the same bytes (into buffers of its own)
-    and run the same `save` in a thread of its own; see `loop/_background.py` for the measurement.
+    The copy is the stall (why ours, not DCP's `async_save`: `loop/_background.py`).
     """
     from ..checkpoint import split_dtensors
 

@@ -94,10 +94,14 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
 
 
-def test_a_rank_that_cannot_write_its_shard_leaves_no_checkpoint_and_stops_every_rank(tmp_path: Path) -> None:
-    """Rank 1's shard outgrows its file size limit (``ulimit -f``): a real EFBIG, on one rank only."""
+@pytest.mark.parametrize("mode", [(), ("--sync",)], ids=["async", "sync"])
+def test_a_rank_that_cannot_write_its_shard_leaves_no_checkpoint_and_stops_every_rank(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """Rank 1's shard outgrows its file size limit (``ulimit -f``): a real EFBIG, on one rank only,
+    in its background writer's thread (async) or in its training thread (sync)."""
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
-    command = [sys.executable, str(SCRIPT), "--run-dir", str(run_dir), "--out", str(out), *FSDP]
+    command = [sys.executable, str(SCRIPT), "--run-dir", str(run_dir), "--out", str(out), *FSDP, *mode]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=_limit_file_size if rank == 1 else None)
              for rank, env in enumerate(rank_envs(2))]
