@@ -65,13 +65,13 @@ class BackgroundWriter:
         self.finished = False  # the write in flight has ended, committed or failed
         self.seconds = 0.0  # how long the last write took, from its start to its end
 
-    def reserve(self, files: Files) -> None:
-        """Make the staging buffers `files` will need, in the background; a state that cannot be
-        staged is left to `take` to report."""
+    def reserve(self, state: Any) -> None:
+        """Make the staging buffers `state` will need (its tensors' sizes are what matter), in the
+        background; a state that cannot be staged is left to `stage` to report."""
         if self._thread is not None:
             return
         try:
-            kinds = self._stager.kinds(files)
+            kinds = self._stager.kinds(state)
         except NotStageable:
             return
         self._start(lambda: self._stager.reserve(kinds, self._cancel.is_set), None)

@@ -33,6 +33,7 @@ from ..checkpoint import (
     link_checkpoint,
     read_manifests,
     remove_checkpoint,
+    split_dtensors,
 )
 from ..coordination import DistInfo, broadcast_object, side_group
 from ..rules import CheckpointRule, SavePlan, same_rule, saved_state
@@ -43,6 +44,7 @@ from ._journal import Journal
 from ._progress import Phase, Progress
 from ._resume import Restored
 from ._saving import Background, Committed, Files, OnSaveError, Snapshot, share_outcome, write_together
+from ._sharding import sharded_names, sharded_states
 from ._state import STATE_FILE, split_states
 
 Target = tuple[Path, Any]  # a checkpoint path and the manifest's rule: an identity or a CheckpointOrigin
@@ -150,12 +152,19 @@ class Saver:
             raise Interrupted(stop, str(emergency))
 
     def reserve(self) -> None:
-        """Rank 0, once the state has its full size (an optimizer's state exists after its first
-        step): make the staging buffers of asynchronous saves in the background, so that the
-        first save does not stall on making them."""
-        if self._dist.rank == 0 and self._any_async and self._in_flight is None:
-            replicated, _ = split_states(self._tracked, rank=0)
-            self._writer.reserve(({STATE_FILE: {"objects": replicated}}, None))
+        """Every rank, once the state has its full size (an optimizer's state exists after its
+        first step): make the staging buffers of asynchronous saves in the background (rank 0's
+        for the replicated state, every rank's for its shards), so that the first save does not
+        stall on making them."""
+        if not self._any_async or self._in_flight is not None:
+            return
+        sharded = sharded_names(self._tracked)
+        shards = split_dtensors(sharded_states(self._tracked, sharded))[0] if sharded else None
+        if self._dist.rank == 0:
+            replicated, _ = split_states(self._tracked, rank=0, sharded=sharded)
+            self._writer.reserve(({STATE_FILE: {"objects": replicated}}, shards))
+        elif shards is not None:
+            self._writer.reserve(shards)
 
     def stop_reserving(self) -> None:
         """The run is ending: staging buffers still being made are not needed (see `reserve`)."""
