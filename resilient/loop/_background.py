@@ -19,8 +19,9 @@ so their collectives cannot pair up with the training thread's.
 
 Why not DCP's own ``async_save``, which copies to CPU and saves in a thread too? Measured on the
 same state (`benchmarks/sharded_async.py`: two ranks, gloo, FSDP2 with AdamW, 288 MiB in all;
-median of 3 saves on a busy 2-core machine): a stall of 221 ms per save with our copy against
-1257 ms with ``async_save``, and 2.9 s against 5.2 s until rank 0 holds every rank's entries.
+median of 3 saves, two runs on a shared 2-core machine): a stall of 54 to 221 ms per save with
+our copy against 668 to 1257 ms with ``async_save``, and 1.2 to 2.9 s against 1.9 to 5.2 s until
+rank 0 holds every rank's entries.
 DCP's staging keeps its buffers only if it may pin them (``cache_staged_state_dict``), and pinning
 needs an accelerator, so on a CPU machine it allocates and faults in the whole state again at
 every save, inside the stall; our Stager reuses plain buffers everywhere (pinned for CUDA) and
