@@ -97,10 +97,48 @@ def check_safe_text(name: str, value: object) -> str:
     return value
 
 
-def check_nodes(nodes: int, executor: str) -> None:
-    """Only SLURM spreads a job over several nodes; the other executors run on this one."""
-    if nodes > 1 and executor != "slurm":
+_NODE_RANGE = re.compile(r"(\d{1,9})-(\d{1,9})")
+
+
+def node_range(value: object) -> tuple[int, int]:
+    """`nodes` as (fewest, most): an int N is exactly N nodes, a string "MIN-MAX" a range.
+
+    A range is `sbatch --nodes=MIN-MAX`: SLURM starts the job on as many nodes of the range as
+    it can give, and a requeued job may come back on another number of them (the job resumes on
+    whatever it got). Both ends are node counts, with the bounds of `check_count`.
+    """
+    match = _NODE_RANGE.fullmatch(value) if isinstance(value, str) else None
+    if match is None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidSettingType("nodes", f"must be an int >= 1 or a range 'MIN-MAX' such as '1-2', not {shown(value)}")
+    if match is None:
+        assert isinstance(value, int)
+        check_count("nodes", value, minimum=1, maximum=MAX_NODES)
+        return value, value
+    fewest, most = int(match[1]), int(match[2])
+    for end in (fewest, most):
+        try:
+            check_count("nodes", end, minimum=1, maximum=MAX_NODES)
+        except InvalidSetting as error:
+            raise InvalidSetting("nodes", f"range {value!r}: {error.problem}") from None
+    if fewest > most:
+        raise InvalidSetting("nodes", f"range {value!r} ends below its start: write 'MIN-MAX' with MIN <= MAX")
+    return fewest, most
+
+
+def check_nodes(nodes: int | str, executor: str, tasks_per_node: int = 1) -> None:
+    """Only SLURM spreads a job over several nodes; the other executors run on this one.
+
+    A range runs one task per node: sbatch (22.05, measured in slurm/README.md) turns
+    --ntasks-per-node into a fixed task count for MIN nodes and then allocates only MIN nodes,
+    so a range is submitted without it, and SLURM reserves one task's CPUs on each node.
+    """
+    fewest, most = node_range(nodes)
+    if most > 1 and executor != "slurm":
         problem = f"{nodes} nodes need executor slurm; the {executor} executor runs on one node"
+        raise InvalidSetting("nodes", problem, problem)
+    if fewest < most and tasks_per_node > 1:
+        problem = (f"a node range ({nodes}) runs one task per node, not {tasks_per_node}: SLURM would "
+                   "allocate only the fewest nodes; use a fixed node count for several tasks per node")
         raise InvalidSetting("nodes", problem, problem)
 
 

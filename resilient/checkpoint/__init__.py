@@ -27,6 +27,7 @@ from ._manifest import (
     FileEntry,
     Manifest,
     read_manifest,
+    shard_writer,
 )
 from ._read import find_checkpoints, newest_checkpoints, read_manifests, verify
 from ._recover import is_checkpoint_entry, recover_directory
@@ -34,14 +35,14 @@ from ._recover import is_checkpoint_entry, recover_directory
 if TYPE_CHECKING:
     from ._load import load_files
     from ._pages import MappedPayloads
-    from ._sharded import check_reported, read_shards, shard_entries, write_shards
+    from ._sharded import check_reported, read_shards, read_whole_shards, shard_entries, write_shards
     from ._staging import NotStageable, Staged, Stager, split_dtensors
     from ._write import write_checkpoint
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._load": ("load_files",),
     "._pages": ("MappedPayloads",),
-    "._sharded": ("check_reported", "read_shards", "shard_entries", "write_shards"),
+    "._sharded": ("check_reported", "read_shards", "read_whole_shards", "shard_entries", "write_shards"),
     "._staging": ("NotStageable", "Staged", "Stager", "split_dtensors"),
     "._write": ("write_checkpoint",),
 })
@@ -72,9 +73,11 @@ __all__ = [
     "read_manifest",
     "read_manifests",
     "read_shards",
+    "read_whole_shards",
     "recover_directory",
     "remove_checkpoint",
     "shard_entries",
+    "shard_writer",
     "split_dtensors",
     "verify",
     "write_checkpoint",

@@ -80,14 +80,14 @@ def load_files(
     *,
     weights_only: bool = True,
     map_location: str | torch.device = "cpu",
-    check_others: bool = False,
+    also_check: Iterable[str] = (),
     pages: MappedPayloads | None = None,
 ) -> dict[str, object]:
     """Load payload files of a checkpoint, each read once and checked before it is unpickled.
 
-    `check_others` also checks the checksums of the files not loaded (a resume must know that
-    every rank's file is sound before it chooses a checkpoint), under the same manifest read,
-    and never hashes a file twice. Peak memory is what the caller touches of the mapped
+    `also_check` names files not loaded whose checksums are checked too (a resume must know that
+    every rank's file is sound before it chooses a checkpoint, and shares that work out among
+    the ranks), under the same manifest read; a file is never hashed twice. Peak memory is what the caller touches of the mapped
     tensors, not one copy of the file plus another of the objects; `pages` records the mapped
     files, so that the caller can give back the pages of tensors it has copied out.
     """
@@ -99,8 +99,10 @@ def load_files(
         manifest = read_manifest_at(directory, path)
         for name in names:
             loaded[name] = _load_payload(directory, path, manifest, name, weights_only, map_location, pages)
-        if check_others:
-            for name, entry in manifest.files.items():
-                if name not in loaded:
-                    check_checksum(directory, path, name, entry)
+        for name in also_check:
+            entry = manifest.files.get(name)
+            if entry is None:
+                raise CheckpointError(f"checkpoint {path} has no payload file {name}")
+            if name not in loaded:
+                check_checksum(directory, path, name, entry)
     return loaded

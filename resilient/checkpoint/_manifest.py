@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ CHECKPOINT_SUFFIX = ".ckpt"
 # torch.distributed.checkpoint's own index of a sharded state, beside its per-rank shard files:
 # the one payload name that starts with '.', kept as DCP names it so its readers find it.
 SHARDS_METADATA = ".metadata"
+_SHARD_FILE = re.compile(r"__(\d+)_\d+\.distcp")  # DCP's file of rank r's shards: __{r}_{n}.distcp
+
+
+def shard_writer(name: str) -> int | None:
+    """The rank that wrote shard file `name` (DCP's naming), or None for any other file."""
+    match = _SHARD_FILE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 # About 75,000 payload files: far more ranks than any job has, far less memory than a load takes.
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 

@@ -10,23 +10,41 @@ like any other, and verification, fallback and retention treat shards like ``sta
 
 DCP's metadata says which files the checkpoint needs; rank 0 checks that every one of them was
 reported, so a rank whose files went unlisted (a naming change in a later torch) cannot leave a
-checkpoint that looks complete. Importing DCP takes seconds: only a run with sharded state
-imports this module.
+checkpoint that looks complete. Importing DCP takes seconds: only a run with sharded state, or
+a reader of one, imports this module.
+
+One process without a process group can also read the shards whole (`read_whole_shards`, for
+`load_checkpoint` and `resilient export`), through DCP's public API alone: `dcp.load` with
+``no_dist=True`` into a state dict this module builds from DCP's metadata, as
+``dcp_to_torch_save`` does with a private planner. DCP unpickles its ``.metadata`` with plain
+`pickle` and its non-tensor values with ``torch.load(weights_only=False)``, so under
+``weights_only`` both readers, a resume's and this one, check them first: the metadata is read
+through an unpickler that admits only what DCP's metadata is made of, and each value must load
+with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import io
 import os
-from collections.abc import Mapping
+import pathlib
+import pickle
+import sys
+import warnings
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed import ProcessGroup
-from torch.distributed.checkpoint import Metadata
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
+from torch.distributed.checkpoint.planner import ReadItem
 
-from ._errors import CheckpointError
+from ._errors import CheckpointError, UntrustedCheckpointError
 from ._files import READ_FLAGS
 from ._hashing import checksum_fd
 from ._manifest import SHARDS_METADATA, FileEntry
@@ -76,17 +94,181 @@ def check_reported(needed: set[str], reported: Mapping[str, FileEntry], director
         raise CheckpointError(f"sharded checkpoint in {directory}: no rank reported {', '.join(missing[:5])}")
 
 
-def read_shards(state: dict[str, Any], path: Path) -> None:
+def read_shards(state: dict[str, Any], path: Path, *, weights_only: bool) -> None:
     """Every rank, together: fill `state` (DCP state dicts by name, as this run shards them) in
-    place from the sharded checkpoint at `path`, resharding as DCP's planner does."""
+    place from the sharded checkpoint at `path`, resharding as DCP's planner does; under
+    `weights_only`, DCP's pickles are read as safely as `torch.load(weights_only=True)` reads ours."""
+    _load(state, path, _read_metadata(path, weights_only), _Planner(weights_only), no_dist=False)
+
+
+def read_whole_shards(path: Path, listed: Collection[str], names: Collection[str], *, weights_only: bool,
+                      device: str | torch.device = "cpu") -> dict[str, Any]:
+    """One process, no process group: the sharded objects `names` of the checkpoint at `path`, each
+    a state dict of whole tensors on `device` (as the run's `get_model_state_dict` /
+    `get_optimizer_state_dict` gave them, so an optimizer's state is keyed by parameter names).
+
+    The caller has checked every file of the manifest, whose names are `listed`, against its
+    checksum; DCP's metadata may only point into those files.
+    """
+    metadata = _read_metadata(path, weights_only)
+    unlisted = sorted({info.relative_path for info in metadata.storage_data.values()} - set(listed))
+    if unlisted:
+        raise CheckpointError(f"checkpoint {path}: DCP's metadata names {', '.join(unlisted[:5])}, "
+                              "which its manifest does not list")
+    planner = _WholePlanner(names, weights_only, device)
+    with warnings.catch_warnings():  # no process group is what this reader means, not a mistake to warn of
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        _load({}, path, metadata, planner, no_dist=True)
+    whole: dict[str, Any] = {name: {} for name in names}
+    for key, value in planner.state_dict.items():
+        _put(whole, metadata.planner_data.get(key, (key,)), value)
+    return whole
+
+
+def _load(state: dict[str, Any], path: Path, metadata: Metadata, planner: _Planner, *, no_dist: bool) -> None:
     try:
-        dcp.load(state, storage_reader=dcp.FileSystemReader(path))
+        dcp.load(state, storage_reader=_Reader(path, metadata), planner=planner, no_dist=no_dist)
     except CheckpointException as error:
+        ours = [cause for cause, _ in error.failures.values() if isinstance(cause, CheckpointError)]
+        if ours:  # a refusal of this module's (an untrusted value), as it was raised
+            raise ours[0] from None
         raise _failed("reading", path, error) from None
 
 
+def _read_metadata(path: Path, weights_only: bool) -> Metadata:
+    what = f"checkpoint {path}: payload file {SHARDS_METADATA}"
+    try:
+        data = (path / SHARDS_METADATA).read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{what} cannot be read ({error.strerror})") from None
+    try:
+        metadata = (_MetadataUnpickler(io.BytesIO(data), what).load() if weights_only else pickle.loads(data))
+    except UntrustedCheckpointError:
+        raise
+    except Exception as error:  # a pickle that checks out but is no DCP metadata (written by something else)
+        raise CheckpointError(f"{what} is no DCP metadata ({type(error).__name__}: {error})") from None
+    if not isinstance(metadata, Metadata):
+        raise CheckpointError(f"{what} is no DCP metadata (it holds {type(metadata).__name__})")
+    return metadata
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Plain `pickle`, but a global is admitted only if DCP's metadata is made of it: DCP's own
+    dataclasses and enums, torch's sizes, dtypes, layouts and memory formats, paths, and torch's
+    lookup of a layout by name. Nothing is imported: each must already be loaded."""
+
+    def __init__(self, file: io.BytesIO, what: str) -> None:
+        super().__init__(file)
+        self._what = what
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = getattr(sys.modules.get(module), name, None) if "." not in name else None
+        if found is not None and _admitted(module, name, found):
+            return found
+        raise UntrustedCheckpointError(
+            f"{self._what} refers to {module}.{name}, which DCP's metadata never holds; loading it "
+            "requires weights_only=False, which can run arbitrary code: use it only for checkpoints you trust")
+
+
+_TORCH_VALUES = (torch.dtype, torch.layout, torch.memory_format)
+
+
+def _admitted(module: str, name: str, found: object) -> bool:
+    if module.startswith("torch.distributed.checkpoint."):
+        return isinstance(found, type) and (dataclasses.is_dataclass(found) or issubclass(found, enum.Enum))
+    if module == "torch":
+        return found is torch.Size or isinstance(found, _TORCH_VALUES)
+    if module == "pathlib":
+        return isinstance(found, type) and issubclass(found, pathlib.PurePath)
+    return (module, name) == ("torch.serialization", "_get_layout")  # a layout by its name, as torch pickles it
+
+
+class _Reader(dcp.FileSystemReader):
+    """DCP's file reader, with the metadata this module read (and checked) already."""
+
+    def __init__(self, path: Path, metadata: Metadata) -> None:
+        super().__init__(path)
+        self._metadata = metadata
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        if self._metadata.storage_meta is None:
+            self._metadata.storage_meta = StorageMeta()
+        self._metadata.storage_meta.load_id = self.load_id
+        return self._metadata
+
+
+class _Planner(dcp.DefaultLoadPlanner):
+    """DCP's planner, except that under `weights_only` a non-tensor value (DCP stores each as a
+    `torch.save` of it, and reads it back with ``weights_only=False``) must first load with
+    ``weights_only=True``: what passes that holds nothing the unrestricted load could run."""
+
+    def __init__(self, weights_only: bool, **options: bool) -> None:
+        super().__init__(**options)
+        self._weights_only = weights_only
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        if self._weights_only:
+            try:
+                torch.load(value, weights_only=True)
+            except pickle.UnpicklingError:
+                raise UntrustedCheckpointError(
+                    f"the sharded value {read_item.dest_index.fqn} holds non-tensor objects; loading them requires "
+                    "weights_only=False, which can run arbitrary code: use it only for checkpoints you trust"
+                ) from None
+            value.seek(0)
+        super().load_bytes(read_item, value)
+
+
+class _WholePlanner(_Planner):
+    """DCP's planner, asked for every entry of `names` whole: an empty tensor of each tensor's
+    full size, which DCP fills from whichever shards hold its parts, and a placeholder for each
+    other value, which DCP reads as bytes (`load_bytes`)."""
+
+    def __init__(self, names: Collection[str], weights_only: bool, device: str | torch.device) -> None:
+        super().__init__(weights_only, flatten_state_dict=False)
+        self._names = set(names)
+        self._device = device
+
+    def set_up_planner(self, state_dict: dict[str, Any], metadata: Metadata | None = None,
+                       is_coordinator: bool = False) -> None:
+        assert metadata is not None and not state_dict
+        for key, item in metadata.state_dict_metadata.items():
+            if metadata.planner_data.get(key, (key,))[0] in self._names:
+                state_dict[key] = (torch.empty(item.size, dtype=item.properties.dtype, device=self._device)
+                                   if isinstance(item, TensorStorageMetadata) else item)
+        super().set_up_planner(state_dict, metadata, is_coordinator)
+
+
+def _put(root: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    """Set `value` at `path` (keys and list indices, as DCP's metadata records each flattened
+    entry's place) in the nested dicts and lists under `root`, making them as needed."""
+    node: Any = root
+    for part, after in zip(path, path[1:]):
+        if _get(node, part) is None:
+            _set(node, part, [] if isinstance(after, int) else {})
+        node = _get(node, part)
+    _set(node, path[-1], value)
+
+
+def _get(node: dict[Any, Any] | list[Any], key: str | int) -> Any:
+    if isinstance(node, list):
+        return node[key] if isinstance(key, int) and key < len(node) else None
+    return node.get(key)
+
+
+def _set(node: dict[Any, Any] | list[Any], key: str | int, value: Any) -> None:
+    if isinstance(node, list):
+        assert isinstance(key, int)
+        node.extend([None] * (key + 1 - len(node)))
+    node[key] = value  # type: ignore[index]
+
+
 def _failed(doing: str, directory: Path, error: CheckpointException) -> CheckpointError:
-    """DCP's failure, which reaches every rank, as one line naming each failed rank and its error."""
-    causes = "; ".join(f"rank {rank}: {type(cause).__name__}: {cause}"
-                       for rank, (cause, _) in sorted(error.failures.items()))
+    """DCP's failure, which reaches every rank, as one line naming each failed rank and its error
+    (ranks that failed alike, as every rank does on a model that does not fit, share one mention)."""
+    ranks_by_cause: dict[str, list[int]] = {}
+    for rank, (cause, _) in sorted(error.failures.items()):
+        ranks_by_cause.setdefault(f"{type(cause).__name__}: {' '.join(str(cause).split())}", []).append(rank)
+    causes = "; ".join(f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}: {cause}"
+                       for cause, ranks in ranks_by_cause.items())
     return CheckpointError(f"{doing} the shards of {directory} failed on {causes}")

@@ -5,7 +5,7 @@ running, no SLURM for a SLURM job) into one line on stderr and exit code 2, with
 traceback; exit code 1 means the job itself failed, a checkpoint is invalid or a file of the
 run directory is damaged (also one line, never a traceback); 0 means all is well.
 
-Building the parser imports no torch: a command that needs it (`submit`, `schema`) imports
+Building the parser imports no torch: a command that needs it (`submit`, `schema`, `export`) imports
 what it needs when it runs, so `--help`, `status`, `logs`, `cancel`, `preempt` and
 `checkpoints` start in a fraction of a second instead of seconds.
 """
@@ -21,7 +21,7 @@ from .._version import __version__
 from ..config import ConfigError
 from ..rundir import DamagedFile, RunDirError
 from ..submission import SubmissionError
-from . import _checkpoints, _control, _inspect, _submit
+from . import _checkpoints, _control, _export, _inspect, _submit
 from ._common import EXIT_JOB_FAILED, EXIT_USAGE, UsageError
 
 _EXAMPLES = """\
@@ -31,6 +31,7 @@ examples:
   resilient logs quickstart -f
   resilient preempt quickstart                         # a fire drill
   resilient checkpoints runs/quickstart --verify
+  resilient export runs/quickstart model.pt --only model   # one plain file, sharded state made whole
 
 `resilient COMMAND --help` describes each command. Exit codes: 0 all is well; 1 the job failed,
 a checkpoint is invalid or a run's files are damaged; 2 a mistake on the command line or in the
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"resilient {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in (_submit, _inspect, _control, _checkpoints):
+    for module in (_submit, _inspect, _control, _checkpoints, _export):
         module.add_parsers(commands)
     return parser
 

@@ -77,6 +77,11 @@ def size(num_bytes: float) -> str:
     return f"{num_bytes:.1f} GB"
 
 
+def ranks(count: int) -> str:
+    """"1 rank", "2 ranks": how many processes a start of the job had."""
+    return f"{count} rank" + ("" if count == 1 else "s")
+
+
 def checkpoint_name(path: str) -> str:
     """A checkpoint path as short as still tells rule and emergency checkpoints apart."""
     checkpoint = Path(path)
@@ -94,8 +99,9 @@ def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
     if kind == Event.SUBMITTED:
         return f"submitted job {event.get('job_id')} ({event.get('executor')})"
     if kind == Event.STARTED:
-        restarts = event.get("restarts") or 0
-        return f"started job {event.get('job_id')}" + (f" (restart {restarts})" if restarts else "")
+        restarts, world_size = event.get("restarts") or 0, event.get("world_size")
+        return (f"started job {event.get('job_id')}" + (f" on {ranks(world_size)}" if world_size else "")
+                + (f" (restart {restarts})" if restarts else ""))
     if kind == Event.RESUMED:
         return f"resumed at step {event.get('step')} from {checkpoint_name(str(event.get('checkpoint')))}"
     if kind == Event.CHECKPOINT:

@@ -91,8 +91,14 @@ def _readable(read: Callable[[Path], T], run_dir: Path, damage: list[DamagedFile
         return None
 
 
-def _row(run_dir: Path) -> tuple[list[str], str, list[DamagedFile]]:
-    """The run's table row, its status message, and what in it is damaged.
+def _starts(world_sizes: list[int]) -> str:
+    """The world size of each start, for a run whose job comes back on whatever nodes it gets."""
+    return "world size at each start: " + ", ".join(map(str, world_sizes)) if world_sizes else ""
+
+
+def _row(run_dir: Path) -> tuple[list[str], list[str], list[DamagedFile]]:
+    """The run's table row, what the detailed view adds (its status message, the world size of
+    each start), and what in it is damaged.
 
     Each file is read on its own, so that a damaged one still leaves the others to be shown.
     """
@@ -120,7 +126,7 @@ def _row(run_dir: Path) -> tuple[list[str], str, list[DamagedFile]]:
         f"{checkpoint_name(str(last_checkpoint.get('path')))}" if last_checkpoint else "-",
         last_event,
     ]
-    return row, status.message if status else "", damage
+    return row, [status.message, _starts(status.world_sizes)] if status else [], damage
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -130,12 +136,12 @@ def _status(args: argparse.Namespace) -> int:
         runs = sorted(path.absolute() for path in RUNS_DIR.glob("*") if is_run_dir(path))
         if not runs:
             raise UsageError(f"no runs under ./{RUNS_DIR}; name one: resilient status RUN")
-    rows, messages, damage = zip(*(_row(run_dir) for run_dir in runs))
+    rows, details, damage = zip(*(_row(run_dir) for run_dir in runs))
     print(table(_HEADERS, rows, width=TABLE_WIDTH, narrowing=_NARROWING, keep_end=(_RUN,)))
     if args.run is not None:
-        details = [detail for detail in (messages[0], *map(str, damage[0])) if detail]
-        if details:
-            print("\n" + "\n".join(details))
+        shown = [detail for detail in (*details[0], *map(str, damage[0])) if detail]
+        if shown:
+            print("\n" + "\n".join(shown))
     return EXIT_JOB_FAILED if any(damage) else EXIT_OK
 
 

@@ -212,9 +212,13 @@ def _check_combinations(settings: dict[str, Any], written: dict[str, bool]) -> N
     """Checks across sections, reported at the key the file wrote (the other may be a default)."""
     executor = settings["executor"]
     try:
-        check_nodes(settings["nodes"], executor)
+        check_nodes(settings["nodes"], executor, settings["tasks_per_node"])
     except InvalidSetting as error:
-        raise Invalid(_FIELDS["nodes"] if written["nodes"] else _FIELDS["executor"], error.problem) from None
+        if written["nodes"]:
+            path = _FIELDS["nodes"]
+        else:  # the default node count: the other key the file wrote is at fault
+            path = _FIELDS["executor"] if "executor" in error.problem else _FIELDS["tasks_per_node"]
+        raise Invalid(path, error.problem) from None
     tasks, cpus = settings["tasks_per_node"], _local_cpus()
     if executor == "local" and tasks > LOCAL_TASKS_PER_CPU * cpus:
         path = _FIELDS["tasks_per_node"] if written["tasks_per_node"] else _FIELDS["executor"]

@@ -29,6 +29,7 @@ from ._values import (
     FireDrillStep,
     Minutes,
     Name,
+    Nodes,
     OptionName,
     OptionValue,
     SafeToken,
@@ -40,7 +41,6 @@ from ._values import (
 SAVE_ERROR_CHOICES = tuple(choice.value for choice in OnSaveError)
 
 # Counts with their bounds (from resilient.settings); `count` applies the rule `JobOptions` applies too.
-Nodes = count(1, MAX_NODES)
 TasksPerNode = count(1, MAX_TASKS_PER_NODE)
 GpusPerNode = count(0, MAX_GPUS_PER_NODE)
 CpusPerTask = count(1, MAX_CPUS_PER_TASK)
@@ -60,7 +60,9 @@ class Resources(_Section):
     """
 
     nodes: Nodes = Field(1, description=(
-        f"Nodes (1 to {MAX_NODES}); more than one needs executor slurm."))
+        f"Nodes (1 to {MAX_NODES}), or a range 'MIN-MAX' such as '1-2' (as sbatch --nodes=MIN-MAX): "
+        "SLURM starts the job on as many nodes of the range as it can, and a requeued job resumes on "
+        "however many it gets then. More than one needs executor slurm."))
     tasks_per_node: TasksPerNode = Field(1, description=(
         f"Processes per node, one per rank (1 to {MAX_TASKS_PER_NODE}); the local executor runs at most "
         f"{LOCAL_TASKS_PER_CPU} per CPU of the machine."))

@@ -19,12 +19,14 @@ from pydantic import AfterValidator, PlainValidator, WithJsonSchema
 
 from ..rules import parse_duration
 from ..settings import (
+    MAX_NODES,
     MAX_TIME_MIN,
     SAFE_VALUE,
     InvalidSetting,
     check_count,
     check_fire_drill_step,
     check_safe_text,
+    node_range,
     signal_number,
 )
 from ._errors import given, shown
@@ -158,6 +160,8 @@ OptionValue = _scalar(_check_option_value, {"anyOf": [
     {"type": "string", "pattern": SAFE_VALUE.pattern, "minLength": 1}, {"type": "number"}, {"const": True}]})
 Minutes = _scalar(to_minutes, {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]})
 Seconds = _scalar(to_seconds, {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}]})
+Nodes = _scalar(node_range, {"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": MAX_NODES}, {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"}]})
 Signal = _scalar(_check_signal, {"anyOf": [{"type": "string"}, {"type": "integer"}]})
 FireDrillStep = Annotated[int, AfterValidator(_reported(check_fire_drill_step)),
                           WithJsonSchema({"type": "integer", "minimum": 1})]

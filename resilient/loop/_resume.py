@@ -1,10 +1,11 @@
 """Finding the checkpoint to resume from and reading this rank's part of it.
 
-Rank 0 alone scans the directories and verifies, then broadcasts its choice: every rank must
+Rank 0 alone scans the directories and names the candidates, newest first: every rank must
 resume from the same checkpoint, and a listing of a shared filesystem can differ between nodes
-for a moment. The candidate is verified in full (checksums) as it is read, so a checkpoint is
-read once, never twice; when the newest fails, the next older one is tried, with a warning that
-names the bad one. What the loop carries on from is returned as a record (`Resumed`): the loop
+for a moment. Every rank verifies (checksums) what it reads as it reads it, and a share of the
+files no rank reads, so a checkpoint is read once, never twice, and a large sharded one is
+verified by all ranks at once; when one rank finds the candidate damaged, every rank moves on to
+the next older one, with a warning that names the bad one. What the loop carries on from is returned as a record (`Resumed`): the loop
 assigns it, rather than this module reaching into the loop.
 
 A job may come back on another number of ranks (a requeue onto fewer or more nodes). Replicated
@@ -20,6 +21,7 @@ as saved.
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,9 +39,10 @@ from ..checkpoint import (
     load_files,
     newest_checkpoints,
     recover_directory,
+    shard_writer,
     verify,
 )
-from ..coordination import DistInfo, broadcast_object
+from ..coordination import DistInfo, broadcast_object, gather_to_main
 from ..rundir import Event
 from ._journal import Journal
 from ._progress import Phase, Progress
@@ -58,37 +61,85 @@ class Restored:
     pages: MappedPayloads
 
 
-def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool, *, check_others: bool = False) -> Restored:
+def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool, also_check: Iterable[str] = ()) -> Restored:
     """`rank`'s part of the checkpoint: its own file, or on a rank the checkpoint had not, that of
-    rank ``rank % saved world size`` (see `resume`)."""
+    rank ``rank % saved world size`` (see `resume`); the files `also_check` names are verified too."""
     pages = MappedPayloads()
     own = rank_file(rank % manifest.world_size)
-    files = load_files(path, [STATE_FILE, own], weights_only=weights_only, check_others=check_others, pages=pages)
+    files = load_files(path, [STATE_FILE, own], weights_only=weights_only, also_check=also_check, pages=pages)
     return Restored(path, manifest, files[STATE_FILE], files[own], pages)
 
 
-def _choose(found: Iterable[tuple[Path, Manifest]], weights_only: bool) -> Restored | None:
-    for path, manifest in found:
-        if manifest.kind != CheckpointKind.FULL:
-            continue
-        try:
-            return _read(path, manifest, 0, weights_only, check_others=True)  # the other ranks' files too
-        except UntrustedCheckpointError:
-            raise  # sound but unsafe to load: the user must decide, not a fallback
-        except CheckpointError as error:
-            warnings.warn(f"skipping checkpoint {path}: {error}; trying the next older one", stacklevel=5)
-    return None
+def _share(manifest: Manifest, dist: DistInfo) -> list[str]:
+    """The files this rank verifies beyond those it loads: every file no rank loads (the shards of a
+    sharded state, the files of saved ranks beyond this world size), shared out among the ranks so
+    that each byte is hashed once and N ranks verify a large sharded checkpoint N times faster
+    than rank 0 alone. A rank takes the shards it wrote, which its DCP load then reads again from
+    its node's page cache; the rest are dealt out in turn."""
+    loaded = {STATE_FILE} | {rank_file(rank % manifest.world_size) for rank in range(dist.world_size)}
+    others = sorted(name for name in manifest.files if name not in loaded)
+    writers = {name: shard_writer(name) for name in others}
+    dealt = [name for name in others if writers[name] is None or writers[name] >= dist.world_size]
+    return [name for name in others if writers[name] == dist.rank] + dealt[dist.rank :: dist.world_size]
+
+
+def _try(path: Path, dist: DistInfo, weights_only: bool) -> tuple[Restored | None, Exception | None]:
+    """This rank's part of `path`, read and its share verified; or what is wrong with it."""
+    try:
+        manifest = verify(path)  # sizes only: each file's checksum is checked by the rank that reads it
+        return _read(path, manifest, dist.rank, weights_only, _share(manifest, dist)), None
+    except Exception as error:  # every rank must hear of it, or the others would wait for this one
+        return None, error
+
+
+def _portable(error: Exception | None) -> Exception | None:
+    """`error` as it can travel to the other ranks: itself if it survives pickling, else its text."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _worst(errors: Iterable[Exception | None]) -> Exception | None:
+    """What the ranks' errors make of a candidate: None (sound), a `CheckpointError` (damaged: try the
+    next older), or an error to raise on every rank (sound but unsafe to load, or not a checkpoint
+    problem at all)."""
+    found = [error for error in errors if error is not None]
+    fatal = [error for error in found if _is_fatal(error)]
+    return (fatal or found or [None])[0]
+
+
+def _is_fatal(error: Exception) -> bool:
+    return isinstance(error, UntrustedCheckpointError) or not isinstance(error, CheckpointError)
 
 
 def restore_latest(
     found: Iterable[tuple[Path, Manifest]], dist: DistInfo, *, weights_only: bool
 ) -> Restored | None:
-    """The newest valid full checkpoint among rank 0's `found` (newest first), read on every rank."""
-    chosen = _choose(found, weights_only) if dist.rank == 0 else None
-    path = broadcast_object(str(chosen.path) if chosen else None, dist)
-    if path is None:
-        return None
-    return chosen or _read(Path(path), verify(Path(path)), dist.rank, weights_only)
+    """The newest valid full checkpoint among rank 0's `found` (newest first), read on every rank.
+
+    Rank 0 names each candidate in turn; every rank reads its part and verifies its share of the
+    rest (`_share`), and rank 0 hears every rank's verdict: a checkpoint is chosen only when all
+    its files are sound, and a damaged one is skipped on every rank, with a warning naming it.
+    """
+    candidates = (path for path, manifest in found if manifest.kind == CheckpointKind.FULL)
+    while True:
+        path = broadcast_object(str(next(candidates, "")) if dist.rank == 0 else None, dist)
+        if not path:
+            return None
+        restored, error = _try(Path(path), dist, weights_only)
+        verdicts = gather_to_main(_portable(error), dist)
+        worst = broadcast_object(_worst(verdicts) if verdicts is not None else None, dist)
+        if worst is None:
+            assert restored is not None
+            return restored
+        if _is_fatal(worst):  # sound but unsafe to load (the user must decide), or not the checkpoint's fault
+            raise error if error is not None and _is_fatal(error) else worst
+        if dist.rank == 0:
+            warnings.warn(f"skipping checkpoint {path}: {worst}; trying the next older one", stacklevel=4)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ class Session:
         except RunDirInUse as error:
             return error, False
         completed = read_status(self._run_dir).state == State.COMPLETED
-        return conclude.begin(self._run_dir, self._host), completed
+        return conclude.begin(self._run_dir, self._host, self._dist.world_size), completed
 
     def close(self, *, together: bool = True) -> None:
         """Give the signals back and leave the process group if this run created it.

@@ -95,13 +95,17 @@ def sharded_states(tracked: Mapping[str, Any], sharded: frozenset[str],
 
 
 def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], sharded: frozenset[str],
-                    saved: Collection[str], path: Path) -> None:
+                    saved: Collection[str], path: Path, *, weights_only: bool) -> None:
     """Load the sharded ones of `objects` from the checkpoint at `path`, in place, resharded to
     this run's layout (every rank, together); one the checkpoint lacks keeps its fresh state,
-    with a warning, like any tracked object."""
+    with a warning, like any tracked object. `weights_only` as the run loads its other files.
+    The checkpoint was verified when it was chosen, so any other failure here means it does not
+    fit the tracked objects (another model): that is refused, never answered by silently resuming
+    from an older checkpoint, which would not fit either and would throw away the newer one's
+    progress."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    from ..checkpoint import read_shards
+    from ..checkpoint import CheckpointError, UntrustedCheckpointError, read_shards
 
     names = sorted(name for name in objects if name in sharded)
     for name in names:
@@ -112,7 +116,15 @@ def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], shar
     if not names:
         return
     states = sharded_states(tracked, sharded, only=names)
-    read_shards(states, path)
+    try:
+        read_shards(states, path, weights_only=weights_only)
+    except UntrustedCheckpointError:
+        raise  # sound, but unsafe to load: the user decides, as for any file of the checkpoint
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"checkpoint {path} passed verification but does not fit the tracked {', '.join(names)} (was it "
+            f"saved from another model?): {error}. An older checkpoint is not used in its place: resume "
+            "with the model it was saved from, or start a new run_dir") from None
     for name in names:
         obj = tracked[name]
         if isinstance(obj, torch.nn.Module):

@@ -223,7 +223,8 @@ class Run:
             self._warn_of_mapped_objects(plain)
             restore_objects(plain, state["objects"], own["objects"], str(self._restored.path),
                             self._restored.pages.release)
-            restore_sharded(objects, self._tracked, sharded, state.get("sharded", ()), self._restored.path)
+            restore_sharded(objects, self._tracked, sharded, state.get("sharded", ()), self._restored.path,
+                            weights_only=self._weights_only)
 
     def _warn_of_mapped_objects(self, objects: dict[str, Any]) -> None:
         """On another number of ranks than the checkpoint's, rank r gets saved rank r % N's own

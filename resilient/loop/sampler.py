@@ -246,14 +246,16 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
         segments = _check_segments(state)
         saved_end = _epoch_end(_check_int("state['dataset_size']", state["dataset_size"], 0),
                                _check_bool("state['drop_last']", state["drop_last"]), segments)
-        if consumed >= saved_end:
+        changed = [
+            f"{key} (checkpoint {state[key]!r}, here {getattr(self, key)!r})"
+            for key in _ORDER_KEYS
+            if key != "num_replicas" and state[key] != getattr(self, key)
+        ]
+        if consumed >= saved_end and changed:
             consumed, segments = self.num_samples, []  # the saved epoch was finished; it stays finished here
         elif consumed > 0:
-            changed = [
-                f"{key} (checkpoint {state[key]!r}, here {getattr(self, key)!r})"
-                for key in _ORDER_KEYS
-                if key != "num_replicas" and state[key] != getattr(self, key)
-            ]
+            # A finished epoch too, on another world size, ends in a segment of nothing left: the
+            # loop then puts the sampler at its own count of batches, in the saved ranks' positions.
             if changed:
                 raise ValueError(
                     f"cannot resume epoch {epoch} at sample {consumed}: the sample order depends on "

@@ -49,17 +49,22 @@ def _record_end(run_dir: Path, host: Host, record: Status, **fields: object) -> 
                  requeues=dict(record.requeues), **fields)
 
 
-def begin(run_dir: Path, host: Host) -> Outcome | None:
-    """Mark the run as running; an Outcome means it must not run (it gave up before a requeue)."""
+def begin(run_dir: Path, host: Host, world_size: int) -> Outcome | None:
+    """Mark the run as running on `world_size` ranks; an Outcome means it must not run (it gave
+    up before a requeue).
+
+    Each start's world size is kept: a job with a node range comes back on whatever nodes it gets.
+    """
     with update_status(run_dir) as record:
         if host.job_id is None or record.job_id != host.job_id:
             record.job_id, record.requeues = host.job_id, {}  # a new submission counts afresh
-            record.cancel_requested = False
+            record.cancel_requested, record.world_sizes = False, []
         elif record.state == State.GAVE_UP:
             return Outcome(EXIT_FAILED, State.GAVE_UP, record.message)
         record.state, record.message = State.RUNNING, ""
+        record.world_sizes.append(world_size)
         restarts = sum(record.requeues.values())
-    append_event(run_dir, Event.STARTED, job_id=host.job_id, host=host.kind, restarts=restarts)
+    append_event(run_dir, Event.STARTED, job_id=host.job_id, host=host.kind, restarts=restarts, world_size=world_size)
     return None
 
 

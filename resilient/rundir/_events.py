@@ -64,7 +64,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "event": (str,), "time": (str,), "job_id": (str, type(None)), "executor": (str,), "step": (int,),
     "epoch": (int,), "restarts": (int,), "path": (str,), "checkpoint": (str,), "bytes": (int,),
     "seconds": (int, float), "reasons": (list,), "cause": (str,), "requeues": (dict,), "message": (str,),
-    "error": (str,),
+    "error": (str,), "world_size": (int,),
 }
 
 

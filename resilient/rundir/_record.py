@@ -32,7 +32,7 @@ class JobRecord:
     name: str
     submitted: float  # time.time() of the submission
     host: str  # where it was submitted: a local job's controller runs there
-    tasks: int
+    tasks: int  # the most ranks the job can have (all its nodes, with a node range the most of them)
     warning_signal: int
 
 

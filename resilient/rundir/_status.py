@@ -39,7 +39,8 @@ class State(Vocabulary):
 
 @dataclass
 class Status:
-    """What status.json holds: the run's state, its requeue counts by cause, and why it is where it is."""
+    """What status.json holds: the run's state, its requeue counts by cause, the world size of each
+    start, and why it is where it is."""
 
     job_id: str | None = None
     state: State = State.RUNNING
@@ -47,6 +48,7 @@ class Status:
     message: str = ""
     updated: float = 0.0
     cancel_requested: bool = False  # set by `resilient cancel` before it signals a local job
+    world_sizes: list[int] = field(default_factory=list)  # ranks at each start of this job, oldest first
 
     def __post_init__(self) -> None:
         self.state = State(self.state)  # as read from the file: the plain string
@@ -57,7 +59,7 @@ class Status:
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "job_id": (str, type(None)), "state": (str,), "requeues": (dict,), "message": (str,), "updated": (int, float),
-    "cancel_requested": (bool,),
+    "cancel_requested": (bool,), "world_sizes": (list,),
 }
 _RESET = "delete it to reset the run's requeue counts"
 
@@ -69,6 +71,9 @@ def _problem(raw: dict[str, Any]) -> str | None:
     requeues = raw.get("requeues", {})
     if problem is None and not all(isinstance(cause, str) and type(count) is int for cause, count in requeues.items()):
         problem = f"requeues {requeues!r:.40} are not counts by cause"
+    world_sizes = raw.get("world_sizes", [])
+    if problem is None and not all(type(size) is int and size >= 1 for size in world_sizes):
+        problem = f"world_sizes {world_sizes!r:.40} are not rank counts"
     return problem
 
 

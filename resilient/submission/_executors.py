@@ -20,7 +20,7 @@ from submitit.local.local import LocalJob
 
 from ..requeue import SIGNAL_DELAY_ENV
 from ..rundir import current_umask
-from ..settings import signal_name
+from ..settings import node_range, signal_name
 from ..slurm import missing_submit_commands
 from ._errors import SlurmUnavailable
 
@@ -82,13 +82,21 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
 
 
 def _slurm_parameters(options: JobOptions, name: str) -> dict[str, Any]:
+    fewest, most = node_range(options.nodes)
+    # A range (one task per node, see check_nodes) reaches sbatch as an additional parameter,
+    # which replaces submitit's own --nodes line, and without --ntasks-per-node, with which
+    # sbatch would allocate only the fewest nodes; srun then starts a task on every node the job
+    # got. submitit's `nodes` stays a number: it counts the tasks it expects from it.
+    tasks = {"ntasks_per_node": options.tasks_per_node} if fewest == most else {"srun_args": ["--ntasks-per-node=1"]}
+    nodes = {} if fewest == most else {"nodes": f"{fewest}-{most}"}
     parameters: dict[str, Any] = {
         "job_name": name,
-        "nodes": options.nodes,
-        "ntasks_per_node": options.tasks_per_node,
+        "nodes": fewest,
+        **tasks,
         "time": options.timeout_min,
         "signal_delay_s": options.signal_delay_s,
-        "additional_parameters": {"requeue": True, "signal": signal_option(options), **options.slurm_options},
+        "additional_parameters": {"requeue": True, "signal": signal_option(options), **nodes,
+                                  **options.slurm_options},
         "setup": [f"export {SIGNAL_DELAY_ENV}={options.signal_delay_s}",
                   "export {0}=${{{0}:-{1}}}".format(*_SUBMITIT_LOG_LEVEL)],
     }

@@ -146,7 +146,7 @@ class JobHandle:
         state = self.wait(timeout)
         if state != State.COMPLETED:
             raise JobError(f"job {self.job_id} {state}: {self.status.message or 'see its logs'} (run dir {self._run_dir})")
-        return self._submitit().results()[0]
+        return self._submitit().task(0).result()  # rank 0 is there however many nodes the job got
 
     def cancel(self) -> bool:
         """Stop the job for good: it takes an emergency checkpoint and ends as `cancelled`.

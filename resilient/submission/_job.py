@@ -69,7 +69,8 @@ def job(function: Callable[..., R] | None = None, /, **options: Any) -> Job[R] |
         handle = train.submit(lr=3e-4) # submits; handle.job_id, .state, .result(), .stdout()
 
     Options: `checkpoint` (ModelCheckpoint or list), `run_dir` (default runs/<function name>),
-    `executor` ("local" default, "slurm", "debug"), resources `nodes`, `tasks_per_node`,
+    `executor` ("local" default, "slurm", "debug"), resources `nodes` (an int, or a range
+    "MIN-MAX" on SLURM: the job runs, and resumes, on the nodes it gets), `tasks_per_node`,
     `gpus_per_node`, `cpus_per_task`, `mem_gb`, `timeout_min`; SLURM `partition`, `account`,
     `qos`, `warning_signal` ("USR2") and `signal_delay_s` (120), `slurm_options` (extra sbatch
     options); requeue policy `max_requeues` (None: no bound) and `max_crash_requeues` (0);

@@ -210,7 +210,7 @@ def launch(
             write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
         record = JobRecord(
             job_id=str(job.job_id), executor=options.executor, name=name, submitted=time.time(),
-            host=socket.gethostname(), tasks=options.nodes * options.tasks_per_node,
+            host=socket.gethostname(), tasks=options.max_tasks,
             warning_signal=signal_number(options.warning_signal, name="warning_signal"),
         )
         write_record(run_dir, record)

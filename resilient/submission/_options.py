@@ -21,6 +21,7 @@ from ..settings import (
     check_count,
     check_nodes,
     check_safe_text,
+    node_range,
     run_dir_for,
     signal_number,
 )
@@ -36,7 +37,7 @@ class JobOptions:
     checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None = None
     run_dir: str | os.PathLike[str] | None = None
     executor: str = "local"
-    nodes: int = 1
+    nodes: int | str = 1  # or a range "MIN-MAX" (sbatch --nodes=MIN-MAX)
     tasks_per_node: int = 1
     gpus_per_node: int = 0
     cpus_per_task: int | None = None
@@ -56,7 +57,8 @@ class JobOptions:
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
-        for name in ("nodes", "tasks_per_node", "timeout_min", "signal_delay_s"):
+        node_range(self.nodes)
+        for name in ("tasks_per_node", "timeout_min", "signal_delay_s"):
             check_count(name, getattr(self, name), minimum=1)
         check_count("gpus_per_node", self.gpus_per_node, minimum=0)
         for name in ("cpus_per_task", "mem_gb"):
@@ -64,7 +66,7 @@ class JobOptions:
         for name in ("partition", "account", "qos"):
             if getattr(self, name) is not None:
                 check_safe_text(name, getattr(self, name))
-        check_nodes(self.nodes, self.executor)
+        check_nodes(self.nodes, self.executor, self.tasks_per_node)
         signal_number(self.warning_signal, name="warning_signal")
         if not isinstance(self.slurm_options, dict):
             raise TypeError(f"slurm_options must be a dict of sbatch options, not {self.slurm_options!r}")
@@ -78,6 +80,11 @@ class JobOptions:
             raise TypeError(f"async_save must be True or False, not {self.async_save!r:.40}")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise TypeError(f"run_dir must be a path, not {self.run_dir!r}")
+
+    @property
+    def max_tasks(self) -> int:
+        """The most ranks the job can have: all its tasks on the most nodes it may get."""
+        return node_range(self.nodes)[1] * self.tasks_per_node
 
     def resolved_run_dir(self, function_name: str) -> Path:
         """`run_dir`, or `runs/<function name>` under the current directory, absolute."""

@@ -65,13 +65,15 @@ def test_load_files_names_an_unknown_file_and_refuses_a_bare_string(tmp_path, sa
         load_files(tmp_path / "a.ckpt", "state.pt")
 
 
-def test_check_others_finds_a_damaged_file_that_was_not_loaded(tmp_path, save, flip_byte):
+def test_also_check_finds_a_damaged_file_that_was_not_loaded(tmp_path, save, flip_byte):
     files = {"state.pt": {"w": torch.arange(10.0)}, "rank-00001.pt": {"rng": torch.arange(5)}}
     save(tmp_path / "a.ckpt", files=files)
     flip_byte(tmp_path / "a.ckpt" / "rank-00001.pt", 200)
     assert torch.equal(load_files(tmp_path / "a.ckpt", ["state.pt"])["state.pt"]["w"], torch.arange(10.0))
     with pytest.raises(CheckpointError, match="payload file rank-00001.pt is corrupt"):
-        load_files(tmp_path / "a.ckpt", ["state.pt"], check_others=True)
+        load_files(tmp_path / "a.ckpt", ["state.pt"], also_check=["rank-00001.pt"])
+    with pytest.raises(CheckpointError, match="has no payload file rank-00002.pt"):
+        load_files(tmp_path / "a.ckpt", ["state.pt"], also_check=["rank-00002.pt"])
 
 
 def test_a_loaded_tensor_is_mapped_privately_writing_it_never_changes_the_checkpoint(tmp_path, save):

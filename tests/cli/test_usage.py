@@ -33,7 +33,7 @@ from ._cli import (
 )
 
 BROKEN = sorted((REPO / "tests" / "config" / "broken").glob("*.yaml"))
-COMMANDS = ("submit", "status", "logs", "cancel", "checkpoints", "preempt", "schema")
+COMMANDS = ("submit", "status", "logs", "cancel", "checkpoints", "preempt", "schema", "export")
 
 
 def _header(path: Path, name: str) -> str:
@@ -153,6 +153,7 @@ def test_a_bad_command_line_is_refused_in_one_line(empty_dir: Path, finished_run
         (("preempt", finished_run), "is not running (it is completed)"),
         (("cancel", finished_run), "is not running (it is completed)"),
         (("checkpoints", "/nonexistent"), "/nonexistent: no such directory"),
+        (("export", "/nonexistent", "out.pt"), "/nonexistent: no such checkpoint or directory"),
     ]
     by_argparse: list[tuple[tuple[object, ...], str]] = [
         (("frobnicate",), "invalid choice: 'frobnicate'"),
@@ -218,6 +219,7 @@ _DAMAGE: dict[str, tuple[str, bytes, str]] = {  # run name: file, what it holds,
                  "'step' is [1], not int"),
     "status": ("status.json", b"\x00\x01garbage", "not JSON"),
     "state": ("status.json", b'{"state": 5}', "'state' is 5, not str"),
+    "sizes": ("status.json", b'{"world_sizes": [2, 0]}', "world_sizes [2, 0] are not"),
     "job": ("job.json", b"{\"job_id\": ", "not JSON"),
     "record": ("job.json", b'{"job_id": 1}', "no 'executor'"),
 }
@@ -286,3 +288,14 @@ def test_status_names_paths_in_the_run_from_the_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     row = result.stdout.splitlines()[1]
     assert "cancelled: emergency checkpoint checkpoints/" in row and str(tmp_path) not in row, row
+
+
+def test_status_of_a_run_shows_the_world_size_of_each_start(tmp_path: Path) -> None:
+    run_dir = _finished(tmp_path / "run")
+    with update_status(run_dir) as status:
+        status.world_sizes = [2, 1]
+    append_event(run_dir, "started", job_id="4711", host="slurm", restarts=1, world_size=1)
+    result = cli("status", run_dir, cwd=tmp_path, env=ELSEWHERE)
+    assert result.returncode == 0, result.stderr
+    assert "started job 4711 on 1 rank (restart 1)" in result.stdout.splitlines()[1], result.stdout
+    assert result.stdout.splitlines()[-1] == "world size at each start: 2, 1", result.stdout

@@ -95,6 +95,13 @@ fire_drill: {preempt_at_step: 20}
     assert list(in_tmp.iterdir()) == [in_tmp / "job.yaml"], "the write test must leave nothing behind"
 
 
+def test_a_node_range_stays_as_written_and_reaches_sbatch(in_tmp: Path) -> None:
+    spec = load(in_tmp, PLAIN + "executor: slurm\nresources: {nodes: 1-2}\n")
+    assert spec.options.nodes == "1-2" and spec.resolved["resources"]["nodes"] == "1-2"
+    assert spec.options.max_tasks == 2
+    assert load(in_tmp, PLAIN + "resources: {nodes: 1-1}\n").options.max_tasks == 1  # one node: any executor
+
+
 @pytest.mark.parametrize(("time", "minutes"), [(90, 90), ("90m", 90), ("1h30m", 90), ("4h", 240), ("1d", 1440)])
 def test_time_is_minutes_or_a_duration_and_stays_as_written(in_tmp: Path, time: Any, minutes: int) -> None:
     spec = load(in_tmp, PLAIN + f"resources: {{time: {time}}}\n")

@@ -22,6 +22,7 @@ from resilient.settings import (
     check_fire_drill_step,
     check_nodes,
     check_safe_text,
+    node_range,
     run_dir_for,
     signal_name,
     signal_number,
@@ -103,6 +104,48 @@ def test_several_nodes_off_slurm_are_refused_in_one_message() -> None:
         check_nodes(2, "local")
     message = "2 nodes need executor slurm; the local executor runs on one node"
     assert str(caught.value) == caught.value.problem == message
+
+
+@pytest.mark.parametrize(("nodes", "expected"), [(1, (1, 1)), (8, (8, 8)), ("1-2", (1, 2)), ("3-3", (3, 3)),
+                                                (f"1-{MAX_NODES}", (1, MAX_NODES))])
+def test_nodes_are_a_count_or_a_range_min_max(nodes: int | str, expected: tuple[int, int]) -> None:
+    assert node_range(nodes) == expected
+
+
+@pytest.mark.parametrize(("nodes", "problem"), [
+    ("2-1", "range '2-1' ends below its start: write 'MIN-MAX' with MIN <= MAX"),
+    ("0-2", "range '0-2': must be >= 1, not 0"),
+    (f"1-{MAX_NODES + 1}", f"range '1-{MAX_NODES + 1}': must be <= {MAX_NODES}, not {MAX_NODES + 1}"),
+    (0, "must be >= 1, not 0"),
+])
+def test_a_range_out_of_bounds_says_which_end(nodes: int | str, problem: str) -> None:
+    with pytest.raises(InvalidSetting) as caught:
+        node_range(nodes)
+    assert caught.value.problem == problem and str(caught.value) == f"nodes {problem}"
+
+
+@pytest.mark.parametrize("nodes", ["2", "1-", "-2", "1-2-3", "1..2", " 1-2", True, 2.0, None])
+def test_nodes_of_another_shape_are_a_type_error(nodes: object) -> None:
+    with pytest.raises(InvalidSettingType) as caught:
+        node_range(nodes)
+    assert caught.value.problem == f"must be an int >= 1 or a range 'MIN-MAX' such as '1-2', not {nodes!r}"
+
+
+@pytest.mark.parametrize("executor", ["local", "debug"])
+def test_a_range_above_one_node_needs_slurm(executor: str) -> None:
+    check_nodes("1-1", executor)
+    check_nodes("1-2", "slurm")
+    with pytest.raises(InvalidSetting) as caught:
+        check_nodes("1-2", executor)
+    assert caught.value.problem == f"1-2 nodes need executor slurm; the {executor} executor runs on one node"
+
+
+def test_a_range_runs_one_task_per_node() -> None:
+    check_nodes("2-2", "slurm", tasks_per_node=4)  # a fixed count, written as a range
+    with pytest.raises(InvalidSetting) as caught:
+        check_nodes("1-2", "slurm", tasks_per_node=4)
+    assert caught.value.problem == ("a node range (1-2) runs one task per node, not 4: SLURM would allocate only "
+                                    "the fewest nodes; use a fixed node count for several tasks per node")
 
 
 # ---------------------------------------------------------------- fire drill and run directory

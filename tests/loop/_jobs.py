@@ -13,6 +13,7 @@ import torch
 
 SCRIPT = Path(__file__).parent / "scripts" / "train.py"
 REPO = Path(__file__).resolve().parents[2]
+FSDP = ("--fsdp", "--epochs", "2")  # the sharded job: 12 steps of 8 samples per rank on 2 ranks
 
 
 def free_port() -> int:

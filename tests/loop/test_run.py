@@ -290,3 +290,22 @@ def test_run_refuses_a_rule_writing_into_the_emergency_directory(tmp_path: Path)
     with pytest.raises(ValueError, match=r"checkpoint\[0\].*emergency checkpoints"):
         Run(checkpoint=[rule], run_dir=tmp_path)
     assert not (tmp_path / "status.json").exists()
+
+
+def test_a_checkpoint_of_another_model_is_refused_not_replaced_by_an_older_one(tmp_path: Path) -> None:
+    """A sound checkpoint that does not fit the tracked model is an error at `track`; falling back to an
+    older one would not fit either and would hide the newer one's progress. Nothing is deleted."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(Crash):
+        _train(run_dir, [ModelCheckpoint(every_n_train_steps=4, save_top_k=-1)], crash_at=10)
+    listing = lambda: sorted((p.name, p.stat().st_mtime_ns) for p in (run_dir / "checkpoints").rglob("*"))
+    before = listing()
+    wider = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.25), nn.Linear(16, 1))
+    with Run(checkpoint=[ModelCheckpoint(every_n_train_steps=4, save_top_k=-1)], run_dir=run_dir) as run:
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match="size mismatch"):
+            warnings.simplefilter("always")
+            run.track(model=wider)
+    assert not [w for w in caught if "skipping checkpoint" in str(w.message)]
+    assert listing() == before
+    run, _ = _train(run_dir, [ModelCheckpoint(every_n_train_steps=4, save_top_k=-1)])
+    assert run.resumed_from == str((run_dir / "checkpoints" / "epoch=0-step=8.ckpt").resolve())

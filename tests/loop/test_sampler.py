@@ -151,12 +151,24 @@ def test_settings_may_change_at_an_epoch_boundary():
     assert len(list(grown)) == 15
 
 
+@pytest.mark.parametrize("replicas", [4, 1])
+def test_finished_epoch_stays_finished_on_another_world_size(replicas):
+    saved = ResumableSampler(range(40), 2, 0)
+    saved._resume_at(3, 20)
+    other = ResumableSampler(range(40), replicas, 0)
+    other.load_state_dict(saved.state_dict())
+    assert other.state_dict()["consumed"] == 20  # in the saved ranks' positions, as the loop counts
+    assert list(other) == []
+    other._resume_at(3, 20)  # what Run does next, from its count of batches
+    assert list(other) == []
+
+
 def test_finished_epoch_stays_finished_under_new_settings():
     saved = ResumableSampler(range(40), 2, 0)
     saved._resume_at(3, 20)
-    other = ResumableSampler(range(40), 4, 0)
+    other = ResumableSampler(range(48), 2, 0)
     other.load_state_dict(saved.state_dict())
-    assert other.state_dict()["consumed"] == 10
+    assert other.state_dict()["consumed"] == 24
     assert list(other) == []
 
 
@@ -250,6 +262,8 @@ def _epoch_over_world_sizes(size: int, phases: list[tuple[int, int | None]], dro
     [(1, 5), (2, None)],
     [(2, 3), (1, 4), (2, None)],
     [(4, 1), (2, 2), (4, 1), (1, None)],
+    [(2, 10), (1, None)],  # stopped after the epoch's last batch, before its end: nothing is left
+    [(2, 10), (3, None)],
 ])
 def test_a_new_world_size_mid_epoch_deals_out_the_rest_of_it_once(phases):
     """40 samples split evenly however many ranks: every sample of the epoch exactly once."""

@@ -51,23 +51,33 @@ def _slurm(run_dir: Path, name: str = "preempted_grace", **scheduler: Any) -> tu
 
 
 def test_a_first_start_is_running_and_recorded(tmp_path: Path) -> None:
-    assert conclude.begin(tmp_path, SlurmHost(job_id=JOB)) is None
+    assert conclude.begin(tmp_path, SlurmHost(job_id=JOB), 1) is None
     assert _status(tmp_path)["state"] == "running" and _status(tmp_path)["job_id"] == JOB
     assert [(e["event"], e["host"], e["restarts"]) for e in _events(tmp_path)] == [("started", "slurm", 0)]
 
 
 def test_a_requeued_start_keeps_its_counts_and_a_new_submission_starts_afresh(tmp_path: Path) -> None:
     _given(tmp_path, requeues={"preempted": 2, "crashed": 1}, cancel_requested=True)
-    assert conclude.begin(tmp_path, SlurmHost(job_id=JOB)) is None
+    assert conclude.begin(tmp_path, SlurmHost(job_id=JOB), 1) is None
     assert _status(tmp_path)["requeues"] == {"preempted": 2, "crashed": 1}
     assert _events(tmp_path)[-1]["restarts"] == 3
-    assert conclude.begin(tmp_path, SlurmHost(job_id="4712")) is None
+    assert conclude.begin(tmp_path, SlurmHost(job_id="4712"), 1) is None
     assert _status(tmp_path)["requeues"] == {} and not _status(tmp_path)["cancel_requested"]
+
+
+def test_each_start_records_its_world_size_and_a_new_submission_starts_the_list_afresh(tmp_path: Path) -> None:
+    """A job with a node range comes back on whatever nodes it gets: 2 ranks, then 1."""
+    for world_size in (2, 1):
+        assert conclude.begin(tmp_path, SlurmHost(job_id=JOB), world_size) is None
+    assert _status(tmp_path)["world_sizes"] == [2, 1]
+    assert [(e["event"], e["world_size"]) for e in _events(tmp_path)] == [("started", 2), ("started", 1)]
+    assert conclude.begin(tmp_path, SlurmHost(job_id="4712"), 4) is None
+    assert _status(tmp_path)["world_sizes"] == [4]
 
 
 def test_a_run_that_gave_up_does_not_start_again_in_the_same_job(tmp_path: Path) -> None:
     _given(tmp_path, state="gave_up", message="preempted: gave up after 2 requeue(s)")
-    outcome = conclude.begin(tmp_path, SlurmHost(job_id=JOB))
+    outcome = conclude.begin(tmp_path, SlurmHost(job_id=JOB), 1)
     assert outcome == conclude.Outcome(1, "gave_up", "preempted: gave up after 2 requeue(s)")
     assert _status(tmp_path)["state"] == "gave_up" and not (tmp_path / "events.jsonl").exists()
 

@@ -53,7 +53,8 @@ def test_status_json_is_written_byte_for_byte_as_before(tmp_path: Path, monkeypa
         '  "preempted": 1\n'
         ' },\n'
         ' "state": "requeued",\n'
-        ' "updated": 1700000000.5\n'
+        ' "updated": 1700000000.5,\n'
+        ' "world_sizes": []\n'
         '}\n'
     )
     assert read_status(tmp_path).state is State.REQUEUED

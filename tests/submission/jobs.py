@@ -63,6 +63,52 @@ def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_steps: tuple
     return {"step": run.step, "world_size": run.world_size}
 
 
+def train_sharded(run: resilient.Run, dump_dir: str, epochs: int = 2, gate_steps: tuple[int, ...] = (),
+                  gate_dir: str | None = None) -> dict[str, int]:
+    """tests/loop/scripts/train.py's FSDP2 job (a transformer block, AdamW, a per-step LR schedule),
+    on however many ranks the job got, for a job that comes back on another number of nodes.
+
+    Rank 0 writes to `dump_dir` the whole model and optimizer state after every step
+    (`step-N-ranksW.pt`, N steps done, as a checkpoint at step N holds it) and as restored at a resume (`restored-ranksW.pt`), and every rank
+    appends each step's epoch and sample indices to `samples-rankR.txt`. Run it with
+    async_save=False: the dumps gather the state through the process group while a
+    background save could use it.
+    """
+    import tempfile
+
+    import torch.distributed as dist
+
+    from tests.loop.scripts.train import dump_restored, sharded_block
+
+    if not dist.is_initialized():  # one rank: FSDP needs a process group all the same
+        dist.init_process_group("gloo", init_method=f"file://{tempfile.mktemp()}", rank=0, world_size=1)
+    inputs = torch.randn(96, 8, generator=torch.Generator().manual_seed(1234))
+    dataset = TensorDataset(inputs, (inputs.sum(dim=1) > 0).long(), torch.arange(96))
+    model, optimizer = sharded_block()
+    torch.manual_seed(100 + run.rank)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.7)
+    sampler = resilient.ResumableSampler(dataset, shuffle=True, seed=7)
+    loader = DataLoader(dataset, batch_size=8, sampler=sampler)
+    run.track(model=model, optimizer=optimizer, schedule=schedule, sampler=sampler)
+    dumps, ranks = Path(dump_dir), f"ranks{run.world_size}"
+    if run.resumed_from is not None:
+        dump_restored(model, optimizer, True, run.rank, str(dumps / f"restored-{ranks}.pt"))
+    for _ in run.epochs(epochs):
+        for x, y, index in run.batches(loader):
+            with open(dumps / f"samples-rank{run.rank}.txt", "a") as record:
+                record.write(f"{run.epoch} {' '.join(map(str, index.tolist()))}\n")
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            done = run.step + 1  # steps done: a checkpoint of this step holds this state
+            dump_restored(model, optimizer, True, run.rank, str(dumps / f"step-{done}-{ranks}.pt"))
+            if run.step in gate_steps and gate_dir is not None:
+                wait_for_gate(run, Path(gate_dir))
+    return {"step": run.step, "world_size": run.world_size}
+
+
 def make_job(run_dir: Path, **options: object) -> resilient.submission.Job:
     """`train_model` decorated with the given options (one decorator per test's run dir)."""
     rules = [resilient.ModelCheckpoint(every_n_train_steps=4, filename="{step}")]

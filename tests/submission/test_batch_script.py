@@ -31,6 +31,7 @@ _CASES = {
         partition="gpu", account="ml", qos="high", warning_signal="USR1", signal_delay_s=90,
         slurm_options={"constraint": "a100", "exclusive": True}, max_requeues=3,
     ),
+    "node_range": JobOptions(executor="slurm", nodes="1-2"),  # sbatch --nodes=1-2, once
 }
 
 

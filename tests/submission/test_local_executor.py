@@ -73,6 +73,8 @@ def test_the_debug_executor_runs_at_result(tmp_path: Path) -> None:
     ({"tasks_per_node": "2"}, "tasks_per_node"),
     ({"partition": "low; rm -rf /"}, "partition"),
     ({"executor": "local", "nodes": 2}, "nodes"),
+    ({"executor": "local", "nodes": "1-2"}, "nodes"),
+    ({"executor": "slurm", "nodes": "2-1"}, "nodes"),
     ({"warning_signal": "USR9"}, "warning_signal"),
     ({"max_requeues": -1}, "max_requeues"),
     ({"timeout": 5}, "timeout"),

@@ -8,7 +8,8 @@ the middle of step N+1 (after backward, before the optimizer step), the worst mo
 instead, the way a cluster warns of preemption or a time limit. `--augment` adds what vision
 and audio training does in DataLoader workers (`--workers N`): random noise drawn from torch,
 numpy and `random` in `__getitem__`, plus gradient clipping. `--fsdp` trains a transformer
-block sharded with FSDP2 (`fully_shard`: no rank holds the whole model) with AdamW instead;
+block sharded with FSDP2 (`fully_shard`: no rank holds the whole model) with AdamW instead
+(`--width N`, with or without `--fsdp`: another model of the same layout);
 `--record-samples PREFIX` appends each step's sample indices to PREFIX-rank{r}.txt, and
 `--dump-restored PATH` writes the whole model and optimizer state as restored (before training).
 `--kill-in-commit-of-step N` makes rank 0 SIGKILL itself while the save of step N is held in
@@ -38,21 +39,22 @@ import resilient
 class Block(nn.Module):
     """A small transformer block over the 8 features as tokens, with dropout."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 16) -> None:
         super().__init__()
-        self.embed = nn.Linear(1, 16)
-        self.layer = nn.TransformerEncoderLayer(16, nhead=2, dim_feedforward=32, dropout=0.1, batch_first=True)
-        self.head = nn.Linear(16, 2)
+        self.embed = nn.Linear(1, width)
+        self.layer = nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=2 * width, dropout=0.1,
+                                                batch_first=True)
+        self.head = nn.Linear(width, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layer(self.embed(x.unsqueeze(-1))).mean(dim=1))
 
 
-def _sharded_block() -> tuple[nn.Module, torch.optim.Optimizer]:
+def sharded_block(width: int = 16) -> tuple[nn.Module, torch.optim.Optimizer]:
     from torch.distributed.fsdp import fully_shard
 
     torch.manual_seed(100)  # the same weights on every rank, each keeps its shard of them
-    model = Block()
+    model = Block(width)
     fully_shard(model.layer)
     fully_shard(model)
     return model, torch.optim.AdamW(model.parameters(), lr=0.01)
@@ -67,7 +69,7 @@ def _full_weights(model: nn.Module, fsdp: bool, world_size: int) -> dict[str, to
     return model.module.state_dict() if world_size > 1 else model.state_dict()
 
 
-def _dump_restored(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool, rank: int, path: str) -> None:
+def dump_restored(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool, rank: int, path: str) -> None:
     """The whole state as restored, keyed by parameter names (every rank calls it: FSDP gathers)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -130,6 +132,7 @@ def main() -> None:
     parser.add_argument("--persistent-workers", action="store_true")
     parser.add_argument("--sync", action="store_true", help="save before training goes on (no async_save)")
     parser.add_argument("--fsdp", action="store_true", help="a transformer block sharded with FSDP2, AdamW")
+    parser.add_argument("--width", type=int, default=16, help="the transformer block's width (another model)")
     parser.add_argument("--record-samples", help="append each step's sample indices to PREFIX-rank{r}.txt")
     parser.add_argument("--dump-restored", help="write the restored model and optimizer state here, then train")
     parser.add_argument("--kill-in-commit-of-step", type=int, default=None)
@@ -152,11 +155,12 @@ def main() -> None:
     with resilient.Run(checkpoint=rules, run_dir=args.run_dir, async_save=not args.sync) as run:
         model: nn.Module
         if args.fsdp:
-            model, optimizer = _sharded_block()
+            model, optimizer = sharded_block(args.width)
             torch.manual_seed(100 + run.rank)  # dropout differs by rank, as it does in real jobs
         else:
             torch.manual_seed(100 + run.rank)
-            model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
+            model = nn.Sequential(nn.Linear(8, 2 * args.width), nn.ReLU(), nn.Dropout(0.3),
+                                  nn.Linear(2 * args.width, 2))
             if run.world_size > 1:
                 model = DistributedDataParallel(model)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -166,7 +170,7 @@ def main() -> None:
                             persistent_workers=args.persistent_workers)
         run.track(model=model, optimizer=optimizer, schedule=schedule, sampler=sampler)
         if args.dump_restored:
-            _dump_restored(model, optimizer, args.fsdp, run.rank, args.dump_restored)
+            dump_restored(model, optimizer, args.fsdp, run.rank, args.dump_restored)
 
         for _ in run.epochs(args.epochs):
             model.train()
