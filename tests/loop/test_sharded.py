@@ -94,7 +94,7 @@ def test_a_checkpoint_of_another_model_is_refused_on_every_rank_not_replaced_by_
     stop at `track` naming the checkpoint and the mismatch; no older checkpoint is tried, nothing is
     deleted, and the right model then resumes from the newest one and finishes bitwise."""
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
-    run_to_end(run_dir, out, 2, kill_at=9, extra=FSDP)
+    run_to_end(run_dir, out, 2, kill_at=9, extra=(*FSDP, "--sync"))  # step 8 committed at the kill
     listing = lambda: sorted((p.name, p.stat().st_mtime_ns) for p in (run_dir / "checkpoints").rglob("*"))
     before = listing()
     procs = launch(run_dir, out, 2, None, (*FSDP, "--width", "32"))
