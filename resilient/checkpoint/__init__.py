@@ -36,14 +36,14 @@ if TYPE_CHECKING:
     from ._load import load_files
     from ._pages import MappedPayloads
     from ._sharded import check_reported, read_shards, read_whole_shards, shard_metadata, write_shards
-    from ._staging import NotStageable, Staged, Stager
+    from ._staging import NotStageable, Staged, Stager, split_dtensors
     from ._write import write_checkpoint
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._load": ("load_files",),
     "._pages": ("MappedPayloads",),
     "._sharded": ("check_reported", "read_shards", "read_whole_shards", "shard_metadata", "write_shards"),
-    "._staging": ("NotStageable", "Staged", "Stager"),
+    "._staging": ("NotStageable", "Staged", "Stager", "split_dtensors"),
     "._write": ("write_checkpoint",),
 })
 
@@ -78,6 +78,7 @@ __all__ = [
     "remove_checkpoint",
     "shard_metadata",
     "shard_writer",
+    "split_dtensors",
     "verify",
     "write_checkpoint",
     "write_shards",

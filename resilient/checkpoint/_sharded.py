@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed import ProcessGroup
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem, SavePlan, SavePlanner
@@ -87,8 +88,11 @@ class _HashingWriter(dcp.FileSystemWriter):
         return written
 
 
-def write_shards(state: Mapping[str, Any], directory: Path, rank: int) -> tuple[dict[str, FileEntry], set[str]]:
-    """Every rank, together: write `state` (DCP state dicts by name) into `directory`.
+def write_shards(state: Mapping[str, Any], directory: Path, rank: int, process_group: ProcessGroup | None = None,
+                 *, alone: bool = False) -> tuple[dict[str, FileEntry], set[str]]:
+    """Every rank, together: write `state` (DCP state dicts by name) into `directory`, DCP
+    coordinating the ranks on `process_group` (None: torch's default group), or on none at all
+    when the rank is `alone` (a world of one, writing from a background thread).
 
     Returns the entries of the files this rank wrote (rank 0: also DCP's ``.metadata``) and the
     names of every file the checkpoint needs, from DCP's metadata, to check against the entries
@@ -97,7 +101,7 @@ def write_shards(state: Mapping[str, Any], directory: Path, rank: int) -> tuple[
     with ThreadPoolExecutor(thread_name_prefix="resilient-shard-hash") as pool:
         writer = _HashingWriter(directory, pool)
         try:
-            metadata = dcp.save(dict(state), storage_writer=writer)
+            metadata = dcp.save(dict(state), storage_writer=writer, process_group=process_group, no_dist=alone)
         except CheckpointException as error:  # a BaseException, with every rank's traceback in its text
             raise _failed("writing", directory, error) from None
         entries = {name: hashing.result() for name, hashing in writer.hashing.items()}

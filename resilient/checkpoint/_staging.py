@@ -11,8 +11,9 @@ and why tensors that share a storage (tied weights, views) share it in the copy 
 The rest of the state (numbers, strings, user objects) is copied by a pickle round trip in which
 every tensor travels by reference: whatever `torch.save` could pickle, however deeply a tensor
 is nested, is found and staged. A tensor kind the copy cannot reproduce faithfully (sparse,
-quantized, a tensor subclass such as a DTensor, a lazily conjugated view) raises
-`NotStageable`, and the caller saves synchronously instead.
+quantized, a tensor subclass, a lazily conjugated view) raises `NotStageable`, and the caller
+saves synchronously instead. A DTensor (sharded state, FSDP2) is staged by its local shard
+(`split_dtensors`): each rank copies the part it holds and makes the copy a DTensor again.
 """
 
 from __future__ import annotations
@@ -166,6 +167,50 @@ def _view_like(tensor: torch.Tensor, storage: torch.UntypedStorage) -> torch.Ten
     if type(tensor) is torch.nn.Parameter:
         return torch.nn.Parameter(view, requires_grad=tensor.requires_grad)
     return view.requires_grad_(True) if tensor.requires_grad else view
+
+
+@dataclass
+class _LocalShard:
+    """A DTensor's local shard, standing in for it while a state is staged."""
+
+    index: int  # of its DTensor's layout, in the list `split_dtensors` keeps
+    local: torch.Tensor
+
+
+def split_dtensors(state: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """`state` (dicts, lists and tuples, as DCP's state dicts are) with each DTensor replaced by
+    its local shard, a plain tensor that `Stager.stage` copies; and the function that makes the
+    shards of a staged copy DTensors again, with the same mesh, placements, shape and strides.
+
+    Rebuilding talks to no other rank, so it may run in a background thread.
+    """
+    from torch.distributed.tensor import DTensor  # loaded already where DTensors exist
+
+    layouts: list[tuple[Any, Any, torch.Size, tuple[int, ...]]] = []
+
+    def split(obj: Any) -> Any:
+        if isinstance(obj, DTensor):
+            layouts.append((obj.device_mesh, obj.placements, obj.shape, obj.stride()))
+            return _LocalShard(len(layouts) - 1, obj.to_local())
+        return _map(obj, split)
+
+    def join(obj: Any) -> Any:
+        if isinstance(obj, _LocalShard):
+            mesh, placements, shape, stride = layouts[obj.index]
+            return DTensor.from_local(obj.local, mesh, placements, run_check=False, shape=shape, stride=stride)
+        return _map(obj, join)
+
+    return split(state), join
+
+
+def _map(obj: Any, each: Callable[[Any], Any]) -> Any:
+    """`obj` with `each` applied to the items of its dicts (as plain dicts: a state dict is often
+    an OrderedDict), lists and tuples; anything else as it is."""
+    if isinstance(obj, dict):
+        return {key: each(value) for key, value in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(each(value) for value in obj)
+    return obj
 
 
 class _TensorsByReference(pickle.Pickler):

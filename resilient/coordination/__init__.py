@@ -8,10 +8,11 @@ from ._dist import (
     gather_to_main,
     init_distributed,
     shutdown,
+    side_group,
 )
 from ._signals import SignalRecorder
 
 __all__ = [
     "Deadline", "DistInfo", "SignalRecorder", "StepAgreement", "broadcast_object", "gather_to_main", "init_distributed",
-    "shutdown",
+    "shutdown", "side_group",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -65,6 +65,8 @@ class _OwnGroup:
         # The latest asynchronous works (the step agreement's reduces): a rank that leaves alone
         # must know whether one still waits for a peer. The synchronous helpers wait for theirs.
         self._started: deque[dist.Work] = deque(maxlen=2)
+        self._sides: list[_OwnGroup] = []  # groups of background threads (`side_group`), closed with this one
+        self._timeout = timeout
 
     @property
     def pg(self) -> dist.ProcessGroup:
@@ -76,10 +78,18 @@ class _OwnGroup:
         self._started.append(work)
         return work
 
+    def side(self) -> _OwnGroup:
+        """A further group of the same ranks, closed before this one (see `side_group`)."""
+        group = _OwnGroup(self._timeout)
+        self._sides.append(group)
+        return group
+
     def close(self, *, together: bool) -> None:
         """Destroy the group and join its threads; with `together`, after every rank has arrived."""
         if self._pg is None:
             return
+        while self._sides:
+            self._sides.pop().close(together=together)
         if not together and not all(work.is_completed() for work in self._started):
             # A reduce still waits for a peer that may never come: joining its thread could block
             # until the timeout. So the group and those works are never freed; then no thread of
@@ -164,6 +174,20 @@ def init_distributed(backend: str | None = None, timeout: timedelta | None = Non
     options = {} if timeout is None else {"timeout": timeout}
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size, **options)
     return DistInfo(rank, world_size, local_rank, owns_group=True, group=_OwnGroup(timeout))
+
+
+def side_group(info: DistInfo) -> DistInfo:
+    """`info` with a gloo group of its own, for collectives that a background thread makes while
+    the main thread makes others (a sharded save written during training): two threads must
+    never share a group, whose collectives would pair up across threads. Every rank calls it, at
+    the same point; `shutdown` closes it with resilient's group. A world of one has no
+    collectives to keep apart: `info` itself."""
+    _check_info(info)
+    if info.world_size == 1:
+        return info
+    if info.group is None:
+        raise RuntimeError(f"no resilient process group for world size {info.world_size}; use init_distributed()")
+    return replace(info, group=info.group.side())
 
 
 def _check_info(info: object) -> None:

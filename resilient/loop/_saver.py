@@ -28,12 +28,14 @@ from ..checkpoint import (
     CHECKPOINT_SUFFIX,
     CheckpointError,
     CheckpointOrigin,
+    Staged,
     find_checkpoints,
     link_checkpoint,
     read_manifests,
     remove_checkpoint,
+    split_dtensors,
 )
-from ..coordination import DistInfo, broadcast_object
+from ..coordination import DistInfo, broadcast_object, side_group
 from ..rules import CheckpointRule, SavePlan, same_rule, saved_state
 from ..rundir import Event
 from ._background import BackgroundWriter
@@ -42,6 +44,7 @@ from ._journal import Journal
 from ._progress import Phase, Progress
 from ._resume import Restored
 from ._saving import Background, Committed, Files, OnSaveError, Snapshot, share_outcome, write_together
+from ._sharding import sharded_names, sharded_states
 from ._state import STATE_FILE, split_states
 
 Target = tuple[Path, Any]  # a checkpoint path and the manifest's rule: an identity or a CheckpointOrigin
@@ -64,9 +67,16 @@ class _AfterCommit:
 
     writer: BackgroundWriter
     then: Callable[[Committed, float], None]
+    side: Callable[[], DistInfo]
 
     def take(self, files: Files, write: Callable[[Files], Committed]) -> bool:
         return self.writer.take(files, write, self.then)
+
+    def stage(self, state: Any) -> Staged | None:
+        return self.writer.stage(state)
+
+    def start(self, staged: Staged, write: Callable[[Any], Committed]) -> None:
+        self.writer.start(staged, write, self.then)
 
 
 class Saver:
@@ -83,14 +93,16 @@ class Saver:
         self._async_save = async_save  # for the rules that leave it to the run
         self._any_async = any(async_save if rule.async_save is None else rule.async_save for rule in rules)
         self._protected: str | None = None  # the checkpoint the run resumed from: never deleted
-        self._writer = BackgroundWriter() if dist.rank == 0 else None
+        # Every rank's: rank 0 writes the replicated state, and each rank its shards of a sharded one.
+        self._writer = BackgroundWriter()
+        self._side: DistInfo | None = None  # the group of sharded background writes, made at the first
         self._in_flight: _InFlight | None = None
         self.save_seconds: float | None = None  # how long the last full save took (the deadline needs it)
 
     @property
     def written(self) -> bool:
         """Rank 0: the background write has ended and waits to be settled (every rank must then settle)."""
-        return self._writer is not None and self._writer.finished and self._in_flight is not None
+        return self._dist.rank == 0 and self._writer.finished and self._in_flight is not None
 
     def save(self, fired: Fired, progress: Progress, phase: Phase, stop: StopFlags | None) -> None:
         """Plan on rank 0 (the file system it sees decides names), share, write, then evict.
@@ -140,17 +152,23 @@ class Saver:
             raise Interrupted(stop, str(emergency))
 
     def reserve(self) -> None:
-        """Rank 0, once the state has its full size (an optimizer's state exists after its first
-        step): make the staging buffers of asynchronous saves in the background, so that the
-        first save does not stall on making them."""
-        if self._writer is not None and self._any_async and self._in_flight is None:
-            replicated, _ = split_states(self._tracked, rank=0)
-            self._writer.reserve(({STATE_FILE: {"objects": replicated}}, None))
+        """Every rank, once the state has its full size (an optimizer's state exists after its
+        first step): make the staging buffers of asynchronous saves in the background (rank 0's
+        for the replicated state, every rank's for its shards), so that the first save does not
+        stall on making them."""
+        if not self._any_async or self._in_flight is not None:
+            return
+        sharded = sharded_names(self._tracked)
+        shards = split_dtensors(sharded_states(self._tracked, sharded))[0] if sharded else None
+        if self._dist.rank == 0:
+            replicated, _ = split_states(self._tracked, rank=0, sharded=sharded)
+            self._writer.reserve(({STATE_FILE: {"objects": replicated}}, shards))
+        elif shards is not None:
+            self._writer.reserve(shards)
 
     def stop_reserving(self) -> None:
         """The run is ending: staging buffers still being made are not needed (see `reserve`)."""
-        if self._writer is not None:
-            self._writer.stop_reserving()
+        self._writer.stop_reserving()
 
     def settle_written(self, step: int) -> None:
         """Every rank, when the agreed flags say rank 0's write had ended: settle it, unless the
@@ -171,7 +189,7 @@ class Saver:
         if in_flight is None:
             return
         failure: BaseException | None = None
-        if self._writer is not None:
+        if self._writer.busy:  # rank 0's write, or this rank's shards
             try:
                 self._writer.wait()
             except (Exception, SystemExit) as error:  # shared below, then raised on every rank
@@ -184,13 +202,13 @@ class Saver:
                 raise
             self._forget_failed_save(in_flight.fired, in_flight.before, in_flight.step, error)
             return
-        if in_flight.full and self._writer is not None:
+        if in_flight.full and self._dist.rank == 0:
             self.save_seconds = self._writer.seconds
 
     def settle_alone(self) -> None:
-        """At a run's end that not every rank reached (a crash): wait for rank 0's write, sharing nothing."""
+        """At a run's end that not every rank reached (a crash): wait for this rank's write, sharing nothing."""
         in_flight = self._in_flight
-        if in_flight is None or self._writer is None:
+        if in_flight is None or not self._writer.busy:
             return
         try:
             self._writer.wait()
@@ -226,15 +244,21 @@ class Saver:
         """
         started = time.monotonic()
         offload = None
-        if then is not None and self._writer is not None:
+        if then is not None:
             offload = _AfterCommit(self._writer, lambda committed, seconds: (self._committed(committed, seconds),
-                                                                              then()))
+                                                                              then()), self._side_group)
         committed = write_together(self._dist, self._tracked, snapshot, full, weights, offload)
         if isinstance(committed, Background):
             return None
         seconds = time.monotonic() - started
         self._committed(committed, seconds)
         return seconds
+
+    def _side_group(self) -> DistInfo:
+        """The group the writers' threads of a sharded save talk on; made by every rank at its first."""
+        if self._side is None:
+            self._side = side_group(self._dist)
+        return self._side
 
     def _committed(self, committed: Committed, seconds: float) -> None:
         for path, manifest in committed:

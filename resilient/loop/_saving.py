@@ -6,16 +6,18 @@ commits atomically; then rank 0 tells every rank whether the commit succeeded, s
 ahead of a checkpoint that may not exist, and a failed write raises on every rank instead of
 leaving the others waiting in the next collective. When rank 0 hands the write to the background
 (an asynchronous save), that word is "started", and the outcome is shared later, by every rank
-calling `share_outcome` at the same boundary.
+calling `share_outcome` at the same boundary. Sharded state written asynchronously is copied by
+every rank and written by every rank's writer (`_shards_in_background`); rank 0's is the word
+that counts there too, as it commits only after every rank reported its shards written.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..checkpoint import CheckpointError, CheckpointKind, FileEntry, Manifest, make_temporary, write_checkpoint
 from ..coordination import DistInfo, broadcast_object, gather_to_main
@@ -23,6 +25,11 @@ from ..rundir import Vocabulary
 from ._rng import capture_rng
 from ._sharding import sharded_names, sharded_states
 from ._state import STATE_FILE, module_states, rank_file, split_states
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+    from ..checkpoint import Staged
 
 
 class OnSaveError(Vocabulary):
@@ -64,10 +71,22 @@ Committed = list[tuple[Path, Manifest]]
 
 
 class Offload(Protocol):
-    """Where rank 0 may hand a write to finish in the background (`loop/_background.py`)."""
+    """Where a rank may hand a write to finish in the background (`loop/_background.py`)."""
 
     def take(self, files: Files, write: Callable[[Files], Committed]) -> bool:
         """Copy `files` and return True if `write(copy)` will run in the background; False: write now."""
+        ...
+
+    def stage(self, state: Any) -> Staged | None:
+        """A copy of `state` for `start`, or None where the copy would not be faithful."""
+        ...
+
+    def start(self, staged: Staged, write: Callable[[Any], Committed]) -> None:
+        """Run `write(staged.state)` in the background."""
+        ...
+
+    def side(self) -> DistInfo:
+        """The ranks' group for a background thread's collectives (made the first time, by every rank)."""
         ...
 
 
@@ -111,7 +130,8 @@ def write_together(
 
     With `offload`, rank 0 offers it the write; when it takes it (it copied the state and will
     write the copy), every rank returns `BACKGROUND` and learns the outcome from `share_outcome`
-    later. Otherwise the write happens now.
+    later. Otherwise the write happens now. With sharded state, every rank offers its own offload
+    its shards, and the write is in the background only if every rank could copy them.
 
     Returns what rank 0 committed, target by target (nothing on the other ranks).
     """
@@ -121,22 +141,26 @@ def write_together(
     gathered = (
         gather_to_main({"objects": own, "rng": capture_rng(), "epoch_rng": snap.epoch_rng}, dist) if full else None
     )
-    shards = _write_shards(dist, tracked, sharded, full[0][0]) if sharded else None
-    failure: BaseException | None = shards if isinstance(shards, BaseException) else None
+    files: Files = (None, None)
+    failure: BaseException | None = None
+    if dist.rank == 0:
+        try:
+            files = _files(tracked, snap, replicated, gathered, sharded, bool(weights))
+        except BaseException as error:  # re-raised below, after the other ranks have been told
+            failure = error
+    targets = _Targets(full, weights, snap, dist.world_size)
+    if sharded and offload is not None and _shards_in_background(dist, offload, sharded_states(tracked, sharded),
+                                                                 files, targets, failure):
+        return BACKGROUND
+    shards = _write_shards(dist, sharded_states(tracked, sharded), full[0][0]) if sharded else None
+    if failure is not None and isinstance(shards, tuple):
+        shutil.rmtree(shards[0], ignore_errors=True)
+    failure = failure or (shards if isinstance(shards, BaseException) else None)
     committed: Committed = []
     started = False
     if dist.rank == 0 and failure is None:
         try:
-            full_files: dict[str, Any] | None = None
-            if full:
-                assert gathered is not None
-                full_files = {
-                    STATE_FILE: {"objects": replicated, "loop": snap.loop, "rules": snap.rules, "metrics": snap.metrics,
-                                 "sharded": sorted(sharded)}
-                }
-                full_files.update({rank_file(rank): part for rank, part in enumerate(gathered)})
-            files = (full_files, {STATE_FILE: {"objects": module_states(tracked)}} if weights else None)
-            targets = _Targets(full, weights, snap, dist.world_size, shards if isinstance(shards, tuple) else None)
+            targets = replace(targets, shards=shards if isinstance(shards, tuple) else None)
             started = not sharded and offload is not None and offload.take(files, targets.write)
             if not started:
                 committed = targets.write(files)
@@ -149,12 +173,61 @@ def write_together(
     return committed
 
 
-def _write_shards(dist: DistInfo, tracked: Mapping[str, Any], sharded: frozenset[str], first: Path
-                  ) -> tuple[Path, dict[str, FileEntry]] | BaseException | None:
-    """Every rank writes its shards of the `sharded` objects into the temporary directory rank 0
-    makes for the `first` target. Rank 0 gets the directory and every rank's files' entries, or
-    the failure to share (the directory then removed); the other ranks get None and learn of a
-    failure from rank 0's word, as of any other."""
+def _files(tracked: Mapping[str, Any], snap: Snapshot, replicated: dict[str, Any], gathered: list[Any] | None,
+           sharded: frozenset[str], weights: bool) -> Files:
+    """Rank 0's payload files: the full checkpoint's (if any, from every rank's `gathered` part)
+    and the weights-only one's (if `weights`)."""
+    full_files: dict[str, Any] | None = None
+    if gathered is not None:
+        full_files = {
+            STATE_FILE: {"objects": replicated, "loop": snap.loop, "rules": snap.rules, "metrics": snap.metrics,
+                         "sharded": sorted(sharded)}
+        }
+        full_files.update({rank_file(rank): part for rank, part in enumerate(gathered)})
+    return full_files, {STATE_FILE: {"objects": module_states(tracked)}} if weights else None
+
+
+def _shards_in_background(dist: DistInfo, offload: Offload, states: dict[str, Any], files: Files,
+                          targets: _Targets, failure: BaseException | None) -> bool:
+    """Every rank copies its shards (rank 0 also its `files`) and, if every rank could, writes
+    them in the background like `_write_shards`, DCP and our own collectives on the side group;
+    rank 0 then commits. False (nothing started): write now.
+
+    The copy is the stall (why ours, not DCP's `async_save`: `loop/_background.py`).
+    """
+    from ..checkpoint import split_dtensors
+
+    side = offload.side()  # every rank is here, together: the first time, it makes the group
+    try:
+        plain, join = split_dtensors(states)
+        staged = offload.stage((files, plain)) if failure is None else None
+    except Exception:  # out of memory, say: never leave the other ranks waiting below; the
+        staged = None  # synchronous write that follows reports a failure that persists, on every rank
+    agreed = gather_to_main(staged is not None, dist)
+    if not broadcast_object(agreed is not None and all(agreed), dist):
+        return False
+    assert staged is not None
+    group = side.group.pg if side.group is not None else None  # None: a world of one, which talks to no one
+
+    def write(copy: tuple[Files, Any]) -> Committed:
+        own_files, shards = copy
+        written = _write_shards(side, join(shards), targets.full[0][0], group, alone=group is None)
+        if isinstance(written, BaseException):
+            raise written
+        return replace(targets, shards=written).write(own_files) if side.rank == 0 else []
+
+    offload.start(staged, write)
+    return True
+
+
+def _write_shards(dist: DistInfo, states: dict[str, Any], first: Path, group: ProcessGroup | None = None, *,
+                  alone: bool = False) -> tuple[Path, dict[str, FileEntry]] | BaseException | None:
+    """Every rank writes its `states` (DCP state dicts by name) into the temporary directory rank 0
+    makes for the `first` target, DCP coordinating on `group` (None: torch's default; or none,
+    `alone`). Rank 0
+    gets the directory and every rank's files' entries, or the failure to share (the directory
+    then removed); the other ranks get None and learn of a failure from rank 0's word, as of any
+    other."""
     from ..checkpoint import check_reported, write_shards  # DCP: seconds to import, for sharded runs only
 
     temp: Path | None = None
@@ -170,7 +243,7 @@ def _write_shards(dist: DistInfo, tracked: Mapping[str, Any], sharded: frozenset
     report: dict[str, FileEntry] | str
     needed: set[str] = set()
     try:
-        report, needed = write_shards(sharded_states(tracked, sharded), Path(where), dist.rank)
+        report, needed = write_shards(states, Path(where), dist.rank, group, alone=alone)
     except Exception as error:  # DCP's own failures reach every rank; this rank's own must be told
         report = _describe(error)
     reports = gather_to_main(report, dist)

@@ -12,6 +12,7 @@ import json
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -72,7 +73,7 @@ def test_killed_at_random_steps_resumes_bitwise(tmp_path: Path, reference: Path)
 
 def test_a_damaged_shard_falls_back_to_the_older_checkpoint_on_every_rank(tmp_path: Path, reference: Path) -> None:
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
-    run_to_end(run_dir, out, 2, kill_at=9, extra=FSDP)
+    run_to_end(run_dir, out, 2, kill_at=9, extra=(*FSDP, "--sync"))  # step 8's save is committed at the kill
     newest = run_dir / "checkpoints" / "step=8.ckpt"
     shard = next(newest.glob("__1_*.distcp"))
     data = bytearray(shard.read_bytes())
@@ -93,7 +94,7 @@ def test_a_checkpoint_of_another_model_is_refused_on_every_rank_not_replaced_by_
     stop at `track` naming the checkpoint and the mismatch; no older checkpoint is tried, nothing is
     deleted, and the right model then resumes from the newest one and finishes bitwise."""
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
-    run_to_end(run_dir, out, 2, kill_at=9, extra=FSDP)
+    run_to_end(run_dir, out, 2, kill_at=9, extra=(*FSDP, "--sync"))  # step 8 committed at the kill
     listing = lambda: sorted((p.name, p.stat().st_mtime_ns) for p in (run_dir / "checkpoints").rglob("*"))
     before = listing()
     procs = launch(run_dir, out, 2, None, (*FSDP, "--width", "32"))
@@ -117,10 +118,14 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
 
 
-def test_a_rank_that_cannot_write_its_shard_leaves_no_checkpoint_and_stops_every_rank(tmp_path: Path) -> None:
-    """Rank 1's shard outgrows its file size limit (``ulimit -f``): a real EFBIG, on one rank only."""
+@pytest.mark.parametrize("mode", [(), ("--sync",)], ids=["async", "sync"])
+def test_a_rank_that_cannot_write_its_shard_leaves_no_checkpoint_and_stops_every_rank(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """Rank 1's shard outgrows its file size limit (``ulimit -f``): a real EFBIG, on one rank only,
+    in its background writer's thread (async) or in its training thread (sync)."""
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
-    command = [sys.executable, str(SCRIPT), "--run-dir", str(run_dir), "--out", str(out), *FSDP]
+    command = [sys.executable, str(SCRIPT), "--run-dir", str(run_dir), "--out", str(out), *FSDP, *mode]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=_limit_file_size if rank == 1 else None)
              for rank, env in enumerate(rank_envs(2))]
@@ -218,3 +223,28 @@ def test_two_ranks_then_one_then_two_restore_exactly_and_see_every_sample_once(t
     assert sorted(seen[0]) == list(range(96)) and sorted(seen[1]) == list(range(96))
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [(e["saved_world_size"], e["world_size"]) for e in events if e["event"] == "resumed"] == [(2, 1), (1, 2)]
+
+
+def test_a_kill_while_a_background_sharded_save_waits_to_commit_resumes_from_the_one_before(
+    tmp_path: Path, reference: Path
+) -> None:
+    """Rank 0's writer is held just before the atomic rename of step 8's checkpoint, every rank's
+    shards and the manifest written, while training goes on; SIGKILL then. Nothing of step 8
+    looks committed, the resume takes step 6's checkpoint and ends bitwise equal."""
+    run_dir, out = tmp_path / "run", tmp_path / "out.pt"
+    procs = launch(run_dir, out, 2, None, (*FSDP, "--kill-in-commit-of-step", "8"))
+    procs[0].wait(timeout=240)
+    assert procs[0].returncode == -signal.SIGKILL, procs[0].communicate()[1]
+    procs[1].kill()
+    for proc in procs:
+        proc.communicate()
+    checkpoints = run_dir / "checkpoints"
+    [held] = checkpoints.glob(".step=8.ckpt.tmp-*")
+    assert {"MANIFEST.json", SHARDS_METADATA} <= {path.name for path in held.iterdir()}
+    assert {path.name.split("_")[2] for path in held.glob("*.distcp")} == {"0", "1"}  # both ranks' shards
+    committed = {path.name: read_manifest(path).step for path in checkpoints.glob("*.ckpt")}
+    assert max(committed.values()) == 6
+    report = json.loads(run_to_end(run_dir, out, 2, extra=FSDP))
+    assert committed[Path(report["resumed_from"]).name] == 6  # (a name that later saves may reuse)
+    assert not list(checkpoints.glob(".*"))  # the held temporary is gone
+    assert_bitwise_equal(reference, out)

@@ -12,6 +12,8 @@ block sharded with FSDP2 (`fully_shard`: no rank holds the whole model) with Ada
 (`--width N`, with or without `--fsdp`: another model of the same layout);
 `--record-samples PREFIX` appends each step's sample indices to PREFIX-rank{r}.txt, and
 `--dump-restored PATH` writes the whole model and optimizer state as restored (before training).
+`--kill-in-commit-of-step N` makes rank 0 SIGKILL itself while the save of step N is held in
+flight in the background, every file of it written and only its commit (the atomic rename) left.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import json
 import os
 import random
 import signal
+import sys
+import threading
 import time
 
 import numpy as np
@@ -78,6 +82,25 @@ def dump_restored(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool
         torch.save({"model": weights, "optimizer": moments}, path)
 
 
+class _CommitGate:
+    """Holds the background writer that is about to commit the checkpoint named `name`, and
+    tells the training thread it is there: a profile hook of the threads started from now on (the
+    writer's), never of the training thread, so the save must really be in the background."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reached = threading.Event()
+        threading.setprofile(self._hook)
+
+    def _hook(self, frame: object, event: str, arg: object) -> None:
+        code = getattr(frame, "f_code", None)
+        if (event == "call" and code is not None and code.co_name == "commit"
+                and getattr(frame, "f_globals", {}).get("__name__") == "resilient.checkpoint._atomic"
+                and getattr(getattr(frame, "f_locals", {}).get("final"), "name", None) == self.name):
+            self.reached.set()
+            threading.Event().wait()  # held until the process dies
+
+
 class Augmented(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Random augmentation from all three generators a dataset author reaches for."""
 
@@ -112,7 +135,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="the transformer block's width (another model)")
     parser.add_argument("--record-samples", help="append each step's sample indices to PREFIX-rank{r}.txt")
     parser.add_argument("--dump-restored", help="write the restored model and optimizer state here, then train")
+    parser.add_argument("--kill-in-commit-of-step", type=int, default=None)
     args = parser.parse_args()
+    gate = None if args.kill_in_commit_of_step is None else _CommitGate(f"step={args.kill_in_commit_of_step}.ckpt")
 
     data = torch.Generator().manual_seed(1234)
     inputs = torch.randn(96, 8, generator=data)
@@ -159,6 +184,10 @@ def main() -> None:
                 if args.augment:
                     nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5)
                 if args.kill_at_step is not None and run.step == args.kill_at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if gate is not None and run.rank == 0 and run.step == args.kill_in_commit_of_step:
+                    if not gate.reached.wait(timeout=120):
+                        sys.exit("the armed save never reached its commit in a background thread")
                     os.kill(os.getpid(), signal.SIGKILL)
                 if args.signal_at_step == run.step and args.signal_rank == run.rank:
                     os.kill(os.getpid(), getattr(signal, "SIG" + args.signal))
