@@ -1,23 +1,13 @@
-"""Fixtures more than one test folder needs, and how the suite runs on two pytest-xdist workers.
-
-The suite runs on two workers (``-n 2`` in pyproject.toml): most tests wait on real processes,
-fsyncs and a real SLURM cluster, so two at a time use the two cores instead of one. What must
-not run side by side is kept on one worker: every SLURM test (one cluster, preempted and drained
-by the tests) is in the `xdist_group` "slurm"; every other test is grouped with its file, so a
-file's module fixtures (a trained run, a corpus of outcomes) are made once. The fault suite's random seed is chosen once, here,
-and shared with both workers, so its summary line and every replay line name the seed that ran.
-"""
+"""Fixtures more than one test folder needs."""
 
 from __future__ import annotations
 
 import importlib
 import os
-import random
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -73,32 +63,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under {NO_SKIPS_ENV}=1, which CI sets: {reason}"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist), before any worker starts
-        os.environ.setdefault("RESILIENT_FAULT_SEED", str(random.SystemRandom().randrange(1_000_000)))
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        uses_cluster = "slurm_cluster" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("slurm" if uses_cluster else str(item.path)))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: object) -> None:
-    """pytest-xdist's controller: add a finished worker's fault tally to the summary line."""
-    from tests.faults._faults import TALLY
-
-    counts = getattr(node, "workeroutput", {}).get("fault_tally")
-    if counts:
-        TALLY.merge(counts)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The fault suite's line (`tests/faults/conftest.py`), from this process's tally or the workers'."""
-    from tests.faults._faults import TALLY
-
-    if TALLY.kill_trials or TALLY.faults:
-        terminalreporter.write_line(TALLY.summary())

@@ -1,18 +1,16 @@
 """The fault-injection suite's summary line: trials, faults injected and bad loads, with the seed.
 
 The counts come from `_faults.TALLY`, which every test adds to; the line is what the README of
-this directory quotes for the last long run; `tests/conftest.py` prints it, after adding up the
-tallies pytest-xdist's workers hand over here.
+this directory quotes for the last long run.
 """
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
 from ._faults import TALLY
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:  # a pytest-xdist worker: its controller prints the line
-        workeroutput["fault_tally"] = TALLY.counts()
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TALLY.kill_trials or TALLY.faults:
+        terminalreporter.write_line(TALLY.summary())
