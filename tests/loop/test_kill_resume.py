@@ -36,7 +36,7 @@ def test_a_damaged_file_that_only_rank_1_reads_falls_back_on_every_rank(
     move on to the same older checkpoint, with rank 0's warning naming the file."""
     reference = reference_weights(2)
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
-    run_to_end(run_dir, out, 2, kill_at=9)
+    run_to_end(run_dir, out, 2, kill_at=9, extra=("--sync",))  # step 8's save committed before step 9
     newest = run_dir / "checkpoints" / "step=8.ckpt"
     damaged = newest / "rank-00001.pt"
     data = bytearray(damaged.read_bytes())
