@@ -28,7 +28,7 @@ from ..checkpoint import CHECKPOINT_SUFFIX
 from ..coordination import Deadline, DistInfo, SignalRecorder, StepAgreement, init_distributed
 from ..requeue import RequeuePolicy, detect_host
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
-from ..rundir import checkpoints_dir, emergency_dir
+from ..rundir import checkpoints_dir, emergency_dir, tracker_id
 from ..settings import DEFAULT_WARNING_SIGNAL, signal_number
 from . import _arguments as arguments
 from ._boundary import Boundaries, StopFlags
@@ -279,6 +279,21 @@ class Run:
         step costs no device synchronisation.
         """
         self._at.log(name, value)
+
+    def tracker_id(self, tracker: str, new: Callable[[], str] | None = None) -> str:
+        """This run's identity in an experiment tracker ("wandb", "mlflow" or "tensorboard"), the
+        same at every start of the run, so a requeued run logs on as one run, not a new one::
+
+            wandb.init(project="p", id=run.tracker_id("wandb"), resume="allow")
+            mlflow.start_run(run_id=run.tracker_id("mlflow", new=lambda: client.create_run(exp).info.run_id))
+            SummaryWriter(f"tb/{run.tracker_id('tensorboard')}", purge_step=run.step)
+
+        Made the first time it is asked for (by `new` where the tracker assigns ids, else 8
+        random letters and digits) and kept in ``<run_dir>/trackers.json``; every rank gets the
+        same. TensorBoard's ``purge_step`` drops what a crashed start logged past the checkpoint
+        the run resumed from, whose steps are trained again.
+        """
+        return tracker_id(self._run_dir, tracker, new)
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Write a full, resumable checkpoint to `path` (a `.ckpt` directory); every rank must call.

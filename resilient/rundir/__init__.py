@@ -19,6 +19,7 @@ from ._layout import (
     STATUS_FILE,
     STATUS_LOCK_FILE,
     SUBMITIT_DIR,
+    TRACKERS_FILE,
     checkpoints_dir,
     emergency_dir,
     is_emergency,
@@ -36,15 +37,16 @@ from ._modes import (
 )
 from ._record import Executor, JobRecord, read_record, write_record
 from ._status import State, Status, read_status, update_status
+from ._trackers import Tracker, tracker_id
 from ._vocabulary import Vocabulary
 from ._write import fsync_dir, write_atomically, write_json
 
 __all__ = [
     "CHECKPOINTS_DIR", "CONFIG_FILE", "DIR_MODE", "EMERGENCY_DIR", "EVENTS_FILE", "FILE_MODE", "LOCK_FILE",
     "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "RECORD_FILE", "RUN_ENTRIES", "RUN_RECORDS", "STATUS_FILE",
-    "STATUS_LOCK_FILE", "SUBMITIT_DIR", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError",
-    "RunDirInUse", "RunLock", "State", "Status", "Vocabulary", "append_event", "checkpoints_dir", "current_umask",
+    "STATUS_LOCK_FILE", "SUBMITIT_DIR", "TRACKERS_FILE", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError",
+    "RunDirInUse", "RunLock", "State", "Status", "Tracker", "Vocabulary", "append_event", "checkpoints_dir", "current_umask",
     "emergency_dir", "fsync_dir", "is_emergency", "is_run_dir", "lock_holder", "make_dirs", "read_events",
-    "read_history", "read_record", "read_status", "shorten", "submitit_folder", "update_status", "write_atomically",
+    "read_history", "read_record", "read_status", "shorten", "submitit_folder", "tracker_id", "update_status", "write_atomically",
     "write_json", "write_record",
 ]

@@ -9,6 +9,7 @@ would look empty to the next. Everything else builds its paths from the names an
       job.json             the current submission: job id, executor, when (`_record.py`)
       status.json          state and requeue counts (`_status.py`), updated under .status.json.lock
       events.jsonl         one line per event, appended by the job's main process and the CLI
+      trackers.json        the run's W&B / MLflow / TensorBoard identities (`_trackers.py`)
       checkpoints/         the rules' checkpoints; checkpoints/emergency/ for stops
       submitit/            submitit's pickles and logs
       .lock                held by the running job's rank 0 (`_lock.py`)
@@ -27,11 +28,12 @@ LOCK_FILE = ".lock"
 CHECKPOINTS_DIR = "checkpoints"
 EMERGENCY_DIR = "emergency"  # inside CHECKPOINTS_DIR
 SUBMITIT_DIR = "submitit"
+TRACKERS_FILE = "trackers.json"
 
 # The records mark a directory as a run's: every submission and every Run writes one.
 RUN_RECORDS = (CONFIG_FILE, RECORD_FILE, STATUS_FILE, EVENTS_FILE)
 # Everything a run puts in its directory, besides the dot-names its records are written under.
-RUN_ENTRIES = frozenset({*RUN_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE})
+RUN_ENTRIES = frozenset({*RUN_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE, TRACKERS_FILE})
 
 
 def checkpoints_dir(run_dir: Path) -> Path:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib.util
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, Generic, NoReturn, TypeVar
@@ -28,6 +30,7 @@ import submitit
 from submitit.core.job_environment import SignalHandler
 
 from ..loop import Run, RunStopped, schedule_fire_drill
+from ..rundir import Tracker
 from ._options import JobOptions
 
 R = TypeVar("R")
@@ -101,10 +104,30 @@ class JobMain(Generic[R]):
             raise
 
 
+@contextmanager
+def _wandb_environment(run: Run) -> Iterator[None]:
+    """Where W&B is installed, every `wandb.init()` of the job continues the run's one W&B run:
+    ``WANDB_RUN_ID`` names it (`Run.tracker_id`) and ``WANDB_RESUME=allow``, which `wandb.init`
+    reads when its caller does not say (Lightning's `WandbLogger`, Hugging Face's `WandbCallback`
+    and plain ``wandb.init()`` alike). What the user set stays; the variables go after the job."""
+    if "WANDB_RUN_ID" in os.environ or importlib.util.find_spec("wandb") is None:
+        yield
+        return
+    before = os.environ.get("WANDB_RESUME")
+    os.environ["WANDB_RUN_ID"] = run.tracker_id(Tracker.WANDB)
+    os.environ.setdefault("WANDB_RESUME", "allow")
+    try:
+        yield
+    finally:
+        os.environ.pop("WANDB_RUN_ID", None)
+        if before is None:
+            os.environ.pop("WANDB_RESUME", None)
+
+
 def run_function(function: Callable[..., R], options: JobOptions, run_dir: Path, args: tuple[Any, ...],
                  kwargs: dict[str, Any], *, fire_drill_step: int | None = None) -> R | None:
     """Call `function(run, ...)` inside a Run; a run that already completed says so and returns None."""
-    with Run(**options.run_arguments(run_dir)) as run:
+    with Run(**options.run_arguments(run_dir)) as run, _wandb_environment(run):
         if run.completed_before:
             if run.rank == 0:
                 print(f"resilient: {run_dir} already completed; nothing to do (use a new run_dir to train again)",

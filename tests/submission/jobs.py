@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,7 +35,11 @@ def wait_for_gate(run: resilient.Run, gate_dir: Path) -> None:
 
 def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_steps: tuple[int, ...] = (),
                 gate_dir: str | None = None, fail_at_step: int | None = None,
-                step_seconds: float = 0.0) -> dict[str, int]:
+                step_seconds: float = 0.0, log_dir: str | None = None,
+                fresh_start_fails_at: int | None = None) -> dict[str, int]:
+    """`log_dir`: rank 0 logs each step's loss to W&B (offline, there) and TensorBoard (under
+    it, in the run's TensorBoard version); `fresh_start_fails_at`: crash at that step, but
+    only in a start that resumed from nothing."""
     data = torch.Generator().manual_seed(1234)
     inputs = torch.randn(128, 8, generator=data)
     dataset = TensorDataset(inputs, (inputs.sum(dim=1) > 0).long())
@@ -46,13 +51,18 @@ def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_steps: tuple
     sampler = resilient.ResumableSampler(dataset, seed=7)
     loader = DataLoader(dataset, batch_size=8, sampler=sampler)
     run.track(model=model, optimizer=optimizer)
+    log = _loggers(run, Path(log_dir)) if log_dir is not None and run.rank == 0 else None
     for _ in run.epochs(epochs):
         for x, y in run.batches(loader):
             loss = nn.functional.cross_entropy(model(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if log is not None:
+                log(run.step, loss.item())
             time.sleep(step_seconds)
+            if run.step == fresh_start_fails_at and run.resumed_from is None:
+                raise RuntimeError(f"boom at step {run.step} of a fresh start")
             if run.step in gate_steps and gate_dir is not None:
                 wait_for_gate(run, Path(gate_dir))
             if run.step == fail_at_step:
@@ -61,6 +71,22 @@ def train_model(run: resilient.Run, out: str, epochs: int = 3, gate_steps: tuple
         weights = model.module.state_dict() if run.world_size > 1 else model.state_dict()
         torch.save(weights, out)
     return {"step": run.step, "world_size": run.world_size}
+
+
+def _loggers(run: resilient.Run, log_dir: Path) -> Callable[[int, float], None]:
+    """W&B (offline, its run named by the environment the job set) and TensorBoard, each step."""
+    import wandb
+    from torch.utils.tensorboard import SummaryWriter
+
+    experiment = wandb.init(project="resilient-tests", dir=log_dir, mode="offline")
+    board = SummaryWriter(log_dir / "tensorboard" / run.tracker_id("tensorboard"), purge_step=run.step)
+
+    def log(step: int, loss: float) -> None:
+        experiment.log({"loss": loss}, step=step)
+        board.add_scalar("loss", loss, step)
+        board.flush()  # a crash loses nothing logged
+
+    return log
 
 
 def train_sharded(run: resilient.Run, dump_dir: str, epochs: int = 2, gate_steps: tuple[int, ...] = (),
@@ -119,3 +145,8 @@ def continued(run: resilient.Run) -> str:
     """Sends itself SIGCONT, as SLURM does at every preemption, requeue and scancel, and ends."""
     os.kill(os.getpid(), signal.SIGCONT)
     return "continued"
+
+
+def wandb_environment(run: resilient.Run) -> dict[str, str | None]:
+    """What a job sees of W&B's environment."""
+    return {name: os.environ.get(name) for name in ("WANDB_RUN_ID", "WANDB_RESUME")}
