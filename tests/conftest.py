@@ -1,13 +1,23 @@
-"""Fixtures more than one test folder needs."""
+"""Fixtures more than one test folder needs, and how the suite runs on two pytest-xdist workers.
+
+The suite runs on two workers (``-n 2`` in pyproject.toml): most tests wait on real processes,
+fsyncs and a real SLURM cluster, so two at a time use the two cores instead of one. What must
+not run side by side is kept on one worker: every SLURM test (one cluster, preempted and drained
+by the tests) is in the `xdist_group` "slurm"; every other test is grouped with its file, so a
+file's module fixtures (a trained run, a corpus of outcomes) are made once. The fault suite's random seed is chosen once, here,
+and shared with both workers, so its summary line and every replay line name the seed that ran.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
+import random
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -63,3 +73,38 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under {NO_SKIPS_ENV}=1, which CI sets: {reason}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist), before any worker starts
+        os.environ.setdefault("RESILIENT_FAULT_SEED", str(random.SystemRandom().randrange(1_000_000)))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups off the items
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for the workers, the SLURM group first: its minutes of real jobs then run
+    beside everything else instead of after it (xdist hands out groups in collection order)."""
+    def uses_cluster(item: pytest.Item) -> bool:
+        return "slurm_cluster" in getattr(item, "fixturenames", ())
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("slurm" if uses_cluster(item) else item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: not uses_cluster(item))  # stable: each file's tests keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: add a finished worker's fault tally to the summary line."""
+    from tests.faults._faults import TALLY
+
+    counts = getattr(node, "workeroutput", {}).get("fault_tally")
+    if counts:
+        TALLY.merge(counts)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's line (`tests/faults/conftest.py`), from this process's tally or the workers'."""
+    from tests.faults._faults import TALLY
+
+    if TALLY.kill_trials or TALLY.faults:
+        terminalreporter.write_line(TALLY.summary())

@@ -65,6 +65,17 @@ class Tally:
                 self.faults[fault] += 1
             self.bad_loads += bad_loads
 
+    def counts(self) -> dict[str, Any]:
+        """The tally as plain data: what a pytest-xdist worker hands the controller."""
+        with self._lock:
+            return {"kill_trials": self.kill_trials, "faults": dict(self.faults), "bad_loads": self.bad_loads}
+
+    def merge(self, counts: dict[str, Any]) -> None:
+        with self._lock:
+            self.kill_trials += counts["kill_trials"]
+            self.faults.update(counts["faults"])
+            self.bad_loads += counts["bad_loads"]
+
     def summary(self) -> str:
         kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.faults.items()))
         return (f"faults: {self.kill_trials} kill trials, {sum(self.faults.values())} faults injected"

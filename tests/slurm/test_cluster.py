@@ -33,7 +33,14 @@ def test_start_again_is_a_no_op(slurm_cluster: SlurmCluster) -> None:
         return subprocess.run(["bash", str(slurm_cluster.script), "status"], capture_output=True, text=True,
                               check=True, timeout=60).stdout
 
-    before = status()
+    def settled() -> str:
+        """The status once every node is idle: a job cancelled just before (the previous test's) can
+        leave a node planned ('plnd') for a moment, until the scheduler's next pass."""
+        text = status()
+        nodes = [line for line in text.splitlines() if line.startswith(("low", "high"))]
+        return text if nodes and all(" idle " in line for line in nodes) else ""
+
+    before = slurm_cluster.wait_until(settled, what="idle nodes")
     subprocess.run(["bash", str(slurm_cluster.script), "start"], check=True, capture_output=True, timeout=120)
     assert status() == before  # same daemon pids, same configuration, nodes still idle
     assert "slurmd-n2: running" in before
