@@ -91,6 +91,7 @@ class CheckpointOrigin(Vocabulary):
 
     EMERGENCY = "emergency"  # taken at a stop (a signal, the deadline) to resume from
     MANUAL = "manual"  # Run.save_checkpoint
+    LIGHTNING = "lightning"  # a Lightning Trainer's save (its ModelCheckpoint, trainer.save_checkpoint)
 
 
 @dataclass(frozen=True)
