@@ -11,7 +11,7 @@ import yaml
 
 import resilient
 
-from ._flows import gate_dir, release_requeued, wait_ready
+from ._flows import gate_dir, preempt_at_gates
 from .conftest import SlurmCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,10 +38,7 @@ def test_a_lightning_job_preempted_twice_completes(slurm_cluster: SlurmCluster, 
     submitted = _cli("submit", str(job_file))
     assert submitted.returncode == 0, submitted.stderr
     handle = resilient.JobHandle.attach(tmp_path / "run")
-    for restarts, step in enumerate((5, 20), start=1):
-        wait_ready(slurm_cluster, handle, gate, step)
-        slurm_cluster.preempt(nodes=2)
-        release_requeued(slurm_cluster, int(handle.job_id), restarts=restarts)
+    preempt_at_gates(slurm_cluster, handle, gate, list((5, 20)))
     assert handle.wait(timeout=300) == "completed"
 
     status = _cli("status", str(tmp_path / "run"))
