@@ -53,6 +53,7 @@ from ..checkpoint import (
 from ..loop import Run
 from ..rundir import checkpoints_dir
 from ..settings import DEFAULT_WARNING_SIGNAL
+from ._common import RunHolder
 
 PAYLOAD = "lightning.pt"  # the one payload file: Lightning's checkpoint dict, as torch.save writes it
 
@@ -162,17 +163,13 @@ class Resilient(OnExceptionCheckpoint):
                  warning_signal: str | int = DEFAULT_WARNING_SIGNAL, max_requeues: int | None = None,
                  max_crash_requeues: int = 0, checkpoint_dirs: Iterable[str | os.PathLike[str]] = (),
                  weights_only: bool = True) -> None:
-        if run is not None and not isinstance(run, Run):
-            raise TypeError(f"Resilient(run): run must be a resilient.Run, not {type(run).__name__}")
-        if run is not None and run_dir is not None:
-            raise ValueError("Resilient(): give run or run_dir, not both (the run has its directory)")
         if isinstance(checkpoint_dirs, (str, os.PathLike)):
             raise TypeError("Resilient(): checkpoint_dirs must be a list of directories, not one path")
         self.checkpoint_io = AtomicCheckpointIO(weights_only=weights_only)
-        self._owns_run = run is None
-        self._run = run if run is not None else Run(
-            checkpoint=[], run_dir=run_dir, warning_signal=warning_signal, max_requeues=max_requeues,
-            max_crash_requeues=max_crash_requeues, weights_only=weights_only, async_save=False)
+        self._holder = RunHolder("Resilient", run, run_dir=run_dir, warning_signal=warning_signal,
+                                 max_requeues=max_requeues, max_crash_requeues=max_crash_requeues,
+                                 weights_only=weights_only)
+        self._run = self._holder.run
         super().__init__(dirpath=self._run.emergency_dir, filename="resume")
         self._dirs = [self._run.emergency_dir, checkpoints_dir(self._run.run_dir),
                       *(Path(directory) for directory in checkpoint_dirs)]
@@ -180,7 +177,6 @@ class Resilient(OnExceptionCheckpoint):
         self.checkpoint_io.emergency_dir = self._run.emergency_dir
         self._last_step: int | None = None
         self._resumed_from: str | None = None
-        self._ended = False
         for note in _LIGHTNING_NOTES:
             warnings.filterwarnings("ignore", message=note)
 
@@ -210,32 +206,24 @@ class Resilient(OnExceptionCheckpoint):
         (leftovers of interrupted writes) and lists the valid full checkpoints newest first,
         and every rank gets its list, so all resume from the same one.
         """
-        self._refuse_foreign_launcher()
-        if self._run.rank == 0:
-            for directory in self._dirs:
-                recover_directory(directory)
-        found = [str(path) for path, manifest in newest_checkpoints(self._dirs) if manifest.kind == "full"] \
-            if self._run.rank == 0 else None
-        candidates = self._run.share(found)
-        assert candidates is not None
+        self._holder.refuse_foreign_launcher("Lightning")
+        candidates = self._holder.agreed(self._valid_full_checkpoints)
         self.checkpoint_io.resume_candidates = candidates or None
         self._resumed_from = candidates[0] if candidates else None
         return self._resumed_from
 
-    def _refuse_foreign_launcher(self) -> None:
-        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        if launched != self._run.world_size:
-            raise RuntimeError(
-                f"Lightning started {launched} ranks after resilient set up {self._run.world_size}: start one "
-                "process per rank (torchrun, srun, resilient submit), not all of them from one `python train.py`")
+    def _valid_full_checkpoints(self) -> list[str]:
+        """Rank 0: the directories tidied (leftovers of interrupted writes), then their valid full checkpoints."""
+        for directory in self._dirs:
+            recover_directory(directory)
+        return [str(path) for path, manifest in newest_checkpoints(self._dirs) if manifest.kind == "full"]
 
     # -- Lightning's hooks ----------------------------------------------------------------
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if self._ended:
-            raise RuntimeError("this Resilient callback's run has ended; make a new one for another fit")
+        self._holder.check_open()
         if trainer.world_size != self._run.world_size:
             raise RuntimeError(f"the Trainer runs {trainer.world_size} ranks but the job has {self._run.world_size}: "
                                "set devices and num_nodes to the processes the job starts")
@@ -289,19 +277,12 @@ class Resilient(OnExceptionCheckpoint):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """No save here (OnExceptionCheckpoint's): a stop has saved already, a crash's state is suspect.
         A run this callback owns ends as the exception says: requeued, stopped or failed."""
-        self._end(exception)
+        self._holder.end(exception)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """`fit` returned: a run this callback owns is complete. (Nothing is deleted, unlike OnExceptionCheckpoint.)"""
         if stage == "fit":
-            self._end(None)
-
-    def _end(self, error: BaseException | None) -> None:
-        if not self._owns_run or self._ended:
-            return
-        self._ended = True
-        self._run.__exit__(type(error) if error is not None else None, error,
-                           error.__traceback__ if error is not None else None)
+            self._holder.end(None)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

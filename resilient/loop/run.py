@@ -31,6 +31,7 @@ from ..coordination import (
     SignalRecorder,
     StepAgreement,
     broadcast_object,
+    gather_to_main,
     init_distributed,
 )
 from ..requeue import RequeuePolicy, detect_host
@@ -305,6 +306,11 @@ class Run:
         """Rank 0's `obj` on every rank (every rank calls): one rank decides what all act on, such as
         the checkpoint to resume from, which a listing of a shared file system could make differ."""
         return broadcast_object(obj, self._dist)
+
+    def gather(self, obj: T) -> list[T] | None:
+        """Every rank's `obj`, in rank order, on rank 0, None on the others (every rank calls): rank 0
+        learns that the others are done (their files of a checkpoint written, say) and how it went."""
+        return gather_to_main(obj, self._dist)
 
     def take_back_signals(self) -> None:
         """Answer the stop signals again after a framework replaced our handlers with its own.
