@@ -44,6 +44,7 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,23 @@ def _delete(path: Path, why: str) -> None:
         remove_checkpoint(path)
     except OSError as error:
         warnings.warn(f"resilient: deleting {why} {path} failed: {error}", stacklevel=3)
+
+
+def _commit_together(run: Run, path: Path, commit: Callable[[], None]) -> None:
+    """Rank 0 runs `commit` once every rank has reached this point (their files written); a failure
+    raises on every rank, so none trains on believing the checkpoint committed."""
+    run.gather(None)
+    failure = None
+    if run.rank == 0:
+        try:
+            commit()
+        except Exception as error:
+            failure = error
+    reason = run.share(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    if reason is not None:
+        raise CheckpointError(f"committing {path} failed on rank 0: {reason}")
 
 
 class Resilient(TrainerCallback):
@@ -223,20 +241,13 @@ class Resilient(TrainerCallback):
         path = self._output_dir / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         stop, self._stop = self._stop, None
         origin = CheckpointOrigin.EMERGENCY if stop is not None else CheckpointOrigin.HUGGINGFACE
-        self._run.gather(None)  # every rank's files (its rng_state_{rank}.pth) are written
-        failure = None
-        if self._run.rank == 0:
-            try:
-                seal_checkpoint(path, step=state.global_step, epoch=int(state.epoch or 0),
-                                world_size=self._run.world_size, rule=origin.value)
-                self._rotate(state, keep=path)
-            except Exception as error:
-                failure = error
-        reason = self._run.share(None if failure is None else str(failure))
-        if failure is not None:
-            raise failure
-        if reason is not None:
-            raise CheckpointError(f"committing {path} failed on rank 0: {reason}")
+
+        def commit() -> None:
+            seal_checkpoint(path, step=state.global_step, epoch=int(state.epoch or 0),
+                            world_size=self._run.world_size, rule=origin.value)
+            self._rotate(state, keep=path)
+
+        _commit_together(self._run, path, commit)  # after every rank wrote its rng_state_{rank}.pth
         if self._save_started is not None:
             self.save_seconds = time.monotonic() - self._save_started
         if stop is not None:
@@ -343,21 +354,17 @@ class AcceleratorCheckpoints:
         final = self.directory / f"step={step}{CHECKPOINT_SUFFIX}"
         temp = self._holder.agreed(lambda: str(make_temporary(final)))
         self._accelerator.save_state(temp)
-        self._run.gather(None)  # every rank's files are written
-        failure = None
-        if self._run.rank == 0:
+
+        def commit() -> None:
             try:
-                seal_checkpoint(Path(temp), step=step, epoch=0, world_size=self._run.world_size, rule=origin.value,
-                                commit_as=final)
-                self._prune(final)
-            except Exception as error:
+                seal_checkpoint(Path(temp), step=step, epoch=0, world_size=self._run.world_size,
+                                rule=origin.value, commit_as=final)
+            except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
-                failure = error
-        reason = self._run.share(None if failure is None else str(failure))
-        if failure is not None:
-            raise failure
-        if reason is not None:
-            raise CheckpointError(f"committing {final} failed on rank 0: {reason}")
+                raise
+            self._prune(final)
+
+        _commit_together(self._run, final, commit)
         self.save_seconds = time.monotonic() - started
         return final
 
