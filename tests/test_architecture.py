@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "resilient"
 
 # Lowest first: a subpackage may import only the ones listed before it.
-LAYERS = ["rundir", "checkpoint", "rules", "coordination", "slurm", "requeue", "loop", "submission", "config", "cli"]
+LAYERS = ["rundir", "checkpoint", "rules", "coordination", "slurm", "requeue", "loop", "submission", "config", "cli", "integrations"]
 # Top-level modules anyone may import.
 SHARED = {"_lazy", "_version", "settings"}
 

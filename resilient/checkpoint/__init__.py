@@ -31,6 +31,7 @@ from ._manifest import (
 )
 from ._read import find_checkpoints, newest_checkpoints, read_manifests, verify
 from ._recover import is_checkpoint_entry, recover_directory
+from ._seal import seal_checkpoint
 
 if TYPE_CHECKING:
     from ._load import load_files
@@ -76,6 +77,7 @@ __all__ = [
     "read_whole_shards",
     "recover_directory",
     "remove_checkpoint",
+    "seal_checkpoint",
     "shard_metadata",
     "shard_writer",
     "split_dtensors",

@@ -91,6 +91,9 @@ class CheckpointOrigin(Vocabulary):
 
     EMERGENCY = "emergency"  # taken at a stop (a signal, the deadline) to resume from
     MANUAL = "manual"  # Run.save_checkpoint
+    LIGHTNING = "lightning"  # a Lightning Trainer's save (its ModelCheckpoint, trainer.save_checkpoint)
+    HUGGINGFACE = "huggingface"  # a Hugging Face Trainer's checkpoint-N, sealed after the Trainer wrote it
+    ACCELERATE = "accelerate"  # an Accelerate save_state directory, sealed and renamed into place
 
 
 @dataclass(frozen=True)

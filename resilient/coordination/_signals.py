@@ -73,6 +73,16 @@ class SignalRecorder:
         for signum in self._signals:
             self._previous[signum] = signal.signal(signum, self._handle)
 
+    def reclaim(self) -> None:
+        """Handle the watched signals again after other code replaced the handlers `install` set.
+
+        A framework that installs its own handlers once training starts (Lightning's Trainer does,
+        and would act inside them) must not be the one to answer: the stop belongs at a step
+        boundary. What `install` saved stays what `uninstall` gives back; not installed, a no-op.
+        """
+        for signum in self._previous:
+            signal.signal(signum, self._handle)
+
     def uninstall(self) -> None:
         """Give the signals back to whoever had them before."""
         for signum, previous in self._previous.items():

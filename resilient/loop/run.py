@@ -20,18 +20,26 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
 from ..checkpoint import CHECKPOINT_SUFFIX
-from ..coordination import Deadline, DistInfo, SignalRecorder, StepAgreement, init_distributed
+from ..coordination import (
+    Deadline,
+    DistInfo,
+    SignalRecorder,
+    StepAgreement,
+    broadcast_object,
+    gather_to_main,
+    init_distributed,
+)
 from ..requeue import RequeuePolicy, detect_host
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
 from ..rundir import checkpoints_dir, emergency_dir, tracker_id
 from ..settings import DEFAULT_WARNING_SIGNAL, signal_number
 from . import _arguments as arguments
-from ._boundary import Boundaries, StopFlags
+from ._boundary import Boundaries, Interrupted, StopFlags
 from ._journal import Journal
 from ._position import LoaderPosition
 from ._progress import Phase, Progress
@@ -301,6 +309,49 @@ class Run:
         Like Lightning's `trainer.save_checkpoint`: all ranks take part, rank 0 writes.
         """
         self._saver.save_manual(arguments.checkpoint_path(path, CHECKPOINT_SUFFIX), self._at)
+
+    # -- for a training loop resilient does not drive (an integration's, such as Lightning's) --
+
+    @property
+    def emergency_dir(self) -> Path:
+        """Where the checkpoint taken at a stop goes; searched on resume like the rules' directories."""
+        return self._emergency_dir
+
+    def share(self, obj: T) -> T:
+        """Rank 0's `obj` on every rank (every rank calls): one rank decides what all act on, such as
+        the checkpoint to resume from, which a listing of a shared file system could make differ."""
+        return broadcast_object(obj, self._dist)
+
+    def gather(self, obj: T) -> list[T] | None:
+        """Every rank's `obj`, in rank order, on rank 0, None on the others (every rank calls): rank 0
+        learns that the others are done (their files of a checkpoint written, say) and how it went."""
+        return gather_to_main(obj, self._dist)
+
+    def take_back_signals(self) -> None:
+        """Answer the stop signals again after a framework replaced our handlers with its own.
+
+        Lightning's Trainer installs its handlers as `fit` starts (and would save, requeue and
+        broadcast inside them); calling this afterwards leaves one handler, which only records.
+        """
+        self._signals.reclaim()
+
+    def agree_on_stop(self, step: int, *, save_seconds: float | None = None) -> StopFlags | None:
+        """Every rank, after each optimizer step of a loop resilient does not drive: whether to stop now.
+
+        The same per-step agreement as `batches()`: a signal seen by any rank, the deadline or
+        a fire drill stops every rank at the same step (None: go on). `save_seconds` is what the
+        last full save took, for the deadline. On a stop, commit the emergency checkpoint into
+        `emergency_dir` on every rank, then call `stopped`.
+        """
+        self._loop_started = True
+        self._at.step = step
+        _, stop, _ = self._boundaries.decide(Phase.STEP, step, self._at.epoch, save_seconds, False)
+        return stop
+
+    def stopped(self, stop: StopFlags, checkpoint: str | os.PathLike[str]) -> NoReturn:
+        """Leave the training loop after the emergency `checkpoint` is committed, as a stop in
+        `batches()` leaves: the `with Run` (or the submitted job) then requeues or exits by the policy."""
+        raise Interrupted(stop, os.fspath(checkpoint))
 
     def close(self, *, together: bool = True) -> None:
         """Wait for a background save in flight, give the signals back and leave the process group

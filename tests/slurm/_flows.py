@@ -59,6 +59,14 @@ def release_requeued(cluster: SlurmCluster, job_id: int, restarts: int = 1) -> N
     cluster.wait_until(released, 60, f"job {job_id}'s requeue hold to be lifted")
 
 
+def preempt_at_gates(cluster: SlurmCluster, handle: resilient.JobHandle, gate: Path, steps: list[int]) -> None:
+    """Preempt the gated job at each of `steps` in turn, letting it come back after each."""
+    for restarts, step in enumerate(steps, start=1):
+        wait_ready(cluster, handle, gate, step)
+        cluster.preempt(nodes=2)
+        release_requeued(cluster, int(handle.job_id), restarts=restarts)
+
+
 def come_back(cluster: SlurmCluster, handle: resilient.JobHandle, timeout: float = 300) -> Any:
     """Let the requeued job come back at once; return its result."""
     release_requeued(cluster, int(handle.job_id))

@@ -17,7 +17,7 @@ from tests.submission.jobs import make_job
 from ._flows import (
     emergency_steps,
     gate_dir,
-    release_requeued,
+    preempt_at_gates,
     wait_ready,
     wait_requeued,
 )
@@ -63,10 +63,7 @@ def test_status_and_events_tell_the_story_of_two_preemptions(slurm_cluster: Slur
     make_job(tmp_path / "reference")(out=str(tmp_path / "reference.pt"))
     gate = gate_dir(tmp_path)
     handle = _submit_gated(tmp_path, gate, [10, 20])
-    for restarts, step in enumerate((10, 20), start=1):
-        wait_ready(slurm_cluster, handle, gate, step)
-        slurm_cluster.preempt(nodes=2)
-        release_requeued(slurm_cluster, int(handle.job_id), restarts=restarts)
+    preempt_at_gates(slurm_cluster, handle, gate, list((10, 20)))
     assert handle.wait(timeout=300) == "completed"
 
     status = _cli("status", str(tmp_path / "run"))
