@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
-from pathlib import Path
 
 import torch
+from _arguments import job_parser  # beside this script, first on sys.path when it runs
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from torch import nn
@@ -22,12 +21,7 @@ EPOCHS = 3
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--signal-at-step", type=int)
-    parser.add_argument("--signal", default="USR2")
-    parser.add_argument("--signal-rank", type=int, default=0)
+    parser = job_parser()
     args = parser.parse_args()
 
     with resilient.Run(checkpoint=[], run_dir=args.run_dir) as run:

@@ -7,13 +7,12 @@ from callbacks, so the moment is an event of the job, not a guess of the test's.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 import torch
+from _arguments import job_parser  # beside this script, first on sys.path when it runs
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -66,12 +65,7 @@ class SignalAt(TrainerCallback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--signal-at-step", type=int)
-    parser.add_argument("--signal", default="USR2")
-    parser.add_argument("--signal-rank", type=int, default=0)
+    parser = job_parser()
     parser.add_argument("--in-save", action="store_true")
     parser.add_argument("--save-total-limit", type=int, default=2)
     args = parser.parse_args()

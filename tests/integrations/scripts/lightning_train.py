@@ -6,13 +6,12 @@ Options make one rank send itself a real signal, or SIGKILL, after a given optim
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from _arguments import job_parser  # beside this script, first on sys.path when it runs
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -55,13 +54,8 @@ class SignalAt(Callback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--run-dir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = job_parser()
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--signal-at-step", type=int)
-    parser.add_argument("--signal", default="USR2")
-    parser.add_argument("--signal-rank", type=int, default=0)
     parser.add_argument("--every-n-steps", type=int, default=5)
     args = parser.parse_args()
 
