@@ -27,7 +27,8 @@ checkpoint to make room for one that may never be complete; and its optional SIG
   best checkpoint (`load_best_model_at_end`) and the one resumed from are kept too.
 - Resume: when the Trainer is made (`on_init_end`), rank 0 verifies the ``checkpoint-N``
   directories newest first; damaged ones are skipped with a warning naming the bad file and
-  deleted (training writes that step again, in place, and must not mix with their files), and
+  moved aside, never deleted (training writes that step again, in place, and must not mix with
+  their files; a directory some other tool wrote without a manifest may be sound), and
   every rank gets the same answer. `train(trainer)` passes it as `resume_from_checkpoint`; the
   Trainer itself restores weights, optimizer, scheduler, each rank's RNG states and the data
   position (it skips the batches of the resumed epoch).
@@ -102,6 +103,15 @@ def _delete(path: Path, why: str) -> None:
         remove_checkpoint(path)
     except OSError as error:
         warnings.warn(f"resilient: deleting {why} {path} failed: {error}", stacklevel=3)
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a checkpoint that failed verification out of the Trainer's way (its name no longer
+    matches ``checkpoint-N``, so neither HF's resume nor its rotation sees it), never deleting it:
+    it may be a sound checkpoint some other tool wrote without a manifest."""
+    aside = path.with_name(f"{path.name}.unverified-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    path.rename(aside)
+    return aside
 
 
 def _commit_together(run: Run, path: Path, commit: Callable[[], None]) -> None:
@@ -194,7 +204,7 @@ class Resilient(TrainerCallback):
         self._resume = self._holder.agreed(self._find_resume)
 
     def _find_resume(self) -> tuple[str, int] | None:
-        """Rank 0: the newest checkpoint-N whose every byte verifies; newer damaged ones are deleted."""
+        """Rank 0: the newest checkpoint-N whose every byte verifies; newer damaged ones are moved aside."""
         assert self._output_dir is not None
         if self._output_dir.is_dir():
             for name in os.listdir(self._output_dir):
@@ -204,9 +214,9 @@ class Resilient(TrainerCallback):
             try:
                 manifest = _verified(path, step)
             except CheckpointError as error:
-                warnings.warn(f"skipping checkpoint {path}: {error}; trying the next older one (it is deleted: "
-                              "training writes that step again)", stacklevel=2)
-                _delete(path, "the damaged checkpoint")
+                aside = _set_aside(path)
+                warnings.warn(f"skipping checkpoint {path}: {error}; trying the next older one (moved aside to "
+                              f"{aside.name}: training writes that step again)", stacklevel=2)
                 continue
             if manifest.world_size != self._run.world_size:
                 warnings.warn(f"resuming {manifest.world_size} ranks' checkpoint {path} on {self._run.world_size}: "

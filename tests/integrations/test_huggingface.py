@@ -50,7 +50,8 @@ def test_sigkill_inside_a_save_resumes_from_the_latest_valid_checkpoint_bitwise(
     assert (hf / f"checkpoint-{step}" / "model.safetensors").is_file()  # written by the Trainer, not committed
     assert not (hf / f"checkpoint-{step}" / "MANIFEST.json").exists()
     payload = hf / f"checkpoint-{step - 5}" / "model.safetensors"
-    payload.write_bytes(payload.read_bytes()[:-100])
+    payload_bytes = payload.read_bytes()[:-100]
+    payload.write_bytes(payload_bytes)
 
     stdout, stderr = two.run(SCRIPT, run_dir, out)
     assert f"skipping checkpoint {hf / f'checkpoint-{step}'}" in stderr
@@ -59,7 +60,13 @@ def test_sigkill_inside_a_save_resumes_from_the_latest_valid_checkpoint_bitwise(
     assert_bitwise_equal(reference, out)
     # Rotation after the resume kept the limit (the last two, the final step's included), counting
     # committed checkpoints only, and spared the one resumed from.
-    assert {path.name for path in hf.iterdir()} == {f"checkpoint-{n}" for n in (20, 24, step - 10)}
+    names = {path.name for path in hf.iterdir()}
+    aside = {name for name in names if ".unverified-" in name}
+    assert names - aside == {f"checkpoint-{n}" for n in (20, 24, step - 10)}
+    # The two it skipped are kept, out of the Trainer's way, never deleted.
+    assert {name.split(".unverified-")[0] for name in aside} == {f"checkpoint-{step}", f"checkpoint-{step - 5}"}
+    assert (hf / next(name for name in aside if name.startswith(f"checkpoint-{step - 5}.")) / "model.safetensors"
+            ).read_bytes() == payload_bytes
 
 
 def test_a_plain_accelerate_loop_stopped_on_one_rank_resumes_bitwise(tmp_path: Path) -> None:
