@@ -141,15 +141,16 @@ def encode_manifest(manifest: Manifest) -> bytes:
     return _render(inner)
 
 
-def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Write and fsync MANIFEST.json; the directory is still temporary, so no rename is needed."""
+def write_manifest(directory: Path, manifest: Manifest, name: str = MANIFEST_NAME) -> None:
+    """Write and fsync MANIFEST.json (or `name`, to be renamed to it when the directory is not
+    temporary: `seal_checkpoint`); in a temporary directory no rename is needed."""
     data = encode_manifest(manifest)
     if len(data) > MAX_MANIFEST_BYTES:  # a checkpoint no reader would accept is not worth writing
         raise ValueError(
             f"{MANIFEST_NAME} would have {len(data)} bytes, more than the {MAX_MANIFEST_BYTES} readers accept: "
             f"{len(manifest.files)} files and {len(manifest.metrics)} metrics are too many"
         )
-    with create(directory / MANIFEST_NAME) as f:
+    with create(directory / name) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
