@@ -216,7 +216,7 @@ class Resilient(OnExceptionCheckpoint):
         """Rank 0: the directories tidied (leftovers of interrupted writes), then their valid full checkpoints."""
         for directory in self._dirs:
             recover_directory(directory)
-        return [str(path) for path, manifest in newest_checkpoints(self._dirs) if manifest.kind == "full"]
+        return [str(path) for path, manifest in newest_checkpoints(self._dirs) if manifest.kind == CheckpointKind.FULL]
 
     # -- Lightning's hooks ----------------------------------------------------------------
 
