@@ -106,7 +106,7 @@ def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
         return f"resumed at step {event.get('step')} from {checkpoint_name(str(event.get('checkpoint')))}"
     if kind == Event.CHECKPOINT:
         return (f"checkpoint at step {event.get('step')}: {checkpoint_name(str(event.get('path')))}, "
-                f"{size(event.get('bytes') or 0)} in {event.get('seconds')} s")
+                f"{size(event.get('bytes') or 0)}" + (f" in {event['seconds']} s" if event.get("seconds") is not None else ""))
     if kind == Event.SIGNAL:
         return f"stop agreed at step {event.get('step')}: {', '.join(event.get('reasons') or [])}"
     if kind == Event.FIRE_DRILL:

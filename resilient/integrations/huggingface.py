@@ -233,6 +233,8 @@ class Resilient(TrainerCallback):
             found = f"the newest valid checkpoint is {self._resume[0]}" if self._resume else "there is no valid checkpoint"
             raise RuntimeError(f"the Trainer starts at step {state.global_step} but {found}: train with "
                                "resilient.train(trainer), or pass resume_from_checkpoint=resilient.resume_from")
+        if self._resume:
+            self._run.record_resume(self._resume[0])
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
@@ -258,8 +260,11 @@ class Resilient(TrainerCallback):
             self._rotate(state, keep=path)
 
         _commit_together(self._run, path, commit)  # after every rank wrote its rng_state_{rank}.pth
+        seconds = None  # unknown for a save the Trainer decided after the step (at an epoch's end)
         if self._save_started is not None:
-            self.save_seconds = time.monotonic() - self._save_started
+            seconds = self.save_seconds = time.monotonic() - self._save_started
+            self._save_started = None
+        self._run.record_checkpoint(path, seconds=seconds)
         if stop is not None:
             self._run.stopped(stop, path)
 
@@ -339,6 +344,7 @@ class AcceleratorCheckpoints:
         path, step = found
         self._accelerator.load_state(path)
         self.resumed_from = path
+        self._run.record_resume(path)
         return step
 
     def _newest_valid(self) -> tuple[str, int] | None:
@@ -376,6 +382,7 @@ class AcceleratorCheckpoints:
 
         _commit_together(self._run, final, commit)
         self.save_seconds = time.monotonic() - started
+        self._run.record_checkpoint(final, seconds=self.save_seconds)
         return final
 
     def _prune(self, keep: Path) -> None:

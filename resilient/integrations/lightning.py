@@ -50,7 +50,7 @@ from ..checkpoint import (
     remove_checkpoint,
     write_checkpoint,
 )
-from ..loop import Run
+from ..loop import Run, capture_rng, restore_rng
 from ..rundir import checkpoints_dir
 from ..settings import DEFAULT_WARNING_SIGNAL
 from ._common import RunHolder
@@ -80,10 +80,10 @@ class AtomicCheckpointIO(CheckpointIO):
         if not isinstance(weights_only, bool):
             raise TypeError(f"AtomicCheckpointIO(): weights_only must be True or False, not {weights_only!r}")
         self.weights_only = weights_only
-        self.world_size = 1  # set by `Resilient` to the job's
-        self.emergency_dir: Path | None = None  # saves here are the emergency ones
+        self.run: Run | None = None  # set by `Resilient`: the job's ranks, emergency directory and events
         self.save_seconds: float | None = None  # how long the last save took (the deadline needs it)
         self.resume_candidates: list[str] | None = None  # set while Lightning resumes through `Resilient`
+        self.resumed_from: str | None = None  # the candidate that loaded
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike[str],
                         storage_options: Any | None = None) -> None:
@@ -96,16 +96,19 @@ class AtomicCheckpointIO(CheckpointIO):
             raise ValueError(f"save_checkpoint({os.fspath(path)!r}): a checkpoint path must end in "
                              f"{CHECKPOINT_SUFFIX!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        emergency = self.emergency_dir is not None and target.parent.resolve() == self.emergency_dir.resolve()
+        emergency = self.run is not None and target.parent.resolve() == self.run.emergency_dir.resolve()
         origin = CheckpointOrigin.EMERGENCY if emergency else CheckpointOrigin.LIGHTNING
         # Lightning leaves the optimizers out of a weights-only save: nothing to resume training from.
         kind = CheckpointKind.FULL if "optimizer_states" in checkpoint else CheckpointKind.WEIGHTS
         started = time.monotonic()
         write_checkpoint([(target, origin.value)], {PAYLOAD: checkpoint}, step=int(checkpoint.get("global_step", 0)),
-                         epoch=int(checkpoint.get("epoch", 0)), metrics={}, world_size=self.world_size,
-                         kind=kind.value)
+                         epoch=int(checkpoint.get("epoch", 0)), metrics={},
+                         world_size=self.run.world_size if self.run is not None else 1, kind=kind.value)
+        seconds = time.monotonic() - started
         if kind is CheckpointKind.FULL:
-            self.save_seconds = time.monotonic() - started
+            self.save_seconds = seconds
+        if self.run is not None:
+            self.run.record_checkpoint(target, seconds=seconds)
 
     def load_checkpoint(self, path: str | os.PathLike[str], map_location: Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -121,11 +124,14 @@ class AtomicCheckpointIO(CheckpointIO):
             return self._load(Path(path), map_location, safe)
         for candidate in candidates:
             try:
-                return self._load(Path(candidate), map_location, safe)
+                loaded = self._load(Path(candidate), map_location, safe)
             except UntrustedCheckpointError:
                 raise
             except CheckpointError as error:
                 warnings.warn(f"skipping checkpoint {candidate}: {error}; trying the next older one", stacklevel=2)
+                continue
+            self.resumed_from = candidate
+            return loaded
         raise CheckpointError(f"no valid checkpoint to resume from among {', '.join(candidates)}")
 
     @staticmethod
@@ -173,10 +179,10 @@ class Resilient(OnExceptionCheckpoint):
         super().__init__(dirpath=self._run.emergency_dir, filename="resume")
         self._dirs = [self._run.emergency_dir, checkpoints_dir(self._run.run_dir),
                       *(Path(directory) for directory in checkpoint_dirs)]
-        self.checkpoint_io.world_size = self._run.world_size
-        self.checkpoint_io.emergency_dir = self._run.emergency_dir
+        self.checkpoint_io.run = self._run
         self._last_step: int | None = None
         self._resumed_from: str | None = None
+        self._pending_rng: dict[str, Any] | None = None  # this rank's generators, put back at the first step
         for note in _LIGHTNING_NOTES:
             warnings.filterwarnings("ignore", message=note)
 
@@ -195,7 +201,7 @@ class Resilient(OnExceptionCheckpoint):
 
     @property
     def resumed_from(self) -> str | None:
-        """The checkpoint this start resumes from (known once `fit` has begun), None for a fresh start."""
+        """The checkpoint this start resumed from (known once training has started), None for a fresh start."""
         return self._resumed_from
 
     @property
@@ -209,8 +215,8 @@ class Resilient(OnExceptionCheckpoint):
         self._holder.refuse_foreign_launcher("Lightning")
         candidates = self._holder.agreed(self._valid_full_checkpoints)
         self.checkpoint_io.resume_candidates = candidates or None
-        self._resumed_from = candidates[0] if candidates else None
-        return self._resumed_from
+        self.checkpoint_io.resumed_from = None
+        return candidates[0] if candidates else None
 
     def _valid_full_checkpoints(self) -> list[str]:
         """Rank 0: the directories tidied (leftovers of interrupted writes), then their valid full checkpoints."""
@@ -245,6 +251,15 @@ class Resilient(OnExceptionCheckpoint):
         # Lightning has just installed its own handlers (`register_signal_handlers`): ours answer again.
         self._run.take_back_signals()
         self._last_step = trainer.global_step
+        self._resumed_from = self.checkpoint_io.resumed_from  # the one that loaded (a damaged newer one skipped)
+        if self._resumed_from is not None:
+            self._run.record_resume(self._resumed_from)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        """The first step after a resume draws its random numbers (dropout) from where the saved step left them."""
+        if self._pending_rng is not None:
+            restore_rng(self._pending_rng)
+            self._pending_rng = None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -285,7 +300,23 @@ class Resilient(OnExceptionCheckpoint):
             self._holder.end(None)
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        """Every rank's random generators, in rank order, gathered into rank 0's checkpoint (Lightning's
+        own holds none). Lightning asks every callback on every rank as it builds a full checkpoint, so
+        every rank takes part; the states are those after the step just done, which the next one draws from."""
+        states = self._run.gather(capture_rng())
+        return {"rng": states} if states is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep this rank's generators until the first step (on as many ranks as saved them; otherwise a warning)."""
+        states = state_dict.get("rng")
+        if not states:
+            return
+        if len(states) != self._run.world_size:
+            warnings.warn(f"the checkpoint holds the random generators of {len(states)} ranks, not "
+                          f"{self._run.world_size}: they are not restored, and random draws after the resume "
+                          "differ from an uninterrupted run's", stacklevel=2)
+            return
+        self._pending_rng = states[self._run.rank]
 
     @property
     def state_key(self) -> str:

@@ -245,13 +245,13 @@ class Saver:
         started = time.monotonic()
         offload = None
         if then is not None:
-            offload = _AfterCommit(self._writer, lambda committed, seconds: (self._committed(committed, seconds),
+            offload = _AfterCommit(self._writer, lambda committed, seconds: (self.record_committed(committed, seconds),
                                                                               then()), self._side_group)
         committed = write_together(self._dist, self._tracked, snapshot, full, weights, offload)
         if isinstance(committed, Background):
             return None
         seconds = time.monotonic() - started
-        self._committed(committed, seconds)
+        self.record_committed(committed, seconds)
         return seconds
 
     def _side_group(self) -> DistInfo:
@@ -260,12 +260,13 @@ class Saver:
             self._side = side_group(self._dist)
         return self._side
 
-    def _committed(self, committed: Committed, seconds: float) -> None:
+    def record_committed(self, committed: Committed, seconds: float | None) -> None:
+        """A `checkpoint` event for each committed checkpoint (rank 0's journal writes; the others' do nothing)."""
         for path, manifest in committed:
             rule = next((rule for rule in self._rules if same_rule(manifest.rule, rule.identity)), None)
             self._journal.record(
                 Event.CHECKPOINT, rule=rule.record if rule else {"kind": manifest.rule}, path=str(path),
-                step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3),
+                step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3) if seconds is not None else None,
                 bytes=sum(entry.size for entry in manifest.files.values()),
             )
 

@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 
 import torch
 
-from ..checkpoint import CHECKPOINT_SUFFIX
+from ..checkpoint import CHECKPOINT_SUFFIX, read_manifest
 from ..coordination import (
     Deadline,
     DistInfo,
@@ -36,7 +36,7 @@ from ..coordination import (
 )
 from ..requeue import RequeuePolicy, detect_host
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
-from ..rundir import checkpoints_dir, emergency_dir, tracker_id
+from ..rundir import Event, checkpoints_dir, emergency_dir, tracker_id
 from ..settings import DEFAULT_WARNING_SIGNAL, signal_number
 from . import _arguments as arguments
 from ._boundary import Boundaries, Interrupted, StopFlags
@@ -347,6 +347,21 @@ class Run:
         self._at.step = step
         _, stop, _ = self._boundaries.decide(Phase.STEP, step, self._at.epoch, save_seconds, False)
         return stop
+
+    def record_checkpoint(self, checkpoint: str | os.PathLike[str], *, seconds: float | None) -> None:
+        """Record a checkpoint a framework wrote and committed (the `checkpoint` event `status` shows),
+        read from its manifest; `seconds`: how long the save took, if known. Rank 0 records; others may call."""
+        if self._dist.rank == 0:
+            path = Path(checkpoint)
+            self._saver.record_committed([(path, read_manifest(path))], seconds)
+
+    def record_resume(self, checkpoint: str | os.PathLike[str]) -> None:
+        """Record that a framework resumed from `checkpoint` (the `resumed` event). Rank 0 records."""
+        if self._dist.rank == 0:
+            manifest = read_manifest(Path(checkpoint))
+            self._journal.record(Event.RESUMED, checkpoint=os.fspath(checkpoint), step=manifest.step,
+                                 epoch=manifest.epoch, world_size=self.world_size,
+                                 saved_world_size=manifest.world_size)
 
     def stopped(self, stop: StopFlags, checkpoint: str | os.PathLike[str]) -> NoReturn:
         """Leave the training loop after the emergency `checkpoint` is committed, as a stop in

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from resilient.rundir import Event, read_events
+
 from ..loop._jobs import rank_envs
 
 EXIT_STOPPED = 75
@@ -54,6 +56,11 @@ def stop_then_resume(script: Path, tmp_path: Path, signal_name: str, signal_rank
     stdout, _ = run(script, run_dir, out)
     assert f"resumed from {emergency(run_dir)}" in stdout
     assert status(run_dir)["state"] == "completed"
+    # events.jsonl tells it as `resilient status` shows it: the emergency checkpoint, the resume from it.
+    told = [(event["event"], event.get("path") or event.get("checkpoint")) for event in read_events(run_dir)
+            if event["event"] in (Event.CHECKPOINT, Event.RESUMED)]
+    assert (Event.CHECKPOINT, str(emergency(run_dir))) in told, told
+    assert told.index((Event.RESUMED, str(emergency(run_dir)))) > told.index((Event.CHECKPOINT, str(emergency(run_dir))))
     return out, stdout
 
 

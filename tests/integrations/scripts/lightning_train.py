@@ -23,10 +23,11 @@ class Net(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.layer = nn.Linear(8, 1)
+        self.dropout = nn.Dropout(0.25)  # draws from each rank's generator: a resume must restore them
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return nn.functional.mse_loss(self.layer(x), y)
+        return nn.functional.mse_loss(self.layer(self.dropout(x)), y)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
