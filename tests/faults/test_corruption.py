@@ -4,8 +4,10 @@ A job writes checkpoints at steps 1 to 4; each case damages the newest one (or a
 entry beside it), then a restart must resume from the newest checkpoint still valid, with a
 warning that names the bad entry, and `resilient checkpoints DIR --verify` must exit 1 naming
 it. Both run as processes with a bound, so a hang (a symlink loop, a FIFO, a manifest that
-names /dev/zero) fails its case instead of blocking the suite, and with a memory limit, so
-one that reads without end fails instead of exhausting the machine.
+names /dev/zero) fails instead of blocking the suite, and with a memory limit, so one that
+reads without end fails instead of exhausting the machine. The restarts of all cases run one
+after another in one process (each a `Run` of its own run directory), which imports torch once
+instead of once per case.
 
 Forged manifests are re-signed the way the format documents it (an envelope whose checksum is
 the xxh3-128 of the canonical JSON of the inner manifest), as a hostile or buggy writer would.
@@ -165,33 +167,37 @@ def _bounded(command: list[str]) -> subprocess.CompletedProcess[str]:
 @dataclass
 class Outcome:
     run_dir: Path
-    restart: subprocess.CompletedProcess[str]
+    restart: subprocess.CompletedProcess[str]  # all cases' restarts, one after another
     listing: subprocess.CompletedProcess[str]
 
 
-def _damage_and_restart(name: str, base: Path, root: Path) -> Outcome:
-    run_dir = root / name.replace(" ", "-").replace("/", "_")
+def _damaged_copy(name: str, base: Path) -> Path:
+    run_dir = base.parent / name.replace(" ", "-").replace("/", "_")
     shutil.copytree(base, run_dir, symlinks=True)
     directory = run_dir / "checkpoints"
     CASES[name].damage(directory / f"step={STEPS}.ckpt", directory)
     TALLY.add(fault="corruptions")
-    listing = [sys.executable, "-m", "resilient", "checkpoints", str(directory), "--verify"]
-    restart = job_command(run_dir, kib=KIB, steps=STEPS, rules="keep", report_only=True)
-    with ThreadPoolExecutor(2) as pool:
-        restarted, listed = pool.map(_bounded, [restart, listing])
-    return Outcome(run_dir, restarted, listed)
+    return run_dir
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """One real run, copied and damaged once per case; every restart and listing, two at a time."""
+    """One real run, copied and damaged once per case; the restarts in one process, beside which
+    every case's listing runs as its own process."""
     base = tmp_path_factory.mktemp("corruption") / "base"
     child = Child(job_command(base, kib=KIB, steps=STEPS, rules="keep"))
     assert child.finish() == 0, child.stderr
     assert sorted(p.name for p in (base / "checkpoints").iterdir()) == [f"step={s}.ckpt" for s in range(1, STEPS + 1)]
-    root = base.parent
+    run_dirs = [_damaged_copy(name, base) for name in CASES]
+    restart = job_command(run_dirs[0], kib=KIB, steps=STEPS, rules="keep", report_only=True)
+    restart += [argument for run_dir in run_dirs[1:] for argument in ("--and-run-dir", str(run_dir))]
+    listings = [[sys.executable, "-m", "resilient", "checkpoints", str(run_dir / "checkpoints"), "--verify"]
+                for run_dir in run_dirs]
     with ThreadPoolExecutor(2) as pool:
-        return dict(zip(CASES, pool.map(lambda name: _damage_and_restart(name, base, root), CASES)))
+        restarted = pool.submit(_bounded, restart)
+        listed = list(pool.map(_bounded, listings))
+        return {name: Outcome(run_dir, restarted.result(), listing)
+                for name, run_dir, listing in zip(CASES, run_dirs, listed)}
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -199,8 +205,10 @@ def test_a_restart_skips_the_damaged_checkpoint_with_a_warning_naming_it(name: s
                                                                          outcomes: dict[str, Outcome]) -> None:
     case, outcome = CASES[name], outcomes[name]
     restart = outcome.restart
+    reports = [json.loads(line) for line in restart.stdout.splitlines() if line.startswith("{")]
+    report = next((report for report in reports if report["run_dir"] == str(outcome.run_dir)), None)
+    assert report is not None, f"no restart of {outcome.run_dir} (exit {restart.returncode}):\n{restart.stderr[-3000:]}"
     assert restart.returncode == 0, restart.stderr[-3000:]
-    report = json.loads(restart.stdout.splitlines()[0])
     if report["problem"]:
         TALLY.add(bad_loads=1)
     assert report["problem"] is None, f"BAD LOAD from {report['checkpoint']}: {report['problem']}"

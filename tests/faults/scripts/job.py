@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--kill-byte", type=int, default=None)
     parser.add_argument("--sigint-in-save", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="resume, report and stop")
+    parser.add_argument("--and-run-dir", action="append", default=[],
+                        help="with --report-only: the same for this run directory too (one torch import for many)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="range cannot resume mid-epoch")  # by design: it is fast-forwarded
 
@@ -159,15 +161,23 @@ def main() -> None:
         _kill_at_op(args.kill_op)
     if args.kill_byte is not None:
         _kill_at_byte(args.kill_byte)
+    if args.report_only:
+        for run_dir in (args.run_dir, *args.and_run_dir):
+            _train(args, run_dir)
+    else:
+        _train(args, args.run_dir)
+
+
+def _train(args: argparse.Namespace, run_dir: str) -> None:
     model = nn.ParameterList([nn.Parameter(t, requires_grad=False) for t in _payload.model_at(args.kib, 0)])
     grown = _payload.Grown(args.grow_kib)
-    with resilient.Run(checkpoint=_rules(args.rules, args.dirpath, args.every), run_dir=args.run_dir) as run:
+    with resilient.Run(checkpoint=_rules(args.rules, args.dirpath, args.every), run_dir=run_dir) as run:
         if args.sigint_in_save:
-            threading.Thread(target=_sigint_when_saving, args=(Path(args.run_dir) / "checkpoints" / "emergency",),
+            threading.Thread(target=_sigint_when_saving, args=(Path(run_dir) / "checkpoints" / "emergency",),
                              daemon=True).start()
         run.track(model=model, grown=grown)
         problem = _payload.model_problem(list(model), args.kib, run.step) or grown.problem
-        _say(event="resumed", checkpoint=run.resumed_from, step=run.step, problem=problem)
+        _say(event="resumed", run_dir=run_dir, checkpoint=run.resumed_from, step=run.step, problem=problem)
         if args.report_only:
             return
         for _ in run.batches(range(args.steps)):
