@@ -3,9 +3,11 @@
 The suite runs on two workers (``-n 2`` in pyproject.toml): most tests wait on real processes,
 fsyncs and a real SLURM cluster, so two at a time use the two cores instead of one. What must
 not run side by side is kept on one worker: every SLURM test (one cluster, preempted and drained
-by the tests) is in the `xdist_group` "slurm"; every other test is grouped with its file, so a
-file's module fixtures (a trained run, a corpus of outcomes) are made once. The fault suite's random seed is chosen once, here,
-and shared with both workers, so its summary line and every replay line name the seed that ran.
+by the tests) is in the `xdist_group` "slurm"; the tests of a file with module fixtures (a
+trained run, a corpus of outcomes) are grouped with their file, so those are made once; every
+other test goes to whichever worker is free, so that no worker is left with a long file while
+the other idles. The fault suite's random seed is chosen once, here, and shared with both
+workers, so its summary line and every replay line name the seed that ran.
 """
 
 from __future__ import annotations
@@ -87,8 +89,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def uses_cluster(item: pytest.Item) -> bool:
         return "slurm_cluster" in getattr(item, "fixturenames", ())
 
+    module_fixtures: dict[Path, bool] = {}
+
+    def has_module_fixtures(path: Path) -> bool:
+        if path not in module_fixtures:
+            module_fixtures[path] = 'scope="module"' in path.read_text()
+        return module_fixtures[path]
+
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("slurm" if uses_cluster(item) else item.nodeid.split("::")[0]))
+        if uses_cluster(item):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif has_module_fixtures(item.path):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     items.sort(key=lambda item: not uses_cluster(item))  # stable: each file's tests keep their order
 
 
