@@ -4,12 +4,18 @@ Reading manifests and hashing files needs no torch (`checkpoint/` imports it onl
 `load_files` and `write_checkpoint`, which this command never reads), so listing, `--verify`
 included, starts in a fraction of a second. `checkpoint/` itself is imported when the command
 runs, so that `resilient --help` does not pay for it.
+
+What counts as a checkpoint is one rule, by name, so that what a kill left half-written is listed
+as not valid instead of left out: every entry named ``*.ckpt`` (ours) and every ``checkpoint-N``
+(Hugging Face's Trainer, sealed with a manifest by `resilient.integrations.huggingface`), not
+descending into either; dot-names are leftovers and temporaries, never listed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +23,9 @@ from typing import Any
 
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, size, table
 
+# The directory name transformers' Trainer gives each save (`PREFIX_CHECKPOINT_DIR`, "checkpoint"), written
+# out: importing transformers would cost the command seconds.
+_TRAINER_CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 _HEADERS = ("CHECKPOINT", "STEP", "EPOCH", "RULE", "METRICS", "SIZE", "CREATED", "VALID")
 
 
@@ -24,7 +33,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     checkpoints = commands.add_parser(
         "checkpoints", help="list checkpoints with step, metrics and validity",
         description="List every checkpoint under DIR (a run directory or any checkpoint folder), newest "
-                    "step first. Exit code 1 if one of them is not valid.",
+                    "step first: each entry named *.ckpt, and each Hugging Face Trainer checkpoint-N directory. "
+                    "Exit code 1 if one of them is not valid (one without its manifest is what a kill left "
+                    "mid-save).",
         epilog="examples:\n  resilient checkpoints runs/quickstart\n  resilient checkpoints runs/quickstart --verify",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,16 +69,20 @@ def _rule_label(rule: str | Mapping[str, Any]) -> str:
 
 
 def _walk(directory: Path, suffix: str) -> Iterator[Path]:
-    """Every ``*.ckpt`` entry (`suffix`) under `directory`, not descending into checkpoints or temporaries.
+    """Every ``*.ckpt`` (`suffix`) and ``checkpoint-N`` entry under `directory`, not descending into
+    checkpoints or dot-names (temporaries, leftovers).
 
     Entries that are not directories (a file, a dangling link, a link loop, a FIFO) are listed
     too, for `verify` to say what is wrong with them: a checkpoint folder should hold none.
     """
+    def listed(name: str) -> bool:
+        return name.endswith(suffix) or _TRAINER_CHECKPOINT.match(name) is not None
+
     for root, subdirs, files in os.walk(directory):
         for name in sorted(subdirs + files):
-            if name.endswith(suffix) and not name.startswith("."):
+            if listed(name) and not name.startswith("."):
                 yield Path(root) / name
-        subdirs[:] = [name for name in subdirs if not name.endswith(suffix) and not name.startswith(".")]
+        subdirs[:] = [name for name in subdirs if not listed(name) and not name.startswith(".")]
 
 
 def _checkpoints(args: argparse.Namespace) -> int:

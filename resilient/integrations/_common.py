@@ -51,14 +51,21 @@ class RunHolder:
         self.run.__exit__(type(error) if error is not None else None, error,
                           error.__traceback__ if error is not None else None)
 
+    def refuse(self, error: Exception) -> Exception:
+        """`error`, to raise, after ending a run the callback owns with it: a refused setup must not
+        leave the run directory locked and the signals taken (a second try in the same process
+        would be told the directory is in use by itself), nor the run shown as running."""
+        self.end(error)
+        return error
+
     def refuse_foreign_launcher(self, framework: str, launched: int | None = None) -> None:
         """The framework must run as many ranks as the job started processes, each joined by the Run."""
         if launched is None:
             launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if launched != self.run.world_size:
-            raise RuntimeError(
+            raise self.refuse(RuntimeError(
                 f"{framework} runs {launched} ranks but resilient set up {self.run.world_size}: start one process "
-                "per rank (torchrun, srun, resilient submit), not all of them from one `python train.py`")
+                "per rank (torchrun, srun, resilient submit), not all of them from one `python train.py`"))
 
     def agreed(self, find: Callable[[], T]) -> T:
         """`find()` as rank 0 sees it, on every rank (every rank calls; only rank 0 runs `find`)."""

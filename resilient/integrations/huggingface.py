@@ -137,11 +137,14 @@ class Resilient(TrainerCallback):
     Args:
         run: the `resilient.Run` a submitted job's function receives; None makes one from the
             other arguments (the run directory's lock, records and signals are then this
-            callback's, and `train` ends the run when training ends or stops).
+            callback's, and `train` ends the run when training ends or stops; so does any refusal
+            below, so that a corrected second try in the same process finds the directory free).
         run_dir, warning_signal, max_requeues, max_crash_requeues: as for `resilient.Run`.
 
     Ranks must be started one process each (torchrun, srun, `resilient submit`); the Trainer's
-    `output_dir` is where its checkpoints are, and resume looks there.
+    `output_dir` is where its checkpoints are, and resume looks there. Refused, with one line
+    naming the fix: `enable_jit_checkpoint=True`, `save_only_model=True`, a Trainer of another
+    world size, training started at another step than the newest valid checkpoint's.
     """
 
     def __init__(self, run: Run | None = None, *, run_dir: str | os.PathLike[str] | None = None,
@@ -165,19 +168,20 @@ class Resilient(TrainerCallback):
     def resume_from(self) -> str | None:
         """The newest valid checkpoint, for `trainer.train(resume_from_checkpoint=...)`; None: start fresh."""
         if self._output_dir is None:
-            raise RuntimeError("Resilient: pass the callback to Trainer(callbacks=[...]) so it sees the Trainer "
-                               "made (trainer.add_callback is too late to find the checkpoint to resume from)")
+            raise self._holder.refuse(RuntimeError(
+                "Resilient.resume_from: no Trainer was made with this callback yet; pass it to "
+                "Trainer(callbacks=[...]) first (trainer.add_callback is too late to find the checkpoint to resume from)"))
         return self._resume[0] if self._resume else None
 
     def train(self, trainer: Trainer, **kwargs: Any) -> TrainOutput:
         """`trainer.train(...)` resumed from the newest valid checkpoint; a run this callback owns ends
         with it: a stop requeues or exits (code 75) by the run's policy, a crash is recorded."""
         if "resume_from_checkpoint" in kwargs:
-            raise TypeError("Resilient.train() resumes from the newest valid checkpoint itself: "
-                            "do not pass resume_from_checkpoint")
+            raise self._holder.refuse(TypeError("Resilient.train() resumes from the newest valid checkpoint itself: "
+                                                "do not pass resume_from_checkpoint"))
         if self not in trainer.callback_handler.callbacks:
-            raise ValueError("Resilient.train(trainer): the trainer was not made with this callback "
-                             "(Trainer(..., callbacks=[resilient]))")
+            raise self._holder.refuse(ValueError("Resilient.train(trainer): the trainer was not made with this "
+                                                 "callback; make it with Trainer(..., callbacks=[<this callback>])"))
         try:
             result = trainer.train(resume_from_checkpoint=self.resume_from, **kwargs)
         except BaseException as error:
@@ -193,11 +197,13 @@ class Resilient(TrainerCallback):
         """The Trainer is made: check what would defeat the guarantees, take rotation over, find what to resume."""
         self._holder.check_open()
         if getattr(args, "enable_jit_checkpoint", False):
-            raise ValueError("TrainingArguments(enable_jit_checkpoint=True) saves from a SIGTERM handler on each rank "
-                             "alone, at no agreed step; Resilient checkpoints on SIGTERM itself: leave it False")
+            raise self._holder.refuse(ValueError(
+                "TrainingArguments(enable_jit_checkpoint=True) saves from a SIGTERM handler on each rank alone, at no "
+                "agreed step; Resilient checkpoints on SIGTERM itself: leave it False"))
         if args.save_only_model:
-            raise ValueError("TrainingArguments(save_only_model=True) writes no optimizer, scheduler or RNG state: "
-                             "such checkpoints cannot resume training; leave it False")
+            raise self._holder.refuse(ValueError(
+                "TrainingArguments(save_only_model=True) writes no optimizer, scheduler or RNG state: such "
+                "checkpoints cannot resume training; leave it False"))
         self._holder.refuse_foreign_launcher("the Trainer", args.world_size)
         self._output_dir = Path(args.output_dir)
         self._limit, args.save_total_limit = args.save_total_limit, None  # applied in `on_save`, after the commit
@@ -231,8 +237,9 @@ class Resilient(TrainerCallback):
         expected = self._resume[1] if self._resume else 0
         if state.global_step != expected:
             found = f"the newest valid checkpoint is {self._resume[0]}" if self._resume else "there is no valid checkpoint"
-            raise RuntimeError(f"the Trainer starts at step {state.global_step} but {found}: train with "
-                               "resilient.train(trainer), or pass resume_from_checkpoint=resilient.resume_from")
+            raise self._holder.refuse(RuntimeError(
+                f"the Trainer starts at step {state.global_step} but {found}: train with Resilient.train(trainer), "
+                "which resumes from it, or pass trainer.train(resume_from_checkpoint=<the callback>.resume_from)"))
         if self._resume:
             self._run.record_resume(self._resume[0])
 

@@ -1,8 +1,8 @@
 """`resilient checkpoints DIR [--verify]` on a directory holding odd entries beside sound checkpoints.
 
-Every ``*.ckpt`` entry is listed, whatever it is: one that is no checkpoint directory is one
-line saying why, and the exit code is 1. A forged manifest pointing at /dev/zero must not make
-the command hang.
+Every ``*.ckpt`` entry, and every Hugging Face ``checkpoint-N`` directory, is listed, whatever it
+is: one that is no sound checkpoint is one line saying why, and the exit code is 1. A forged
+manifest pointing at /dev/zero must not make the command hang.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import xxhash
 
 from resilient.checkpoint import (
     MANIFEST_NAME,
+    CheckpointOrigin,
     FileEntry,
     read_manifest,
+    seal_checkpoint,
     write_checkpoint,
 )
 from resilient.checkpoint._manifest import encode_manifest
@@ -89,3 +91,39 @@ def test_a_rule_is_shown_in_words_and_an_odd_one_as_stored(tmp_path):
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     for name, (_, label) in rules.items():
         assert label in lines[name], lines[name]
+
+
+def _trainer_save(directory: Path) -> None:
+    """What Hugging Face's Trainer writes into ``checkpoint-N`` (a few of its files; any bytes do)."""
+    directory.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.pt", "trainer_state.json", "rng_state_0.pth"):
+        (directory / name).write_bytes(name.encode() * 10)
+
+
+def test_trainer_checkpoints_are_listed_and_one_a_kill_left_unsealed_is_not_valid(tmp_path):
+    """`Resilient` seals the Trainer's ``checkpoint-N`` with a manifest: listed like ours. One without
+    (a kill during the save) is a line saying so and exit 1, never left out; the files inside a
+    checkpoint, and a damaged one that resume moved aside, are not listed on their own."""
+    hf = tmp_path / "hf"
+    for step in (5, 10):
+        _trainer_save(hf / f"checkpoint-{step}")
+        seal_checkpoint(hf / f"checkpoint-{step}", step=step, epoch=0, world_size=1,
+                        rule=CheckpointOrigin.HUGGINGFACE.value)
+    _trainer_save(hf / "checkpoint-15")
+    _trainer_save(hf / "checkpoint-3.unverified-20261203-101500-4242")
+    _save(tmp_path / "step=2.ckpt", step=2)
+    for result in cli_many([("checkpoints", tmp_path), ("checkpoints", tmp_path, "--verify")]):
+        assert result.returncode == 1, (result.args, result.stdout, result.stderr)
+        assert result.stderr == "", result.stderr
+        lines = [line.split(maxsplit=1) for line in result.stdout.splitlines()[1:]]
+        assert [name for name, _ in lines] == ["hf/checkpoint-10", "hf/checkpoint-5", "step=2.ckpt",
+                                               "hf/checkpoint-15"], result.stdout
+        assert lines[0][1].split()[:3] == ["10", "0", "huggingface"], lines[0]
+        assert lines[3][1].startswith("- ") and lines[3][1].endswith(
+            f"NO: has no {MANIFEST_NAME}: it was never completely written"), lines[3]
+    # Sealed once its save completes, the Trainer's output directory is all sound.
+    seal_checkpoint(hf / "checkpoint-15", step=15, epoch=0, world_size=1, rule=CheckpointOrigin.HUGGINGFACE.value)
+    result = cli("checkpoints", hf, "--verify")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == [
+        "checkpoint-15", "checkpoint-10", "checkpoint-5"], result.stdout

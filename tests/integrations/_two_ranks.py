@@ -24,13 +24,18 @@ def launch(script: Path, run_dir: Path, out: Path, *extra: str) -> list[subproce
             for env in rank_envs(WORLD)]
 
 
-def run(script: Path, run_dir: Path, out: Path, *extra: str, code: int = 0) -> tuple[str, str]:
-    """Both ranks to their end, each exiting with `code`; rank 0's stdout and stderr."""
+def run_all(script: Path, run_dir: Path, out: Path, *extra: str, code: int = 0) -> list[tuple[str, str]]:
+    """Both ranks to their end, each exiting with `code`; each rank's stdout and stderr, in rank order."""
     procs = launch(script, run_dir, out, *extra)
     outputs = [proc.communicate(timeout=240) for proc in procs]
     for proc, (_, stderr) in zip(procs, outputs):
         assert proc.returncode == code, stderr
-    return outputs[0]
+    return outputs
+
+
+def run(script: Path, run_dir: Path, out: Path, *extra: str, code: int = 0) -> tuple[str, str]:
+    """Both ranks to their end, each exiting with `code`; rank 0's stdout and stderr."""
+    return run_all(script, run_dir, out, *extra, code=code)[0]
 
 
 def status(run_dir: Path) -> dict[str, object]:

@@ -1,6 +1,9 @@
 """A tiny plain Accelerate loop with `AcceleratorCheckpoints`, run as one process per rank by tests/integrations.
 
-`--signal-at-step` makes one rank send itself a real signal after that optimizer step.
+`--signal-at-step` makes one rank send itself a real signal after that optimizer step, or, with
+`--in-save`, inside that step's save (`save_state` has gathered the state and written no file yet):
+from the loop and Accelerate's own save hook, so the moment is an event of the job, not a guess of
+the test's. Every rank prints the checkpoint it resumed from.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ EPOCHS = 3
 
 def main() -> None:
     parser = job_parser()
+    parser.add_argument("--in-save", action="store_true")
     args = parser.parse_args()
 
     with resilient.Run(checkpoint=[], run_dir=args.run_dir) as run:
@@ -39,6 +43,13 @@ def main() -> None:
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         checkpoints = AcceleratorCheckpoints(accelerator, run)
         step = checkpoints.resume()
+
+        def signal_at(done: int) -> None:
+            if done == args.signal_at_step and run.rank == args.signal_rank:
+                os.kill(os.getpid(), getattr(signal, f"SIG{args.signal}"))
+
+        if args.in_save:
+            accelerator.register_save_state_pre_hook(lambda models, weights, directory: signal_at(step))
         for epoch in range(step // len(loader), EPOCHS):
             loader.set_epoch(epoch)
             skip = step - epoch * len(loader)
@@ -48,13 +59,13 @@ def main() -> None:
                 optimizer.step()
                 optimizer.zero_grad()
                 step += 1
-                if step == args.signal_at_step and run.rank == args.signal_rank:
-                    os.kill(os.getpid(), getattr(signal, f"SIG{args.signal}"))
+                if not args.in_save:
+                    signal_at(step)
                 checkpoints.step(step)
                 if step % 5 == 0:
                     checkpoints.save(step)
+        print(f"rank {run.rank} resumed from {checkpoints.resumed_from}", flush=True)
         if run.rank == 0:
-            print(f"resumed from {checkpoints.resumed_from}", flush=True)
             torch.save(accelerator.unwrap_model(model).state_dict(), args.out)
 
 
