@@ -5,7 +5,10 @@ resume from the same checkpoint, and a listing of a shared filesystem can differ
 for a moment. Every rank verifies (checksums) what it reads as it reads it, and a share of the
 files no rank reads, so a checkpoint is read once, never twice, and a large sharded one is
 verified by all ranks at once; when one rank finds the candidate damaged, every rank moves on to
-the next older one, with a warning that names the bad one. What the loop carries on from is returned as a record (`Resumed`): the loop
+the next older one, with a warning that names the bad one. Sharded state is loaded while the
+checkpoint is chosen, each rank verifying its shard files as DCP reads them (`ShardedResume`):
+damage found then falls back alike, the older checkpoint loading over what was loaded. What the
+loop carries on from is returned as a record (`Resumed`): the loop
 assigns it, rather than this module reaching into the loop.
 
 A job may come back on another number of ranks (a requeue onto fewer or more nodes). Replicated
