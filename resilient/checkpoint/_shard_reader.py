@@ -42,7 +42,7 @@ import xxhash
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 
-from ._errors import CheckpointError
+from ._errors import CheckpointError, CorruptCheckpointError
 from ._files import check_length, open_checkpoint, open_member
 from ._manifest import FileEntry
 from ._read import check_size, corrupt
@@ -75,19 +75,25 @@ class ShardReader(dcp.FileSystemReader):
         with open_checkpoint(self._root) as directory:
             for name in sorted(by_file.keys() | self._verify.keys()):
                 what = f"checkpoint {self._root}: payload file {name}"
-                with open_member(directory, name, what) as (fd, size):
-                    entry = self._verify.get(name)
-                    if entry is not None:
-                        check_size(size, entry, what)
-                    file = _File(fd, size, what, hashed=entry is not None)
-                    try:
-                        if failure is None:
-                            for item in sorted(by_file.get(name, ()), key=lambda item: self._place(item)[1]):
-                                self._read_item(file, item, planner)
-                    except Exception as error:  # bytes another rank verifies may be what is damaged
-                        failure = error
-                    if entry is not None and file.finish() != entry.checksum:
-                        raise corrupt(what)  # the cause of any failure: reported first
+                entry = self._verify.get(name)
+                checksum = None
+                try:
+                    with open_member(directory, name, what) as (fd, size):
+                        if entry is not None:
+                            check_size(size, entry, what)
+                        file = _File(fd, size, what, hashed=entry is not None)
+                        try:
+                            if failure is None:
+                                for item in sorted(by_file.get(name, ()), key=lambda item: self._place(item)[1]):
+                                    self._read_item(file, item, planner)
+                        except Exception as error:  # bytes another rank verifies may be what is damaged
+                            failure = error
+                        if entry is not None:
+                            checksum = file.finish()
+                except CheckpointError as error:  # gone or resized since the sizes were checked: damage too
+                    raise CorruptCheckpointError(str(error)) from None
+                if entry is not None and checksum != entry.checksum:
+                    raise corrupt(what)  # the cause of any failure: reported first
         if failure is not None:
             raise failure
         done: torch.futures.Future[None] = torch.futures.Future()
@@ -182,7 +188,7 @@ class _File:
         while done < len(view):
             got = os.preadv(self.fd, [view[done:]], offset + done)
             if got == 0:  # the file ended early: it shrank since its size was checked, or DCP's metadata lies
-                raise CheckpointError(f"{self.what} ends before byte {offset + len(view)} (it has {self._size})")
+                raise CorruptCheckpointError(f"{self.what} ends before byte {offset + len(view)} (it had {self._size})")
             done += got
 
 

@@ -72,3 +72,16 @@ def test_a_flipped_byte_anywhere_in_a_verified_file_is_named_even_where_nothing_
     (damaged / name).write_bytes(bytes(data))
     with pytest.raises(CorruptCheckpointError, match=f"payload file {name} is corrupt"):
         read_whole_shards(damaged, entries, wanted, weights_only=True, verify=_shard_files(entries))
+
+
+def test_a_verified_file_of_another_size_than_listed_is_damage_not_a_misfit(shards: tuple[Path, dict],
+                                                                            tmp_path: Path) -> None:
+    """A shard file cut short (or grown) since its size was checked is damage, which a resume answers
+    by falling back, not a checkpoint that does not fit the model, which stops the run."""
+    directory, entries = shards
+    damaged = tmp_path / "damaged"
+    shutil.copytree(directory, damaged)
+    [name] = _shard_files(entries)
+    (damaged / name).write_bytes((damaged / name).read_bytes()[:-1])
+    with pytest.raises(CorruptCheckpointError, match=f"payload file {name} has"):
+        read_whole_shards(damaged, entries, ["model"], weights_only=True, verify=_shard_files(entries))
