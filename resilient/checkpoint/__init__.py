@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from ._atomic import link_checkpoint, make_temporary, remove_checkpoint
-from ._errors import CheckpointError, CheckpointWriteError, UntrustedCheckpointError
+from ._errors import CheckpointError, CheckpointWriteError, CorruptCheckpointError, UntrustedCheckpointError
 from ._manifest import (
     CHECKPOINT_SUFFIX,
     FORMAT_VERSION,
@@ -56,6 +56,7 @@ __all__ = [
     "CheckpointKind",
     "CheckpointOrigin",
     "CheckpointWriteError",
+    "CorruptCheckpointError",
     "FileEntry",
     "Manifest",
     "MappedPayloads",

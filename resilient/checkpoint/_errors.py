@@ -15,6 +15,11 @@ class CheckpointError(Exception):
     """A checkpoint is missing, incomplete, corrupt or of an unknown format; str() names the path and why."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file's bytes do not match the checksum its manifest lists: damage, never a
+    sign that the checkpoint does not fit what loads it (a sharded load tells the two apart)."""
+
+
 class UntrustedCheckpointError(CheckpointError):
     """A sound checkpoint that holds arbitrary pickled objects, refused under weights_only loading."""
 

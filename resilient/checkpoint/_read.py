@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ._errors import CheckpointError
+from ._errors import CheckpointError, CorruptCheckpointError
 from ._files import READ_FLAGS, check_extent, check_length, member_size, open_checkpoint, open_member
 from ._hashing import checksum_mapped
 from ._manifest import CHECKPOINT_SUFFIX, MANIFEST_NAME, FileEntry, Manifest, read_manifest, read_manifest_at
@@ -32,8 +32,8 @@ def check_size(size: int, entry: FileEntry, what: str) -> None:
         raise CheckpointError(f"{what} has {size} bytes, the manifest says {entry.size}")
 
 
-def corrupt(what: str) -> CheckpointError:
-    return CheckpointError(f"{what} is corrupt (its checksum does not match)")
+def corrupt(what: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{what} is corrupt (its checksum does not match)")
 
 
 def verify(path: Path, *, full: bool = False) -> Manifest:

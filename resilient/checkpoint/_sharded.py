@@ -41,13 +41,14 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed import ProcessGroup
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
+from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem, SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
 
-from ._errors import CheckpointError, UntrustedCheckpointError
+from ._errors import CheckpointError, CorruptCheckpointError, UntrustedCheckpointError
 from ._manifest import SHARDS_METADATA, FileEntry
 from ._seal import file_entry
+from ._shard_reader import ShardReader
 
 
 class _HashingWriter(dcp.FileSystemWriter):
@@ -115,40 +116,51 @@ def shard_metadata(path: Path, listed: Collection[str], *, weights_only: bool) -
     return metadata
 
 
-def read_shards(state: dict[str, Any], path: Path, metadata: Metadata, *, weights_only: bool) -> None:
+def read_shards(state: dict[str, Any], path: Path, metadata: Metadata, *, weights_only: bool,
+                verify: Mapping[str, FileEntry] | None = None) -> None:
     """Every rank, together: fill `state` (DCP state dicts by name, as this run shards them) in
     place from the sharded checkpoint at `path` (`metadata` from `shard_metadata`), resharding
     as DCP's planner does; under `weights_only`, DCP's pickles are read as safely as
-    `torch.load(weights_only=True)` reads ours."""
-    _load(state, path, metadata, _Planner(weights_only), no_dist=False)
+    `torch.load(weights_only=True)` reads ours.
+
+    The files in `verify` (names and their manifest entries) are hashed as they are read, every
+    byte of them (see `_shard_reader`): a `CorruptCheckpointError` then reaches every rank, after
+    tensors of `state` may have been overwritten.
+    """
+    _load(state, ShardReader(path, metadata, verify or {}), _Planner(weights_only), no_dist=False)
 
 
 def read_whole_shards(path: Path, listed: Collection[str], names: Collection[str], *, weights_only: bool,
-                      device: str | torch.device = "cpu") -> dict[str, Any]:
+                      device: str | torch.device = "cpu", verify: Mapping[str, FileEntry] | None = None
+                      ) -> dict[str, Any]:
     """One process, no process group: the sharded objects `names` of the checkpoint at `path`, each
     a state dict of whole tensors on `device` (as the run's `get_model_state_dict` /
     `get_optimizer_state_dict` gave them, so an optimizer's state is keyed by parameter names).
-    `listed` as for `shard_metadata`.
+    `listed` as for `shard_metadata`; the files in `verify` are hashed as they are read, as by
+    `read_shards` (damage raises `CorruptCheckpointError`, and nothing is returned).
     """
     metadata = shard_metadata(path, listed, weights_only=weights_only)
     planner = _WholePlanner(names, weights_only, device)
     with warnings.catch_warnings():  # no process group is what this reader means, not a mistake to warn of
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        _load({}, path, metadata, planner, no_dist=True)
+        _load({}, ShardReader(path, metadata, verify or {}), planner, no_dist=True)
     whole: dict[str, Any] = {name: {} for name in names}
     for key, value in planner.state_dict.items():
         _put(whole, metadata.planner_data.get(key, (key,)), value)
     return whole
 
 
-def _load(state: dict[str, Any], path: Path, metadata: Metadata, planner: _Planner, *, no_dist: bool) -> None:
+def _load(state: dict[str, Any], reader: ShardReader, planner: _Planner, *, no_dist: bool) -> None:
     try:
-        dcp.load(state, storage_reader=_Reader(path, metadata), planner=planner, no_dist=no_dist)
+        dcp.load(state, storage_reader=reader, planner=planner, no_dist=no_dist)
     except CheckpointException as error:
-        ours = [cause for cause, _ in error.failures.values() if isinstance(cause, CheckpointError)]
-        if ours:  # a refusal of this module's (an untrusted value), as it was raised
+        causes = [cause for cause, _ in error.failures.values()]
+        ours = ([cause for cause in causes if isinstance(cause, CorruptCheckpointError)]  # explains all the others
+                or [cause for cause in causes if isinstance(cause, CheckpointError)])
+        if ours:  # a refusal of this module's (damage, an untrusted value), as it was raised
             raise ours[0] from None
-        raise _failed("reading", path, error) from None
+        raise _failed("reading", reader.checkpoint_id, error) from None
+    planner.load_trusted()
 
 
 def _read_metadata(path: Path, weights_only: bool) -> Metadata:
@@ -199,40 +211,46 @@ def _admitted(module: str, name: str, found: object) -> bool:
     return (module, name) == ("torch.serialization", "_get_layout")  # a layout by its name, as torch pickles it
 
 
-class _Reader(dcp.FileSystemReader):
-    """DCP's file reader, with the metadata this module read (and checked) already."""
-
-    def __init__(self, path: Path, metadata: Metadata) -> None:
-        super().__init__(path)
-        self._metadata = metadata
-
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        if self._metadata.storage_meta is None:
-            self._metadata.storage_meta = StorageMeta()
-        self._metadata.storage_meta.load_id = self.load_id
-        return self._metadata
-
-
 class _Planner(dcp.DefaultLoadPlanner):
-    """DCP's planner, except that under `weights_only` a non-tensor value (DCP stores each as a
-    `torch.save` of it, and reads it back with ``weights_only=False``) must first load with
-    ``weights_only=True``: what passes that holds nothing the unrestricted load could run."""
+    """DCP's planner, except that each non-tensor value (DCP stores each as a `torch.save` of it,
+    and reads it back with ``weights_only=False``) is loaded with ``weights_only=True``: what passes
+    holds nothing an unrestricted load could run, and needs no second load. A value that does not
+    pass is refused under `weights_only`; otherwise (a trusted checkpoint) it is loaded
+    unrestricted by `load_trusted`, once DCP's read has ended on every rank without error, that
+    is once every rank has verified its files: pickles are unpickled unrestricted only if sound."""
 
     def __init__(self, weights_only: bool, **options: bool) -> None:
         super().__init__(**options)
         self._weights_only = weights_only
+        self._trusted: list[tuple[ReadItem, io.BytesIO]] = []
 
     def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
-        if self._weights_only:
-            try:
-                torch.load(value, weights_only=True)
-            except pickle.UnpicklingError:
+        try:
+            loaded = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError:
+            if self._weights_only:
                 raise UntrustedCheckpointError(
                     f"the sharded value {read_item.dest_index.fqn} holds non-tensor objects; loading them requires "
                     "weights_only=False, which can run arbitrary code: use it only for checkpoints you trust"
                 ) from None
             value.seek(0)
-        super().load_bytes(read_item, value)
+            self._trusted.append((read_item, value))
+            return
+        self._set(read_item, loaded)
+
+    def load_trusted(self) -> None:
+        """Load the values that `load_bytes` left for after the read, unrestricted."""
+        for read_item, value in self._trusted:
+            self._set(read_item, torch.load(value, weights_only=False))
+        self._trusted.clear()
+
+    def _set(self, read_item: ReadItem, value: Any) -> None:
+        """Put `value` where DCP's own `load_bytes` puts it (`mappings` and `original_state_dict`
+        are its public attributes: each flattened key's place in the state dict it was given)."""
+        if self.flatten_state_dict:
+            _put(self.original_state_dict, self.mappings[read_item.dest_index.fqn], value)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = value
 
 
 class _WholePlanner(_Planner):

@@ -5,7 +5,10 @@ resume from the same checkpoint, and a listing of a shared filesystem can differ
 for a moment. Every rank verifies (checksums) what it reads as it reads it, and a share of the
 files no rank reads, so a checkpoint is read once, never twice, and a large sharded one is
 verified by all ranks at once; when one rank finds the candidate damaged, every rank moves on to
-the next older one, with a warning that names the bad one. What the loop carries on from is returned as a record (`Resumed`): the loop
+the next older one, with a warning that names the bad one. Sharded state is loaded while the
+checkpoint is chosen, each rank verifying its shard files as DCP reads them (`ShardedResume`):
+damage found then falls back alike, the older checkpoint loading over what was loaded. What the
+loop carries on from is returned as a record (`Resumed`): the loop
 assigns it, rather than this module reaching into the loop.
 
 A job may come back on another number of ranks (a requeue onto fewer or more nodes). Replicated
@@ -26,13 +29,14 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from ..checkpoint import (
     CheckpointError,
     CheckpointKind,
+    CorruptCheckpointError,
     Manifest,
     MappedPayloads,
     UntrustedCheckpointError,
@@ -48,6 +52,9 @@ from ._journal import Journal
 from ._progress import Phase, Progress
 from ._rng import PendingRng, seeded_rng
 from ._state import STATE_FILE, rank_file
+
+if TYPE_CHECKING:
+    from ._sharding import ShardedResume
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,9 @@ def _share(manifest: Manifest, dist: DistInfo) -> list[str]:
     """The files this rank verifies beyond those it loads: every file no rank loads (the shards of a
     sharded state, the files of saved ranks beyond this world size), shared out among the ranks so
     that each byte is hashed once and N ranks verify a large sharded checkpoint N times faster
-    than rank 0 alone. A rank takes the shards it wrote, which its DCP load then reads again from
-    its node's page cache; the rest are dealt out in turn."""
+    than rank 0 alone. A rank takes the shards it wrote, which its DCP load then reads (and, when
+    the resume loads sharded state, verifies as it reads them: `ShardedResume`); the rest are
+    dealt out in turn."""
     loaded = {STATE_FILE} | {rank_file(rank % manifest.world_size) for rank in range(dist.world_size)}
     others = sorted(name for name in manifest.files if name not in loaded)
     writers = {name: shard_writer(name) for name in others}
@@ -83,13 +91,18 @@ def _share(manifest: Manifest, dist: DistInfo) -> list[str]:
     return [name for name in others if writers[name] == dist.rank] + dealt[dist.rank :: dist.world_size]
 
 
-def _try(path: Path, dist: DistInfo, weights_only: bool) -> tuple[Restored | None, Exception | None]:
-    """This rank's part of `path`, read and its share verified; or what is wrong with it."""
+def _try(path: Path, dist: DistInfo, weights_only: bool, *, defer_shards: bool
+         ) -> tuple[Restored | None, list[str], Exception | None]:
+    """This rank's part of `path`, read and its share verified, but for the shard files of its
+    share when `defer_shards` (returned: its sharded load verifies them); or what is wrong with it."""
     try:
         manifest = verify(path)  # sizes only: each file's checksum is checked by the rank that reads it
-        return _read(path, manifest, dist.rank, weights_only, _share(manifest, dist)), None
+        share = _share(manifest, dist)
+        deferred = [name for name in share if defer_shards and shard_writer(name) is not None]
+        checked = [name for name in share if name not in deferred]
+        return _read(path, manifest, dist.rank, weights_only, checked), deferred, None
     except Exception as error:  # every rank must hear of it, or the others would wait for this one
-        return None, error
+        return None, [], error
 
 
 def _portable(error: Exception | None) -> Exception | None:
@@ -117,26 +130,37 @@ def _is_fatal(error: Exception) -> bool:
 
 
 def restore_latest(
-    found: Iterable[tuple[Path, Manifest]], dist: DistInfo, *, weights_only: bool
+    found: Iterable[tuple[Path, Manifest]], dist: DistInfo, *, weights_only: bool, sharded: ShardedResume | None = None
 ) -> Restored | None:
     """The newest valid full checkpoint among rank 0's `found` (newest first), read on every rank.
 
     Rank 0 names each candidate in turn; every rank reads its part and verifies its share of the
     rest (`_share`), and rank 0 hears every rank's verdict: a checkpoint is chosen only when all
     its files are sound, and a damaged one is skipped on every rank, with a warning naming it.
+    With `sharded`, the tracked sharded objects are loaded from the candidate too, each rank
+    verifying its shard files as it reads them: DCP hands a damaged one's error to every rank,
+    which then go on to the next older candidate alike.
     """
     candidates = (path for path, manifest in found if manifest.kind == CheckpointKind.FULL)
     while True:
         path = broadcast_object(str(next(candidates, "")) if dist.rank == 0 else None, dist)
         if not path:
+            if sharded is not None:
+                sharded.check_whole()
             return None
-        restored, error = _try(Path(path), dist, weights_only)
+        restored, deferred, error = _try(Path(path), dist, weights_only, defer_shards=sharded is not None)
         verdicts = gather_to_main(_portable(error), dist)
         worst = broadcast_object(_worst(verdicts) if verdicts is not None else None, dist)
         if worst is None:
             assert restored is not None
-            return restored
-        if _is_fatal(worst):  # sound but unsafe to load (the user must decide), or not the checkpoint's fault
+            if sharded is None:
+                return restored
+            try:
+                sharded.load(restored.path, restored.manifest.files, restored.state.get("sharded", ()), deferred)
+                return restored
+            except CorruptCheckpointError as damage:  # the same on every rank: DCP gathered it
+                worst = damage
+        elif _is_fatal(worst):  # sound but unsafe to load (the user must decide), or not the checkpoint's fault
             raise error if error is not None and _is_fatal(error) else worst
         if dist.rank == 0:
             warnings.warn(f"skipping checkpoint {path}: {worst}; trying the next older one", stacklevel=4)
@@ -152,9 +176,10 @@ class Resumed:
     train_end_saved_epoch: int | None  # the epoch whose batches' end was saved: not to be saved again
 
 
-def resume(dirs: Iterable[Path], dist: DistInfo, journal: Journal, *, enabled: bool, weights_only: bool
-           ) -> Resumed | None:
-    """Tidy `dirs` (rank 0), then, if `enabled`, restore from their newest valid checkpoint.
+def resume(dirs: Iterable[Path], dist: DistInfo, journal: Journal, *, enabled: bool, weights_only: bool,
+           sharded: ShardedResume | None = None) -> Resumed | None:
+    """Tidy `dirs` (rank 0), then, if `enabled`, restore from their newest valid checkpoint, the
+    `sharded` objects included (see `restore_latest`).
 
     Only as many checkpoints are verified as it takes to find it, newest first: the older ones,
     however many, are ordered by their manifest's first line and never verified.
@@ -165,7 +190,8 @@ def resume(dirs: Iterable[Path], dist: DistInfo, journal: Journal, *, enabled: b
             recover_directory(directory)
     if not enabled:
         return None
-    restored = restore_latest(newest_checkpoints(dirs) if dist.rank == 0 else (), dist, weights_only=weights_only)
+    restored = restore_latest(newest_checkpoints(dirs) if dist.rank == 0 else (), dist, weights_only=weights_only,
+                              sharded=sharded)
     if restored is None:
         return None
     loop = restored.state["loop"]

@@ -15,9 +15,12 @@ import sys
 import warnings
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ..checkpoint import FileEntry
 
 
 def _dtensor() -> type | None:
@@ -95,18 +98,26 @@ def sharded_states(tracked: Mapping[str, Any], sharded: frozenset[str],
 
 
 def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], sharded: frozenset[str],
-                    saved: Collection[str], path: Path, listed: Collection[str], *, weights_only: bool) -> None:
+                    saved: Collection[str], path: Path, files: Mapping[str, FileEntry], *, weights_only: bool,
+                    verify: Collection[str] = ()) -> None:
     """Load the sharded ones of `objects` from the checkpoint at `path`, in place, resharded to
     this run's layout (every rank, together); one the checkpoint lacks keeps its fresh state,
     with a warning, like any tracked object. `weights_only` as the run loads its other files;
-    `listed`: the files of the checkpoint's manifest, the only ones DCP may read. The checkpoint
-    was verified when it was chosen, so any other failure here means it does not
-    fit the tracked objects (another model): that is refused, never answered by silently resuming
-    from an older checkpoint, which would not fit either and would throw away the newer one's
-    progress."""
+    `files`: the manifest's, the only ones DCP may read. The shard files named in `verify`
+    (this rank's share) are verified as they are read: damage raises `CorruptCheckpointError` on
+    every rank, after tensors were loaded. Any other failure here means the checkpoint does not
+    fit the tracked objects (another model): that is refused, never answered by silently
+    resuming from an older checkpoint, which would not fit either and would throw away the
+    newer one's progress."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    from ..checkpoint import CheckpointError, UntrustedCheckpointError, read_shards, shard_metadata
+    from ..checkpoint import (
+        CheckpointError,
+        CorruptCheckpointError,
+        UntrustedCheckpointError,
+        read_shards,
+        shard_metadata,
+    )
 
     names = sorted(name for name in objects if name in sharded)
     for name in names:
@@ -114,14 +125,14 @@ def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], shar
             warnings.warn(f"tracked object {name!r} is not in checkpoint {path} as sharded state; "
                           "it keeps its fresh state", stacklevel=3)
     names = [name for name in names if name in saved]
-    if not names:
+    if not names and not verify:
         return
-    metadata = shard_metadata(path, listed, weights_only=weights_only)
+    metadata = shard_metadata(path, files, weights_only=weights_only)
     states = sharded_states(tracked, sharded, only=names)
-    try:
-        read_shards(states, path, metadata, weights_only=weights_only)
-    except UntrustedCheckpointError:
-        raise  # sound, but unsafe to load: the user decides, as for any file of the checkpoint
+    try:  # with no names (nothing of it tracked), still every rank together: the files in `verify` are read
+        read_shards(states, path, metadata, weights_only=weights_only, verify={name: files[name] for name in verify})
+    except (UntrustedCheckpointError, CorruptCheckpointError):
+        raise  # unsafe to load (the user decides), or damaged (the caller falls back)
     except CheckpointError as error:
         raise CheckpointError(
             f"checkpoint {path} passed verification but does not fit the tracked {', '.join(names)} (was it "
@@ -133,3 +144,52 @@ def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], shar
             set_model_state_dict(obj, states[name])
         else:
             set_optimizer_state_dict(_owner(name, tracked, sharded), obj, states[name])
+
+
+class ShardedResume:
+    """The sharded `objects` of the `track` call that resumes, loaded while the checkpoint to resume
+    from is chosen (`loop/_resume.py`), so that each rank verifies its shard files as DCP reads
+    them, reading each byte once, rather than hashing them first and reading them again.
+
+    Damage is then found after tensors were loaded: the objects loaded from a damaged checkpoint
+    must be loaded over, whole, from the older checkpoint the resume falls back to. `load`
+    refuses an older checkpoint that lacks one of them, and `check_whole` a resume that found
+    no older valid checkpoint: training on half-loaded state would go unnoticed, so the run
+    stops, saying which checkpoint to move aside.
+    """
+
+    def __init__(self, objects: Mapping[str, Any], tracked: Mapping[str, Any], sharded: frozenset[str], *,
+                 weights_only: bool) -> None:
+        self._objects, self._tracked, self._sharded = objects, tracked, sharded
+        self._weights_only = weights_only
+        self._overwritten: tuple[Path, frozenset[str]] | None = None  # from a damaged checkpoint: which, and what
+
+    def load(self, path: Path, files: Mapping[str, FileEntry], saved: Collection[str], verify: Collection[str]) -> None:
+        """Load the objects from the checkpoint at `path` (every rank, together), verifying the shard
+        files `verify`; `saved`: the names the checkpoint holds as sharded state."""
+        from ..checkpoint import CorruptCheckpointError
+
+        loading = frozenset(name for name in self._objects if name in self._sharded and name in saved)
+        if self._overwritten is not None and not self._overwritten[1] <= loading:
+            missing = ", ".join(sorted(self._overwritten[1] - loading))
+            raise self._half_loaded(f"the older checkpoint {path} holds no sharded {missing}")
+        try:
+            restore_sharded(self._objects, self._tracked, self._sharded, saved, path, files,
+                            weights_only=self._weights_only, verify=verify)
+        except CorruptCheckpointError:
+            self._overwritten = (path, loading)
+            raise
+        self._overwritten = None
+
+    def check_whole(self) -> None:
+        """Refuse to go on when the objects were last loaded, in part, from a damaged checkpoint."""
+        if self._overwritten is not None:
+            raise self._half_loaded("no older valid checkpoint was found")
+
+    def _half_loaded(self, why: str) -> RuntimeError:
+        assert self._overwritten is not None
+        damaged, names = self._overwritten
+        return RuntimeError(
+            f"the sharded {', '.join(sorted(names))} were loaded in part from checkpoint {damaged} before its damage "
+            f"was found, and {why} to load over them: they are neither fresh nor restored, so the run stops. Move "
+            f"{damaged} aside (or remove it) and start again to begin afresh from the older checkpoints, if any")

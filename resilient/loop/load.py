@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import SHARDS_METADATA, CheckpointKind, load_files, read_manifest
+from ..checkpoint import SHARDS_METADATA, CheckpointKind, load_files, read_manifest, shard_writer
 from ._state import STATE_FILE, rank_file
 
 
@@ -51,9 +51,12 @@ def load_checkpoint(
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < manifest.world_size:
         raise ValueError(f"load_checkpoint(): rank must be an int in [0, {manifest.world_size}), not {rank!r}")
     names = [STATE_FILE] if manifest.kind == CheckpointKind.WEIGHTS else [STATE_FILE, rank_file(rank)]
-    # A sharded state's files are read by DCP, not here: all of them are checked first.
+    # A sharded state's files are read by DCP, not here: all of them are checked, DCP's shard files
+    # as they are read (below), or at the end when none of their objects is wanted.
+    shards = {name: entry for name, entry in manifest.files.items() if shard_writer(name) is not None}
     files = load_files(directory, names, weights_only=weights_only, map_location=map_location,
-                       also_check=manifest.files if SHARDS_METADATA in manifest.files else ())
+                       also_check=[name for name in manifest.files if name not in shards]
+                       if SHARDS_METADATA in manifest.files else ())
     state = files[STATE_FILE]
     result: dict[str, Any] = dict(state["objects"])
     meta: dict[str, Any] = {"step": manifest.step, "epoch": manifest.epoch, "metrics": dict(manifest.metrics),
@@ -72,7 +75,9 @@ def load_checkpoint(
         from ..checkpoint import read_whole_shards  # DCP: seconds to import, for sharded checkpoints only
 
         result.update(read_whole_shards(directory, manifest.files, sharded, weights_only=weights_only,
-                                        device=map_location))
+                                        device=map_location, verify=shards))
+    elif shards:
+        load_files(directory, [], also_check=shards)
     result["resilient"] = meta
     return result
 

@@ -48,7 +48,7 @@ from ._rng import PendingRng, make_epoch_iterator, restore_rng
 from ._saver import Saver
 from ._saving import OnSaveError
 from ._session import Session
-from ._sharding import restore_sharded, sharded_names
+from ._sharding import ShardedResume, restore_sharded, sharded_names
 from ._state import check_new_objects, is_replicated, restore_objects
 from ._workers import prepare_workers
 from .sampler import ResumableSampler
@@ -217,22 +217,25 @@ class Run:
             raise RuntimeError("track() must be called before the training loop starts")
         check_new_objects(objects, self._tracked)
         self._tracked.update(objects)
-        if not self._looked_for_checkpoint:
-            self._looked_for_checkpoint = True
-            self._find_and_restore_run_state()
         sharded = sharded_names(self._tracked)
         if sharded and any(rule.weights_only for rule in self._rules):
             raise ValueError(f"track(): a save_weights_only rule cannot save sharded (FSDP) state "
                              f"({', '.join(sorted(sharded))}): it writes on rank 0 alone, which holds only "
                              "its shards; use full checkpoints")
+        resuming = not self._looked_for_checkpoint
+        if resuming:  # the sharded objects load while the checkpoint is chosen, their files verified as read
+            self._looked_for_checkpoint = True
+            self._find_and_restore_run_state(
+                ShardedResume(objects, self._tracked, sharded, weights_only=self._weights_only) if sharded else None)
         if self._restored is not None:
             state, own = self._restored.state, self._restored.own
             plain = {name: obj for name, obj in objects.items() if name not in sharded}
             self._warn_of_mapped_objects(plain)
             restore_objects(plain, state["objects"], own["objects"], str(self._restored.path),
                             self._restored.pages.release)
-            restore_sharded(objects, self._tracked, sharded, state.get("sharded", ()), self._restored.path,
-                            self._restored.manifest.files, weights_only=self._weights_only)
+            if not resuming:
+                restore_sharded(objects, self._tracked, sharded, state.get("sharded", ()), self._restored.path,
+                                self._restored.manifest.files, weights_only=self._weights_only)
 
     def _warn_of_mapped_objects(self, objects: dict[str, Any]) -> None:
         """On another number of ranks than the checkpoint's, rank r gets saved rank r % N's own
@@ -408,9 +411,9 @@ class Run:
 
     # -- resume and the loop --------------------------------------------------------------
 
-    def _find_and_restore_run_state(self) -> None:
+    def _find_and_restore_run_state(self, sharded: ShardedResume | None) -> None:
         resumed = resume(self.checkpoint_dirs, self._dist, self._journal, enabled=self._resume,
-                         weights_only=self._weights_only)
+                         weights_only=self._weights_only, sharded=sharded)
         if resumed is None:
             return
         self._restored, self._at, self._pending_rng = resumed.restored, resumed.progress, resumed.rng
