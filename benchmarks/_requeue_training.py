@@ -14,12 +14,15 @@ Both carry two instruments that change nothing of what is measured: `Probe` writ
 optimizer step and how each start left `fit` to `probe.jsonl` (rank 0), and `Gate` holds every rank
 at one step of the first start until a signal arrives there, so the preemption lands at a known step
 without sleeps. The gate observes a signal by wrapping, for the time it waits, whatever handler is
-installed then (Lightning's or resilient's) and calling it first, as the signal would have.
+installed then (Lightning's or resilient's) and calling it first, as the signal would have; a
+process still alive `STACKS_AFTER_S` after that signal writes every thread's stack to
+`stacks-<rank>.txt` (faulthandler), which shows where a start that never leaves is stuck.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -42,6 +45,7 @@ PROBE = "probe.jsonl"
 FINAL = "final.pt"  # rank 0's weights once fit has returned
 WATCHED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 GATE_TIMEOUT_S = 300.0  # a gate no signal reaches lets the job go on; the benchmark reports it
+STACKS_AFTER_S = 3.0  # a stopped start leaves well within this (SLURM kills 5 s after a requeue's SIGTERM)
 
 
 class LightningResume(str, Enum):
@@ -112,6 +116,9 @@ class Gate(Callback):
         finally:
             for signum, handler in wrapped.items():
                 signal.signal(signum, handler)
+        if self._signalled:  # the file stays open for the watchdog thread until the process ends
+            stacks = (self.probe_dir / f"stacks-{trainer.global_rank}.txt").open("w")
+            faulthandler.dump_traceback_later(STACKS_AFTER_S, file=stacks)
 
     def _observer(self, handler: Any) -> Any:
         def observe(signum: int, frame: FrameType | None) -> None:

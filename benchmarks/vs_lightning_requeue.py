@@ -37,6 +37,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -53,7 +54,7 @@ import torch
 import yaml
 
 from resilient.checkpoint import verify
-from resilient.slurm import SLURM, JobInfo
+from resilient.slurm import ENDED_STATES, SLURM, JobInfo
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "slurm" / "local-cluster.sh"
@@ -62,8 +63,6 @@ SESSION_LOCK = Path(f"{STATE_DIR}.session.lock")
 NODES = 2  # the local cluster's, one CPU each: one rank per node
 GATE_STEP, EVERY, EPOCHS = 8, 5, 2  # preempted at step 8 of 28 (1 rank) or 14 (2 ranks); checkpoints every 5
 PROBE, FINAL = "probe.jsonl", "final.pt"  # as benchmarks/_requeue_training.py writes them
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL",
-                          "DEADLINE", "OUT_OF_MEMORY"})
 READY_S, STOPPED_S, END_S, STALL_S, LOCK_S = 300.0, 150.0, 420.0, 150.0, 1800.0  # deadlines, not timings
 MAX_RELEASES = 3
 
@@ -275,7 +274,7 @@ class _Case:
         if self.phase == "starting":
             if all((self.probe_dir / f"ready-{rank}").exists() for rank in range(self.ranks)):
                 self._enter("ready")
-            elif job.state in FINAL_STATES:
+            elif job.state in ENDED_STATES:
                 self._finish(f"ended {job.state} before the gate")
             elif waited > READY_S:
                 self._finish("hung before the gate")
@@ -285,7 +284,7 @@ class _Case:
                 if SETUPS[self.scenario].damage:
                     self.damaged = self._damage()
                 self._enter("back")
-            elif job.state in FINAL_STATES:
+            elif job.state in ENDED_STATES:
                 self._finish(f"not requeued: ended {job.state}")
             elif waited > STOPPED_S:
                 self._finish("hung: still running after the grace time")
@@ -299,7 +298,7 @@ class _Case:
                 self.since = time.monotonic()
             elif waited > END_S:
                 self._finish(f"still pending after {self.releases} releases")
-        elif job.state in FINAL_STATES:
+        elif job.state in ENDED_STATES:
             self._finish("completed" if job.state == "COMPLETED" and self._finished() else f"ended {job.state}")
         else:
             size = (self.probe_dir / PROBE).stat().st_size if (self.probe_dir / PROBE).exists() else 0
@@ -321,7 +320,7 @@ class _Case:
 
     def _finish(self, end: str) -> None:
         self.end, self.phase = end, "done"
-        if end != "completed" and _job(self.job_id).state not in FINAL_STATES:
+        if end != "completed" and _job(self.job_id).state not in ENDED_STATES:
             _cancel([self.job_id])
 
     def _finished(self) -> bool:
@@ -356,13 +355,15 @@ class _Case:
         left = {r["start"]: r for r in records if r["event"] == "left"}
         first_left = left.get(0)
         resumed = [r for r in starts if r["start"] > 0]
-        resumed_from = resumed[-1]["ckpt_path"] if resumed else None
+        # A start that failed to load never records one: it tried the file damaged for it.
+        resumed_from = resumed[-1]["ckpt_path"] if resumed else self.damaged if self.came_back else None
         completed = self.end == "completed"
         return {
             "scenario": self.scenario.value, "tool": self.tool.value, "job_id": self.job_id,
             "came_back": self.came_back, "end": self.end, "completed": completed,
             "first_start_left": (f"{first_left['how']} at step {first_left['step']}" if first_left
-                                 else "killed (left fit no way we saw)"),
+                                 else "killed by SLURM, never left fit"),
+            "stuck_in": None if first_left else self._stuck_in(),
             "starts": len(starts), "steps_run": len(steps), "uninterrupted_steps": total,
             "steps_redone": len(steps) - total if completed and total is not None else None,
             "last_step": max(steps, default=0),
@@ -374,6 +375,18 @@ class _Case:
             if completed and reference is not None else None,
             "error": None if completed else self._last_error(),
         }
+
+    def _stuck_in(self) -> dict[str, str]:
+        """Rank -> the innermost frames of its main thread, from the stacks its process wrote while
+        it outlived the signal (benchmarks/_requeue_training.py's Gate)."""
+        stuck = {}
+        for path in sorted(self.probe_dir.glob("stacks-*.txt")):
+            threads = re.split(r"\n(?=(?:Current thread|Thread) 0x)", path.read_text())
+            main = next((thread for thread in threads if "_run_module_as_main" in thread or "submitit" in thread), "")
+            frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', main)[:2]
+            stuck[path.stem.partition("-")[2]] = " < ".join(f"{Path(file).name}:{line} {name}"
+                                                            for file, line, name in frames)
+        return stuck
 
     def _last_error(self) -> str | None:
         """The last line naming an error in the job's output files, if any."""
@@ -453,23 +466,29 @@ def _reference(ranks: int, base: Path, lock_held: bool) -> Path | None:
     return case.probe_dir / FINAL if case.end == "completed" else None
 
 
-def _mark(value: Any) -> str:
-    return {True: "yes", False: "no", None: "n/a"}.get(value, str(value)) if isinstance(value, (bool, type(None))) \
-        else str(value)
+def _mark_step(step: int | None) -> str:
+    return "none: its load failed" if step is None else str(step)
+
+
+def _mark(value: bool | None) -> str:
+    return "n/a" if value is None else "yes" if value else "no"
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = ["| scenario | way | came back by itself | end | first start left by | steps run - uninterrupted "
-             "| resumed from (step, reads back) | final weights = uninterrupted |",
+             "| resumed from | final weights = uninterrupted |",
              "|---|---|---|---|---|---:|---|---|"]
     for each in rows:
         resumed = "n/a" if each["resumed_from"] is None else \
-            f"{Path(each['resumed_from']).name} (step {each['resumed_at_step']}, {each['resumed_from_valid']})"
+            f"{Path(each['resumed_from']).name} (step {_mark_step(each['resumed_at_step'])}, " \
+            f"reads back: {each['resumed_from_valid']})"
         redone = each["steps_redone"] if each["steps_redone"] is not None else \
             f"n/a (stopped at {each['last_step']} of {each['uninterrupted_steps']})"
         end = each["end"] + (f": {each['error']}" if each["error"] else "")
+        left = each["first_start_left"] + "".join(f"; rank {rank} in {where}"
+                                                  for rank, where in (each["stuck_in"] or {}).items())
         lines.append(f"| {each['scenario']} | {TOOL_NAMES[Tool(each['tool'])]} | {_mark(each['came_back'])} | {end} "
-                     f"| {each['first_start_left']} | {redone} | {resumed} "
+                     f"| {left} | {redone} | {resumed} "
                      f"| {_mark(each['final_weights_equal_uninterrupted'])} |")
     return "\n".join(lines)
 
