@@ -23,7 +23,7 @@ def test_the_quick_comparison_runs_and_resilient_loses_no_step(slurm_cluster: Sl
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "vs_lightning_requeue.py"), "--quick", "--lock-held",
          "--dir", str(tmp_path / "jobs"), "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+        cwd=REPO, capture_output=True, text=True, timeout=270, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
     rows = {row["tool"]: row for row in json.loads(out.read_text())["rows"]}
