@@ -71,18 +71,28 @@ def test_killed_at_random_steps_resumes_bitwise(tmp_path: Path, reference: Path)
     assert_bitwise_equal(reference, out)
 
 
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _restart(run_dir: Path, out: Path, code: int) -> list[tuple[str, str]]:
+    """Both ranks started again, each exiting with `code`: their stdout and stderr."""
+    procs = launch(run_dir, out, 2, None, FSDP)
+    outputs = [proc.communicate(timeout=240) for proc in procs]
+    for proc, (_, stderr) in zip(procs, outputs):
+        assert proc.returncode == code, stderr
+    return outputs
+
+
 def test_a_damaged_shard_falls_back_to_the_older_checkpoint_on_every_rank(tmp_path: Path, reference: Path) -> None:
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
     run_to_end(run_dir, out, 2, kill_at=9, extra=(*FSDP, "--sync"))  # step 8's save is committed at the kill
     newest = run_dir / "checkpoints" / "step=8.ckpt"
     shard = next(newest.glob("__1_*.distcp"))
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    shard.write_bytes(bytes(data))
-    procs = launch(run_dir, out, 2, None, FSDP)
-    outputs = [proc.communicate(timeout=240) for proc in procs]
-    for proc, (_, stderr) in zip(procs, outputs):
-        assert proc.returncode == 0, stderr
+    _flip_a_byte(shard)
+    outputs = _restart(run_dir, out, 0)
     assert f"skipping checkpoint {newest}" in outputs[0][1] and shard.name in outputs[0][1]
     assert json.loads(outputs[0][0])["resumed_from"] != str(newest.resolve())
     assert_bitwise_equal(reference, out)
@@ -99,13 +109,9 @@ def test_damage_found_once_shards_were_loaded_and_no_older_valid_checkpoint_stop
     assert len(checkpoints) >= 2
     shards = {shard.stat().st_ino: shard for checkpoint in checkpoints for shard in checkpoint.glob("__1_*.distcp")}
     for shard in shards.values():  # each file once: checkpoints of several rules share files (hard links)
-        data = bytearray(shard.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        shard.write_bytes(bytes(data))
-    procs = launch(run_dir, out, 2, None, FSDP)
-    outputs = [proc.communicate(timeout=240) for proc in procs]
-    for proc, (_, stderr) in zip(procs, outputs):
-        assert proc.returncode == 1, stderr
+        _flip_a_byte(shard)
+    outputs = _restart(run_dir, out, 1)
+    for _, stderr in outputs:
         assert "were loaded in part from checkpoint" in stderr and "no older valid checkpoint was found" in stderr
     for checkpoint in checkpoints:
         assert f"skipping checkpoint {checkpoint}" in outputs[0][1]
