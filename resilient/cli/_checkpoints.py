@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,9 +22,9 @@ from typing import Any
 
 from ._common import EXIT_JOB_FAILED, EXIT_OK, UsageError, size, table
 
-# The directory name transformers' Trainer gives each save (`PREFIX_CHECKPOINT_DIR`, "checkpoint"), written
-# out: importing transformers would cost the command seconds.
-_TRAINER_CHECKPOINT = re.compile(r"^checkpoint-\d+$")
+# The directory name transformers' Trainer gives each save (`PREFIX_CHECKPOINT_DIR`, "checkpoint", then
+# "-N"), written out: importing transformers would cost the command seconds.
+_TRAINER_PREFIX = "checkpoint-"
 _HEADERS = ("CHECKPOINT", "STEP", "EPOCH", "RULE", "METRICS", "SIZE", "CREATED", "VALID")
 
 
@@ -76,7 +75,8 @@ def _walk(directory: Path, suffix: str) -> Iterator[Path]:
     too, for `verify` to say what is wrong with them: a checkpoint folder should hold none.
     """
     def listed(name: str) -> bool:
-        return name.endswith(suffix) or _TRAINER_CHECKPOINT.match(name) is not None
+        step = name.removeprefix(_TRAINER_PREFIX)
+        return name.endswith(suffix) or (step != name and step.isascii() and step.isdigit())
 
     for root, subdirs, files in os.walk(directory):
         for name in sorted(subdirs + files):

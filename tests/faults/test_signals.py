@@ -76,8 +76,8 @@ def test_a_first_sigint_stops_at_the_next_step_boundary_with_a_checkpoint(tmp_pa
 
     restart = Child(job_command(run_dir, report_only=True, **job))
     assert restart.finish() == 0, restart.stderr[-3000:]
-    assert restart.event("resumed") == {"event": "resumed", "checkpoint": next(iter(found.valid)), "step": boundary,
-                                        "problem": None}
+    assert restart.event("resumed") == {"event": "resumed", "run_dir": str(run_dir), "checkpoint": next(iter(found.valid)),
+                                        "step": boundary, "problem": None}
 
 
 def test_a_second_sigint_during_a_long_save_aborts_it_and_leaves_no_checkpoint(tmp_path: Path) -> None:
@@ -96,4 +96,5 @@ def test_a_second_sigint_during_a_long_save_aborts_it_and_leaves_no_checkpoint(t
 
     restart = Child(job_command(run_dir, report_only=True, **job))
     assert restart.finish() == 0, restart.stderr[-3000:]
-    assert restart.event("resumed") == {"event": "resumed", "checkpoint": None, "step": 0, "problem": None}
+    assert restart.event("resumed") == {"event": "resumed", "run_dir": str(run_dir), "checkpoint": None, "step": 0,
+                                        "problem": None}
