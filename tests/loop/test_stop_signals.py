@@ -29,7 +29,7 @@ def _signalled_run(run_dir: Path, out: Path, world_size: int, extra: tuple[str, 
 
 @pytest.mark.parametrize(
     "world_size, signal_name, signal_rank",
-    [(1, "TERM", 0), (1, "USR2", 0), (2, "USR2", 1), (2, "TERM", 0)],
+    [(1, "TERM", 0), (2, "USR2", 1), (2, "TERM", 0)],  # one rank, the warning signal: tests/cli/test_local_jobs.py (bitwise)
 )
 def test_stop_signal_checkpoints_at_one_step_and_resumes_bitwise(
     tmp_path: Path, reference_weights: Callable[..., Path], world_size: int, signal_name: str, signal_rank: int
