@@ -28,10 +28,8 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -111,11 +109,21 @@ def _kill_at_byte(limit: int) -> None:
     os.fdopen = counting_fdopen
 
 
-def _sigint_when_saving(emergency: Path) -> None:
-    while not (emergency.is_dir() and any(".tmp-" in name for name in os.listdir(emergency))):
-        time.sleep(0.001)  # fault timing, not synchronisation: the save is what is being watched
-    print("fault: SIGINT while the emergency checkpoint is being written", file=sys.stderr, flush=True)
-    os.kill(os.getpid(), signal.SIGINT)
+def _sigint_when_saving() -> None:
+    """The second SIGINT, sent from inside the emergency checkpoint's write, as it fsyncs its first
+    file (before anything is committed): a thread watching for the temporary directory could see it
+    only once the write had ended, and then the save might commit first."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if os.fsync is fsync and f"{os.sep}emergency{os.sep}" in path and ".tmp-" in path:
+            os.fsync = real_fsync  # once
+            print("fault: SIGINT while the emergency checkpoint is being written", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+        real_fsync(fd)
+
+    os.fsync = fsync
 
 
 def _rules(kind: str, dirpath: str | None, every: int) -> list[resilient.ModelCheckpoint]:
@@ -173,8 +181,7 @@ def _train(args: argparse.Namespace, run_dir: str) -> None:
     grown = _payload.Grown(args.grow_kib)
     with resilient.Run(checkpoint=_rules(args.rules, args.dirpath, args.every), run_dir=run_dir) as run:
         if args.sigint_in_save:
-            threading.Thread(target=_sigint_when_saving, args=(Path(run_dir) / "checkpoints" / "emergency",),
-                             daemon=True).start()
+            _sigint_when_saving()
         run.track(model=model, grown=grown)
         problem = _payload.model_problem(list(model), args.kib, run.step) or grown.problem
         _say(event="resumed", run_dir=run_dir, checkpoint=run.resumed_from, step=run.step, problem=problem)
