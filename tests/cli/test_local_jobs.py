@@ -238,14 +238,17 @@ def test_a_killed_job_leaves_a_stale_lock_that_does_not_block_the_next_submissio
     assert "lost" in _status(gated.run_dir)
     before = story(gated.run_dir)
     assert _kinds(before) == ["submitted", "started"]
-    last_checkpoint = [event for event in events(gated.run_dir) if event["event"] == "checkpoint"][-1]
+    assert [event for event in events(gated.run_dir) if event["event"] == "checkpoint"]
+    # What to resume from is the newest checkpoint committed before the kill: a background write may
+    # have committed one whose `checkpoint` event the kill cut off (the event follows the commit).
+    newest = max((gated.run_dir / "checkpoints").glob("step=*.ckpt"), key=lambda path: int(path.name[5:-5]))
 
     (gated.gate / "go-10").touch()  # the new job passes step 10 again
     again = cli("submit", gated.job_file, "--follow", "-o", f"run_dir={gated.run_dir}")
     assert again.returncode == 0, again.stderr
     after = story(gated.run_dir)[len(before):]
     assert _kinds(after) == ["submitted", "started", "resumed", "finished"]
-    assert after[2]["checkpoint"] == last_checkpoint["path"] and after[3]["step"] == 48
+    assert after[2]["checkpoint"] == str(newest) and after[3]["step"] == 48
 
 
 def test_fresh_moves_a_completed_run_aside_and_starts_over(tmp_path: Path) -> None:
