@@ -14,9 +14,27 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..loop import Run
+from ..requeue import SetupRefused
 from ..settings import DEFAULT_WARNING_SIGNAL
 
 T = TypeVar("T")
+
+
+class RefusedValueError(SetupRefused, ValueError):
+    """A framework argument resilient cannot honour; the run fails without a requeue."""
+
+
+class RefusedTypeError(SetupRefused, TypeError):
+    """A call resilient makes itself was made with arguments it must choose; no requeue."""
+
+
+class RefusedRuntimeError(SetupRefused, RuntimeError):
+    """The framework is set up in a way that defeats the guarantees; no requeue."""
+
+
+_REFUSED: dict[type[Exception], type[SetupRefused]] = {
+    ValueError: RefusedValueError, TypeError: RefusedTypeError, RuntimeError: RefusedRuntimeError,
+}
 
 
 class RunHolder:
@@ -51,10 +69,12 @@ class RunHolder:
         self.run.__exit__(type(error) if error is not None else None, error,
                           error.__traceback__ if error is not None else None)
 
-    def refuse(self, error: Exception) -> Exception:
-        """`error`, to raise, after ending a run the callback owns with it: a refused setup must not
-        leave the run directory locked and the signals taken (a second try in the same process
-        would be told the directory is in use by itself), nor the run shown as running."""
+    def refuse(self, kind: type[ValueError | TypeError | RuntimeError], message: str) -> SetupRefused:
+        """The error to raise, of `kind` and `SetupRefused` (failed, never requeued), after ending a
+        run the callback owns with it: a refused setup must not leave the run directory locked and
+        the signals taken (a second try in the same process would be told the directory is in use
+        by itself), nor the run shown as running."""
+        error = _REFUSED[kind](message)
         self.end(error)
         return error
 
@@ -63,7 +83,7 @@ class RunHolder:
         if launched is None:
             launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if launched != self.run.world_size:
-            raise self.refuse(RuntimeError(
+            raise self.refuse(RuntimeError, (
                 f"{framework} runs {launched} ranks but resilient set up {self.run.world_size}: start one process "
                 "per rank (torchrun, srun, resilient submit), not all of them from one `python train.py`"))
 

@@ -168,7 +168,7 @@ class Resilient(TrainerCallback):
     def resume_from(self) -> str | None:
         """The newest valid checkpoint, for `trainer.train(resume_from_checkpoint=...)`; None: start fresh."""
         if self._output_dir is None:
-            raise self._holder.refuse(RuntimeError(
+            raise self._holder.refuse(RuntimeError, (
                 "Resilient.resume_from: no Trainer was made with this callback yet; pass it to "
                 "Trainer(callbacks=[...]) first (trainer.add_callback is too late to find the checkpoint to resume from)"))
         return self._resume[0] if self._resume else None
@@ -177,10 +177,10 @@ class Resilient(TrainerCallback):
         """`trainer.train(...)` resumed from the newest valid checkpoint; a run this callback owns ends
         with it: a stop requeues or exits (code 75) by the run's policy, a crash is recorded."""
         if "resume_from_checkpoint" in kwargs:
-            raise self._holder.refuse(TypeError("Resilient.train() resumes from the newest valid checkpoint itself: "
+            raise self._holder.refuse(TypeError, ("Resilient.train() resumes from the newest valid checkpoint itself: "
                                                 "do not pass resume_from_checkpoint"))
         if self not in trainer.callback_handler.callbacks:
-            raise self._holder.refuse(ValueError("Resilient.train(trainer): the trainer was not made with this "
+            raise self._holder.refuse(ValueError, ("Resilient.train(trainer): the trainer was not made with this "
                                                  "callback; make it with Trainer(..., callbacks=[<this callback>])"))
         try:
             result = trainer.train(resume_from_checkpoint=self.resume_from, **kwargs)
@@ -197,11 +197,11 @@ class Resilient(TrainerCallback):
         """The Trainer is made: check what would defeat the guarantees, take rotation over, find what to resume."""
         self._holder.check_open()
         if getattr(args, "enable_jit_checkpoint", False):
-            raise self._holder.refuse(ValueError(
+            raise self._holder.refuse(ValueError, (
                 "TrainingArguments(enable_jit_checkpoint=True) saves from a SIGTERM handler on each rank alone, at no "
                 "agreed step; Resilient checkpoints on SIGTERM itself: leave it False"))
         if args.save_only_model:
-            raise self._holder.refuse(ValueError(
+            raise self._holder.refuse(ValueError, (
                 "TrainingArguments(save_only_model=True) writes no optimizer, scheduler or RNG state: such "
                 "checkpoints cannot resume training; leave it False"))
         self._holder.refuse_foreign_launcher("the Trainer", args.world_size)
@@ -237,7 +237,7 @@ class Resilient(TrainerCallback):
         expected = self._resume[1] if self._resume else 0
         if state.global_step != expected:
             found = f"the newest valid checkpoint is {self._resume[0]}" if self._resume else "there is no valid checkpoint"
-            raise self._holder.refuse(RuntimeError(
+            raise self._holder.refuse(RuntimeError, (
                 f"the Trainer starts at step {state.global_step} but {found}: train with Resilient.train(trainer), "
                 "which resumes from it, or pass trainer.train(resume_from_checkpoint=<the callback>.resume_from)"))
         if self._resume:

@@ -12,9 +12,9 @@ from ._host import (
     SlurmHost,
     detect_host,
 )
-from ._policy import RequeuePolicy
+from ._policy import RequeuePolicy, SetupRefused
 
 __all__ = [
     "EXIT_CTRL_C", "EXIT_STOPPED", "LOCAL_REQUEUE_EXIT", "SIGNAL_DELAY_ENV", "Cause", "Host", "LocalHost", "SlurmHost",
-    "RequeuePolicy", "classify_local", "classify_slurm", "conclude", "detect_host",
+    "RequeuePolicy", "SetupRefused", "classify_local", "classify_slurm", "conclude", "detect_host",
 ]

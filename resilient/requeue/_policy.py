@@ -1,4 +1,4 @@
-"""How often a run may come back: after preemptions and time limits, and after crashes."""
+"""How often a run may come back: after preemptions and time limits, and after crashes, and what never comes back."""
 
 from __future__ import annotations
 
@@ -30,3 +30,12 @@ class RequeuePolicy:
         """May a run that was requeued `done_before` times for this kind of cause come back again?"""
         bound = self.max_crash_requeues if cause == Cause.CRASHED else self.max_requeues
         return bound is None or done_before < bound
+
+
+class SetupRefused(Exception):
+    """Base of the errors with which resilient refuses how a run is set up (a Trainer argument that
+    would defeat its guarantees, ranks started the wrong way).
+
+    Starting the run again cannot help, so it fails at once whatever `max_crash_requeues` allows,
+    instead of spending each requeue in the queue only to be refused again.
+    """

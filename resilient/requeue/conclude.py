@@ -17,7 +17,7 @@ from ..rundir import Event, State, Status, append_event, read_status, update_sta
 from ..slurm import SlurmCommandError
 from ._cause import Cause
 from ._host import EXIT_CTRL_C, EXIT_STOPPED, Host
-from ._policy import RequeuePolicy
+from ._policy import RequeuePolicy, SetupRefused
 
 EXIT_FAILED = 1
 _INFRASTRUCTURE = (Cause.PREEMPTED, Cause.TIME_LIMIT)  # counted together against max_requeues
@@ -127,7 +127,14 @@ def after_abort(run_dir: Path, host: Host, detail: str) -> Outcome:
 
 
 def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException) -> Outcome | None:
-    """An exception ended the training code: requeue if the crash bound allows, else None (fail)."""
+    """An exception ended the training code: requeue if the crash bound allows, else None (fail).
+
+    A refused setup (`SetupRefused`) fails whatever the bound: it would be refused again.
+    """
+    if isinstance(error, SetupRefused):
+        _end(run_dir, host, State.FAILED, f"refused: {error}; not requeued (a new start would be refused again)",
+             exit_code=EXIT_FAILED, cause=Cause.CRASHED)
+        return None
     detail = f"crashed: {type(error).__name__}: {error}"
     if host.can_requeue and policy.max_crash_requeues > 0:
         outcome = _requeue_or_give_up(run_dir, host, policy, Cause.CRASHED, detail)

@@ -21,6 +21,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from resilient import Run
 from resilient.cli import main
 from resilient.integrations.huggingface import AcceleratorCheckpoints, Resilient
+from resilient.requeue import SetupRefused
 from resilient.rundir import State, read_status
 
 _SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
@@ -68,12 +69,15 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def _assert_refused(error: BaseException, run_dir: Path, handlers: dict[int, object], *names: str) -> None:
-    """One line naming each of `names`; the owned run ended as failed, its directory free, the signals given back."""
+    """One line naming each of `names`; the owned run ended as failed (refused: never requeued), its
+    directory free, the signals given back."""
     message = str(error)
     assert "\n" not in message, message
     for name in names:
         assert name in message, message
-    assert read_status(run_dir).state == State.FAILED
+    assert isinstance(error, SetupRefused)
+    status = read_status(run_dir)
+    assert status.state == State.FAILED and status.message.startswith("refused: "), status
     assert {signum: signal.getsignal(signum) for signum in _SIGNALS} == handlers
     with Run(checkpoint=[], run_dir=run_dir):  # the directory's lock was released
         pass

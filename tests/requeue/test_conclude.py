@@ -20,10 +20,11 @@ from resilient.requeue import (
     Cause,
     Host,
     LocalHost,
+    RequeuePolicy,
+    SetupRefused,
     SlurmHost,
     conclude,
 )
-from resilient.requeue._policy import RequeuePolicy
 
 from ._recorded import RecordedScheduler
 
@@ -179,6 +180,17 @@ def test_a_crash_requeues_within_its_own_bound(tmp_path: Path) -> None:
     assert _status(tmp_path)["message"] == ("crashed: ValueError: nan loss; gave up after 1 requeue(s) "
                                             "(max_crash_requeues=1)")
     assert scheduler.requeued == [JOB]
+
+
+def test_a_refused_setup_fails_whatever_the_crash_bound(tmp_path: Path) -> None:
+    """Starting it again would be refused again: no requeue is spent on it."""
+    host, scheduler = _slurm(tmp_path)
+    refusal = type("Refused", (SetupRefused, ValueError), {})("save_only_model=True writes no optimizer")
+    assert conclude.after_crash(tmp_path, host, RequeuePolicy(max_crash_requeues=3), refusal) is None
+    assert _status(tmp_path)["state"] == "failed" and _status(tmp_path)["requeues"] == {}
+    assert _status(tmp_path)["message"] == ("refused: save_only_model=True writes no optimizer; not requeued "
+                                            "(a new start would be refused again)")
+    assert scheduler.requeued == []
 
 
 def test_a_crash_of_a_plain_process_fails_whatever_the_bound(tmp_path: Path) -> None:
