@@ -232,10 +232,13 @@ def _time_left(host: Host, timeout_s: float) -> tuple[float, str | None]:
         end = host.end_time()
     except SlurmCommandError as error:
         return 0.0, f"the job's end time could not be read ({error})"
-    budget = time_left(end, timeout_s, time.time())
-    if budget <= 0:
-        return 0.0, f"the job ends in {end - time.time():.0f} s, less than the {END_MARGIN_S:.0f} s kept for its exit"
-    return budget, None
+    now = time.time()
+    budget = time_left(end, timeout_s, now)
+    if budget > 0:
+        return budget, None
+    assert end is not None  # with no end, the budget is the timeout, which is > 0
+    left = f"ends in {end - now:.0f} s" if end > now else "was due to end already"
+    return 0.0, f"the job {left}; {END_MARGIN_S:.0f} s are kept for the requeue and the exit"
 
 
 def _start(argv: Sequence[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes] | None, str | None]:
