@@ -21,7 +21,7 @@ import yaml
 from tests.requeue._webhook import Webhook
 from tests.rundir._modes import mode
 
-from ._cli import Follower, kill_jobs, story, train_model_file, wait_until
+from ._cli import Follower, cli, kill_jobs, story, train_model_file, wait_until
 
 RECORD = Path(__file__).resolve().parents[1] / "requeue" / "scripts" / "record_notification.py"
 
@@ -98,3 +98,5 @@ def test_jobs_notify_of_requeue_completion_and_failure_and_failing_notifiers_cha
     assert body["state"] == "failed" and body["event"] == "failed"
     (log,) = (tmp_path / "failing" / "submitit").glob("*_0_log.err")
     assert "resilient: warning: notification of failed by webhook failed: " in log.read_text()
+    status = cli("status", tmp_path / "failing")
+    assert status.returncode == 0 and "notification of failed by webhook" in status.stdout, status

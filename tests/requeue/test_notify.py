@@ -24,6 +24,7 @@ from resilient.requeue._policy import RequeuePolicy
 from resilient.rundir import JobRecord, State, write_record
 from resilient.settings import InvalidSetting
 from resilient.slurm import JobInfo
+from resilient.submission import JobOptions
 from tests.cli._cli import wait_until
 
 from ._recorded import RecordedScheduler
@@ -131,6 +132,11 @@ def test_notify_refuses_what_cannot_work(settings: dict[str, Any], says: str) ->
     with pytest.raises(InvalidSetting) as caught:
         Notify(**settings)
     assert says in str(caught.value)
+
+
+def test_only_a_notify_object_is_taken_by_the_job_options() -> None:
+    with pytest.raises(TypeError, match=r"^notify must be a resilient.Notify, not \{'command': 'x'\}"):
+        JobOptions(notify={"command": "x"})  # type: ignore[arg-type]
 
 
 def test_a_command_string_is_split_as_a_shell_would_and_never_run_by_one() -> None:
