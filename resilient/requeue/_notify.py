@@ -156,6 +156,12 @@ class Notify:
         """Notify of `state` if asked to; any failure is a warning and an event, never an exception."""
         if state not in self.on:
             return
+        try:
+            self._send(run_dir, host, state, message, step)
+        except Exception as error:  # the notifier's own trouble (no room left for its event, say) stays its own
+            _warn(state, None, f"{type(error).__name__}: {error}")
+
+    def _send(self, run_dir: Path, host: Host, state: State, message: str, step: int | None) -> None:
         facts = payload(run_dir, host.job_id, state, message, step=step)
         budget, why_none = _time_left(host, self.timeout_s)
         if why_none is not None:
@@ -169,7 +175,7 @@ class Notify:
         if self.webhook is not None:
             webhook = _Post(self.webhook, facts, budget)
         if process is not None:
-            problems[Via.COMMAND] = _finish(process, self.command, deadline)
+            problems[Via.COMMAND] = _finish(process, deadline)
         if webhook is not None:
             problems[Via.WEBHOOK] = webhook.result(deadline)
         for via, problem in problems.items():
@@ -249,19 +255,23 @@ def _start(argv: Sequence[str], env: dict[str, str]) -> tuple[subprocess.Popen[b
         return None, f"{shown(argv[0])} could not start: {error.strerror or error}"
 
 
-def _finish(process: subprocess.Popen[bytes], argv: Sequence[str] | None, deadline: float) -> str | None:
+def _finish(process: subprocess.Popen[bytes], deadline: float) -> str | None:
+    """Wait for the command until the deadline; past it (or interrupted: a second Ctrl-C), kill its group."""
+    program = shown(process.args[0] if isinstance(process.args, list) else process.args)
     try:
         code = process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-        return f"{shown(argv[0] if argv else '?')} was still running at the timeout and was killed"
+        return f"{program} was still running at the timeout and was killed"
+    finally:
+        if process.returncode is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
     if code != 0:
         ended = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
-        return f"{shown(argv[0] if argv else '?')} {ended}"
+        return f"{program} {ended}"
     return None
 
 
@@ -300,9 +310,13 @@ class _Post:
         return self._problem
 
 
-def _failed(run_dir: Path, host: Host, state: State, via: Via | None, problem: str) -> None:
-    line = cut(" ".join(problem.split()))
+def _warn(state: State, via: Via | None, line: str) -> None:
     print(f"resilient: warning: notification of {state}" + (f" by {via}" if via else "") + f" failed: {line}",
           file=sys.stderr, flush=True)
+
+
+def _failed(run_dir: Path, host: Host, state: State, via: Via | None, problem: str) -> None:
+    line = cut(" ".join(problem.split()))
+    _warn(state, via, line)
     append_event(run_dir, Event.NOTIFY_FAILED, job_id=host.job_id, state=state,
                  **({} if via is None else {"via": via}), error=line)

@@ -14,16 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import yaml
 
-from tests.requeue._webhook import Webhook
+from tests.requeue._notifiers import Webhook, process_ended, recorder, records
 from tests.rundir._modes import mode
 
 from ._cli import Follower, cli, kill_jobs, story, train_model_file, wait_until
-
-RECORD = Path(__file__).resolve().parents[1] / "requeue" / "scripts" / "record_notification.py"
 
 
 @pytest.fixture(autouse=True)
@@ -38,25 +35,14 @@ def _job_file(directory: Path, name: str, extra: dict[str, Any], **args: Any) ->
     return path
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _ended(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def test_jobs_notify_of_requeue_completion_and_failure_and_failing_notifiers_change_nothing(tmp_path: Path) -> None:
     told, hung = tmp_path / "told.jsonl", tmp_path / "hung.jsonl"
     with Webhook() as server:
         working = _job_file(tmp_path, "working", {
             "fire_drill": {"preempt_at_step": 6},
-            "notify": {"command": [sys.executable, str(RECORD), str(told)], "webhook": server.url("/ok")}})
+            "notify": {"command": recorder(told), "webhook": server.url("/ok")}})
         failing = _job_file(tmp_path, "failing", {
-            "notify": {"command": [sys.executable, str(RECORD), str(hung), "--hang"], "webhook": server.url("/broken"),
+            "notify": {"command": recorder(hung, "--hang"), "webhook": server.url("/broken"),
                        "timeout": 3}}, fail_at_step=3)
         jobs = [Follower(working, "-o", f"run_dir={tmp_path / 'working'}"),
                 Follower(failing, "-o", f"run_dir={tmp_path / 'failing'}")]
@@ -70,14 +56,14 @@ def test_jobs_notify_of_requeue_completion_and_failure_and_failing_notifiers_cha
     assert completed.returncode == 0, completed.stderr
     assert [event["event"] for event in story(tmp_path / "working")] == [
         "submitted", "started", "fire_drill", "signal", "checkpoint", "requeued", "started", "resumed", "finished"]
-    records = _records(told)
-    assert [(r["RESILIENT_STATE"], r["RESILIENT_EVENT"], r["status_state"], r["last_event"]) for r in records] == [
+    told_of = records(told)
+    assert [(r["RESILIENT_STATE"], r["RESILIENT_EVENT"], r["status_state"], r["last_event"]) for r in told_of] == [
         ("requeued", "requeued", "requeued", "requeued"), ("completed", "finished", "completed", "finished")]
-    assert records[1]["RESILIENT_STATUS_LINE"].startswith("resilient: working (job ")
-    assert records[1]["RESILIENT_STATUS_LINE"].endswith(" completed at step 16")
-    assert records[1]["RESILIENT_RUN_DIR"] == str(tmp_path / "working") and records[1]["RESILIENT_STEP"] == "16"
+    assert told_of[1]["RESILIENT_STATUS_LINE"].startswith("resilient: working (job ")
+    assert told_of[1]["RESILIENT_STATUS_LINE"].endswith(" completed at step 16")
+    assert told_of[1]["RESILIENT_RUN_DIR"] == str(tmp_path / "working") and told_of[1]["RESILIENT_STEP"] == "16"
     bodies = server.bodies("/ok")
-    assert [body["text"] for body in bodies] == [record["RESILIENT_STATUS_LINE"] for record in records]
+    assert [body["text"] for body in bodies] == [record["RESILIENT_STATUS_LINE"] for record in told_of]
     assert [body["state"] for body in bodies] == ["requeued", "completed"]
     assert mode(tmp_path / "working" / "config.yaml") == 0o600  # it holds the webhook URL
 
@@ -90,10 +76,10 @@ def test_jobs_notify_of_requeue_completion_and_failure_and_failing_notifiers_cha
     errors = {event["via"]: event["error"] for event in history[3:]}
     assert errors == {"command": f"{sys.executable!r} was still running at the timeout and was killed",
                       "webhook": f"{server.url('')} answered HTTP 500 Internal Server Error"}
-    (record,) = _records(hung)
+    (record,) = records(hung)
     assert record["RESILIENT_STATE"] == "failed" and "boom at step 3" in record["RESILIENT_MESSAGE"]
     for pid in record["pids"]:
-        wait_until(lambda pid=pid: _ended(pid), f"the end of notifier process {pid}")
+        wait_until(lambda pid=pid: process_ended(pid), f"the end of notifier process {pid}")
     (body,) = server.bodies("/broken")
     assert body["state"] == "failed" and body["event"] == "failed"
     (log,) = (tmp_path / "failing" / "submitit").glob("*_0_log.err")

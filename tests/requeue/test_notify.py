@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from resilient.requeue import NOTIFY_STATES, Cause, Host, LocalHost, Notify, SlurmHost, conclude
@@ -27,24 +26,15 @@ from resilient.slurm import JobInfo
 from resilient.submission import JobOptions
 from tests.cli._cli import wait_until
 
+from ._notifiers import Webhook, process_ended, recorder, records
 from ._recorded import RecordedScheduler
-from ._webhook import Webhook
 
-RECORD = Path(__file__).parent / "scripts" / "record_notification.py"
 JOB = "4711"
 POLICY = RequeuePolicy(max_requeues=None, max_crash_requeues=0)
 
 
 def _events(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _recorder(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(RECORD), str(out), *extra]
 
 
 @dataclass
@@ -152,12 +142,12 @@ def test_a_requeue_is_told_after_its_state_and_event_are_recorded_and_before_sco
     out = tmp_path / "notified.jsonl"
     scheduler = _EndingScheduler("preempted_grace", notified=out)
     with Webhook() as server:
-        notify = Notify(command=_recorder(out), webhook=server.url("/ok"))
+        notify = Notify(command=recorder(out), webhook=server.url("/ok"))
         outcome = conclude.after_interrupt(tmp_path, SlurmHost(job_id=JOB, scheduler=scheduler), POLICY,
                                            Cause.PREEMPTED, "emergency/step=30.ckpt", notify)
     assert (outcome.state, outcome.exit_code) == (State.REQUEUED, 0)
     assert scheduler.requeued == [JOB] and scheduler.notified_before_requeue == [True]
-    (told,) = _records(out)
+    (told,) = records(out)
     assert (told["RESILIENT_STATE"], told["RESILIENT_EVENT"], told["RESILIENT_JOB_ID"]) == ("requeued", "requeued", JOB)
     assert (told["status_state"], told["last_event"]) == ("requeued", "requeued")  # recorded before it ran
     assert told["RESILIENT_STATUS_LINE"] == (f"resilient: {tmp_path.name} (job {JOB}) requeued: preempted: "
@@ -173,7 +163,7 @@ def test_with_no_time_left_before_the_end_the_notification_is_skipped_and_the_re
     out = tmp_path / "notified.jsonl"
     scheduler = _EndingScheduler("preempted_grace", ends_in_s=END_MARGIN_S - 1, notified=out)
     outcome = conclude.after_interrupt(tmp_path, SlurmHost(job_id=JOB, scheduler=scheduler), POLICY, Cause.PREEMPTED,
-                                       "emergency/step=30.ckpt", Notify(command=_recorder(out)))
+                                       "emergency/step=30.ckpt", Notify(command=recorder(out)))
     assert outcome.state == State.REQUEUED and scheduler.requeued == [JOB]
     assert not out.exists()
     requeued, skipped = _events(tmp_path)
@@ -185,14 +175,14 @@ def test_a_hung_command_and_a_silent_webhook_fail_alone_and_the_hung_group_is_ki
     out = tmp_path / "notified.jsonl"
     plain = tmp_path / "plain"
     with Webhook() as server:
-        notify = Notify(command=_recorder(out, "--hang"), webhook=server.url("/silent"), timeout_s=3)
+        notify = Notify(command=recorder(out, "--hang"), webhook=server.url("/silent"), timeout_s=3)
         outcome = conclude.after_crash(tmp_path, LocalHost(job_id=JOB), POLICY, RuntimeError("boom"), notify)
     assert outcome is None and conclude.after_crash(plain, LocalHost(job_id=JOB), POLICY, RuntimeError("boom")) is None
     assert [json.loads((d / "status.json").read_text())["state"] for d in (tmp_path, plain)] == ["failed", "failed"]
-    (told,) = _records(out)
+    (told,) = records(out)
     assert told["RESILIENT_STATE"] == "failed" and told["RESILIENT_MESSAGE"] == "crashed: RuntimeError: boom"
     for pid in told["pids"]:  # the command and the child it started
-        wait_until(lambda pid=pid: _ended(pid), f"the end of notifier process {pid}")
+        wait_until(lambda pid=pid: process_ended(pid), f"the end of notifier process {pid}")
     failed, *problems = _events(tmp_path)
     assert failed["event"] == "failed"
     assert {(problem["event"], problem["via"]) for problem in problems} == {("notify_failed", "command"),
@@ -222,18 +212,11 @@ def test_a_command_that_fails_and_a_webhook_answering_500_leave_the_end_as_it_wa
 
 def test_only_the_states_asked_for_are_told(tmp_path: Path) -> None:
     out = tmp_path / "notified.jsonl"
-    notify = Notify(command=_recorder(out), on=["completed"])
+    notify = Notify(command=recorder(out), on=["completed"])
     conclude.after_crash(tmp_path, LocalHost(job_id=JOB), POLICY, RuntimeError("boom"), notify)
     assert not out.exists()
     conclude.finish(tmp_path, LocalHost(job_id=JOB), None, notify)  # a completed run called again: no news
     assert not out.exists()
     conclude.finish(tmp_path, LocalHost(job_id=JOB), 5, notify)
-    assert [told["RESILIENT_STATE"] for told in _records(out)] == ["completed"]
-
-
-def _ended(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    assert [told["RESILIENT_STATE"] for told in records(out)] == ["completed"]
 

@@ -1,15 +1,40 @@
-"""A real HTTP server on 127.0.0.1 for the webhook tests: it keeps every JSON body posted to it.
+"""What the notification tests share: a real HTTP server for webhooks, and a real command.
 
-`/ok` answers 204, `/broken` 500, `/silent` nothing until the server is closed (a webhook that
-hangs). Used as a context manager, so that a silent request is let go when the test ends.
+The server listens on 127.0.0.1 and keeps every JSON body posted to it: `/ok` answers 204,
+`/broken` 500, `/silent` nothing until the server is closed (a webhook that hangs). Used as a
+context manager, so that a silent request is let go when the test ends. The command is
+`scripts/record_notification.py`, which appends what it was told, one JSON line per call.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import psutil
+
+RECORD = Path(__file__).parent / "scripts" / "record_notification.py"
+
+
+def recorder(out: Path, *extra: str) -> list[str]:
+    """The command that records each notification in `out` (`--hang`: and then never ends)."""
+    return [sys.executable, str(RECORD), str(out), *extra]
+
+
+def records(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+def process_ended(pid: int) -> bool:
+    """Gone, or a zombie nobody has reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 class Webhook:
