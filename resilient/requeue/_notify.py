@@ -7,15 +7,17 @@ is that line, which Slack and Mattermost incoming webhooks show as it is).
 
 When: rank 0 alone, from `conclude`, after the state is in status.json and the end event in
 events.jsonl, so nothing is lost if the notifier hangs or the job is killed meanwhile. Before a
-requeue too, which is why it is bounded by the job's end: on SLURM the requeue is the job's own
-`scontrol requeue`, and SLURM kills every process of the job (its whole cgroup: a child that
-left the session or daemonised goes too) the moment that request succeeds, so a notification
-sent after it would race the kill and mostly lose. It is sent before, and may use at most the
-time left before the job's end (`Host.end_time()`, which a preemption moves to the end of its
-grace time) minus `END_MARGIN_S` for the requeue and the exit; with no time left it is skipped
-and the `notify_failed` event says so. The same order and bound hold on every host (the local
-executor restarts the job after it exits, and a plain process is never killed), so there is one
-rule to know, and a slow notifier never turns a requeue into a kill.
+requeue too, which is why it is bounded by the job's end. Notifying after the requeue request
+was considered and refused: on SLURM the requeue is the job's own `scontrol requeue`, and SLURM
+kills the job's processes the moment that request succeeds (with cgroup process tracking, a
+child that left the session or daemonised goes too), so a notification sent after it would
+race the kill; handing it to the next start would tell of a requeue hours late, after the queue.
+So it is sent before, and may use at most the time left before the job's end (`Host.end_time()`,
+which a preemption moves to the end of its grace time) minus `END_MARGIN_S` for the requeue and
+the exit; with no time left it is skipped and the `notify_failed` event says so. The same order
+and bound hold on every host (the local executor restarts the job after it exits, and a plain
+process is never killed), so there is one rule to know, and a slow notifier never turns a
+requeue into a kill.
 
 Its failure never changes the job: a command that cannot start, exits non-zero or outlives the
 timeout (then its whole process group is killed), a webhook that refuses, answers an error or
@@ -152,17 +154,18 @@ class Notify:
         object.__setattr__(self, "on", notify_states(self.on))
         object.__setattr__(self, "timeout_s", check_notify_timeout(self.timeout_s))
 
-    def send(self, run_dir: Path, host: Host, state: State, message: str, *, step: int | None = None) -> None:
-        """Notify of `state` if asked to; any failure is a warning and an event, never an exception."""
+    def send(self, run_dir: Path, host: Host, state: State, event: Event, message: str, *,
+             step: int | None = None) -> None:
+        """Notify of `state` (recorded as `event`) if asked to; any failure is a warning and an event,
+        never an exception."""
         if state not in self.on:
             return
         try:
-            self._send(run_dir, host, state, message, step)
+            self._send(run_dir, host, state, payload(run_dir, host.job_id, state, event, message, step=step))
         except Exception as error:  # the notifier's own trouble (no room left for its event, say) stays its own
             _warn(state, None, f"{type(error).__name__}: {error}")
 
-    def _send(self, run_dir: Path, host: Host, state: State, message: str, step: int | None) -> None:
-        facts = payload(run_dir, host.job_id, state, message, step=step)
+    def _send(self, run_dir: Path, host: Host, state: State, facts: dict[str, Any]) -> None:
         budget, why_none = _time_left(host, self.timeout_s)
         if why_none is not None:
             _failed(run_dir, host, state, None, f"skipped: {why_none}")
@@ -183,10 +186,9 @@ class Notify:
                 _failed(run_dir, host, state, via, problem)
 
 
-def payload(run_dir: Path, job_id: str | None, state: State, message: str, *, step: int | None = None
-            ) -> dict[str, Any]:
+def payload(run_dir: Path, job_id: str | None, state: State, event: Event, message: str, *,
+            step: int | None = None) -> dict[str, Any]:
     """What a notification says: `text` is the one-line status, the rest the facts behind it."""
-    event = _EVENTS[state]
     name = _run_name(run_dir)
     said = " ".join(message.replace(f"{run_dir}{os.sep}", "").split())
     what = f"{state} at step {step}" if state == State.COMPLETED and step is not None else str(state)
@@ -216,11 +218,6 @@ def time_left(end_time: float | None, timeout_s: float, now: float) -> float:
     if end_time is None:
         return timeout_s
     return min(timeout_s, end_time - END_MARGIN_S - now)
-
-
-# The event that records each state a notification may be about (as in conclude).
-_EVENTS = {State.REQUEUED: Event.REQUEUED, State.GAVE_UP: Event.GAVE_UP, State.FAILED: Event.FAILED,
-           State.COMPLETED: Event.FINISHED, State.CANCELLED: Event.CANCELLED, State.STOPPED: Event.STOPPED}
 
 
 def _run_name(run_dir: Path) -> str:

@@ -48,11 +48,11 @@ _EVENT_OF_STATE = {
 def _record_end(run_dir: Path, host: Host, record: Status, notify: Notify | None, **fields: object) -> None:
     """The event for the state just written, then its notification: before any requeue request,
     which kills the job."""
-    append_event(run_dir, _EVENT_OF_STATE[record.state], job_id=host.job_id, message=record.message,
-                 requeues=dict(record.requeues), **fields)
+    event = _EVENT_OF_STATE[record.state]
+    append_event(run_dir, event, job_id=host.job_id, message=record.message, requeues=dict(record.requeues), **fields)
     if notify is not None:
         step = fields.get("step")
-        notify.send(run_dir, host, record.state, record.message, step=step if isinstance(step, int) else None)
+        notify.send(run_dir, host, record.state, event, record.message, step=step if isinstance(step, int) else None)
 
 
 def begin(run_dir: Path, host: Host, world_size: int) -> Outcome | None:

@@ -20,7 +20,7 @@ import pytest
 from resilient.requeue import NOTIFY_STATES, Cause, Host, LocalHost, Notify, SlurmHost, conclude
 from resilient.requeue._notify import END_MARGIN_S, environment, payload, time_left
 from resilient.requeue._policy import RequeuePolicy
-from resilient.rundir import JobRecord, State, write_record
+from resilient.rundir import Event, JobRecord, State, write_record
 from resilient.settings import InvalidSetting
 from resilient.slurm import JobInfo
 from resilient.submission import JobOptions
@@ -66,8 +66,8 @@ def test_the_payload_and_environment_of_each_state(tmp_path: Path, state: State)
     write_record(run_dir, JobRecord(job_id=JOB, executor="slurm", name="big-run", submitted=1.0, host="h", tasks=2,
                                     warning_signal=12))
     message = "" if state == State.COMPLETED else f"preempted: emergency checkpoint {run_dir}/checkpoints/x.ckpt"
-    facts = payload(run_dir, JOB, state, message, step=70 if state == State.COMPLETED else None)
-    event = "finished" if state == State.COMPLETED else str(state)
+    event = Event.FINISHED if state == State.COMPLETED else Event(str(state))
+    facts = payload(run_dir, JOB, state, event, message, step=70 if state == State.COMPLETED else None)
     assert facts == {"text": facts["text"], "event": event, "state": str(state), "run_dir": str(run_dir),
                      "job_id": JOB, "name": "big-run", "message": message,
                      "step": 70 if state == State.COMPLETED else None}
@@ -84,7 +84,7 @@ def test_the_payload_and_environment_of_each_state(tmp_path: Path, state: State)
 
 def test_a_run_without_a_job_record_is_named_by_its_directory_and_a_long_message_stays_one_line(
         tmp_path: Path) -> None:
-    facts = payload(tmp_path / "plain", None, State.FAILED, "crashed: ValueError: " + "x\n" * 1000)
+    facts = payload(tmp_path / "plain", None, State.FAILED, Event.FAILED, "crashed: ValueError: " + "x\n" * 1000)
     assert facts["text"].startswith("resilient: plain failed: crashed: ValueError: x x x")
     assert "\n" not in facts["text"] and len(facts["text"]) <= 500
     assert environment(facts, base={})["RESILIENT_JOB_ID"] == ""
