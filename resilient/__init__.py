@@ -13,6 +13,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .checkpoint import CheckpointError, CheckpointWriteError
     from .loop import ResumableSampler, Run, load_checkpoint
+    from .requeue import Notify
     from .rules import ModelCheckpoint
     from .rundir import RunDirInUse
     from .submission import JobError, JobHandle, job
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(__name__, {
     ".checkpoint": ("CheckpointError", "CheckpointWriteError"),
     ".loop": ("ResumableSampler", "Run", "load_checkpoint"),
+    ".requeue": ("Notify",),
     ".rules": ("ModelCheckpoint",),
     ".rundir": ("RunDirInUse",),
     ".submission": ("JobError", "JobHandle", "job"),
@@ -31,6 +33,7 @@ __all__ = [
     "JobError",
     "JobHandle",
     "ModelCheckpoint",
+    "Notify",
     "ResumableSampler",
     "Run",
     "RunDirInUse",

@@ -115,6 +115,9 @@ def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
         return f"checkpoint at step {event.get('step')} failed: {event.get('error')}"
     if kind == Event.FINISHED:
         return f"finished at step {event['step']}" if "step" in event else "finished: it had already completed"
+    if kind == Event.NOTIFY_FAILED:
+        via = f" by {event['via']}" if event.get("via") else ""
+        return f"notification of {event.get('state')}{via} failed: {event.get('error')}"
     if kind == Event.CANCEL_REQUESTED:
         return "cancel requested"
     if kind == Event.REQUEUED:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..requeue import NOTIFY_STATES, Notify
 from ..rules import ModelCheckpoint, RuleConflict, check_rule_set, rule_list
 from ..rundir import checkpoints_dir, emergency_dir
 from ..settings import LOCAL_TASKS_PER_CPU, InvalidSetting, check_nodes, run_dir_for
@@ -26,9 +27,10 @@ from ._entrypoint import check_args, import_entrypoint
 from ._errors import ConfigError, Invalid, KeyPath, Origins
 from ._messages import explain
 from ._model import Checkpoint, JobFile
+from ._model import Notify as NotifySection
 from ._overrides import apply_overrides, set_value
 from ._run_dir import check_not_shared, check_run_dir
-from ._values import NAME, to_minutes, to_seconds
+from ._values import NAME, to_minutes, to_notify_seconds, to_seconds
 from ._yaml import parse
 
 # Job files are a few hundred bytes; one this large is a mistake (or an attack on the loader).
@@ -56,6 +58,7 @@ _FIELDS: dict[str, KeyPath] = {
     "max_crash_requeues": ("requeue", "max_crash_requeues"),
     "on_save_error": ("on_save_error",),
     "async_save": ("async_save",),
+    "notify": ("notify",),
 }
 
 
@@ -174,7 +177,17 @@ def _option(model: JobFile, field: str) -> Any:
         return None if value is None else [_rule(index, entry) for index, entry in enumerate(value)]
     if field == "slurm_options":
         return dict(value)
+    if field == "notify":
+        return None if value is None else _notify(value)
     return value
+
+
+def _notify(section: NotifySection) -> Notify:
+    try:
+        return Notify(command=section.command, webhook=section.webhook, on=section.on,
+                      timeout_s=to_notify_seconds(section.timeout))
+    except InvalidSetting as error:  # the one check across keys: a command, a webhook or both
+        raise Invalid(_FIELDS["notify"], error.problem) from None
 
 
 def _rule(index: int, entry: Checkpoint) -> ModelCheckpoint:
@@ -241,6 +254,9 @@ def _as_file_value(field: str, value: Any) -> Any:
         return [_rule_settings(rule) for rule in rules]
     if field == "slurm_options":
         return dict(value)
+    if field == "notify" and value is not None:
+        return {"command": None if value.command is None else list(value.command), "webhook": value.webhook,
+                "on": [str(state) for state in NOTIFY_STATES if state in value.on], "timeout": value.timeout_s}
     return value
 
 

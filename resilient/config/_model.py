@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..loop import OnSaveError
+from ..requeue import DEFAULT_NOTIFY_ON, DEFAULT_NOTIFY_TIMEOUT_S, MAX_NOTIFY_TIMEOUT_S, NOTIFY_STATES
 from ..settings import (
     DEFAULT_WARNING_SIGNAL,
     LOCAL_TASKS_PER_CPU,
@@ -30,11 +31,15 @@ from ._values import (
     Minutes,
     Name,
     Nodes,
+    NotifyCommand,
+    NotifyStates,
+    NotifyTimeout,
     OptionName,
     OptionValue,
     SafeToken,
     Seconds,
     Signal,
+    Webhook,
     count,
 )
 
@@ -141,6 +146,26 @@ class FireDrill(_Section):
         "The training step (>= 1) at which the drill preempts the job; null: no drill."))
 
 
+class Notify(_Section):
+    """Who to tell when a start of the job ends: a command and/or a webhook, called by rank 0 after
+    the state is recorded. Its failure never changes the job (a warning and a notify_failed event)."""
+
+    command: NotifyCommand | None = Field(None, description=(
+        "A program and its arguments, as a list or a string split into words as a shell would "
+        "(no shell runs it: write ['sh', '-c', '...'] for one). It gets RESILIENT_EVENT, "
+        "RESILIENT_STATE, RESILIENT_RUN_DIR, RESILIENT_JOB_ID, RESILIENT_NAME, RESILIENT_MESSAGE, "
+        "RESILIENT_STEP and RESILIENT_STATUS_LINE in its environment."))
+    webhook: Webhook | None = Field(None, description=(
+        "An http:// or https:// URL that gets a JSON POST: text (the one-line status, which Slack and "
+        "Mattermost incoming webhooks show as it is), event, state, run_dir, job_id, name, message, step."))
+    on: NotifyStates = Field([str(state) for state in DEFAULT_NOTIFY_ON], description=(
+        f"The ends to tell of: some of {', '.join(NOTIFY_STATES)}."))
+    timeout: NotifyTimeout = Field(DEFAULT_NOTIFY_TIMEOUT_S, description=(
+        f"Seconds (or a duration such as '30s') the notification may take, at most {MAX_NOTIFY_TIMEOUT_S}; "
+        "a command still running then is killed with its process group. Before a requeue it gets at "
+        "most the time left before the job's end, less 10 s."))
+
+
 class JobFile(_Section):
     """A resilient job: what to run, where, with what, and how it may come back."""
 
@@ -169,6 +194,7 @@ class JobFile(_Section):
         "memory again as the state); false: every save finishes before training goes on."))
     requeue: Requeue = Field(default_factory=Requeue, description=Requeue.__doc__)
     fire_drill: FireDrill | None = Field(None, description=FireDrill.__doc__)
+    notify: Notify | None = Field(None, description=Notify.__doc__)
 
 
 def json_schema() -> dict[str, Any]:

@@ -17,6 +17,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, PlainValidator, WithJsonSchema
 
+from ..requeue import (
+    MAX_NOTIFY_TIMEOUT_S,
+    NOTIFY_STATES,
+    check_notify_timeout,
+    check_webhook,
+    notify_command,
+    notify_states,
+)
 from ..rules import parse_duration
 from ..settings import (
     MAX_NODES,
@@ -127,6 +135,13 @@ def to_seconds(value: Any) -> int:
     return _whole(value, timedelta(seconds=1), "second", "signal_delay", "'2m'")
 
 
+def to_notify_seconds(value: Any) -> float:
+    """`notify.timeout` in seconds: a number is seconds, or a duration such as "30s" or "1m"."""
+    if isinstance(value, str):
+        value = parse_duration(value, name="timeout").total_seconds()
+    return check_notify_timeout(value)
+
+
 def _check_signal(value: Any) -> None:
     signal_number(value, name="signal")
 
@@ -165,3 +180,10 @@ Nodes = _scalar(node_range, {"anyOf": [
 Signal = _scalar(_check_signal, {"anyOf": [{"type": "string"}, {"type": "integer"}]})
 FireDrillStep = Annotated[int, AfterValidator(_reported(check_fire_drill_step)),
                           WithJsonSchema({"type": "integer", "minimum": 1})]
+NotifyCommand = _scalar(notify_command, {"anyOf": [
+    {"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]})
+Webhook = _scalar(check_webhook, {"type": "string", "pattern": "^https?://"})
+NotifyStates = _scalar(notify_states, {"type": "array", "items": {"enum": [str(state) for state in NOTIFY_STATES]},
+                                       "minItems": 1})
+NotifyTimeout = _scalar(to_notify_seconds, {"anyOf": [
+    {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_NOTIFY_TIMEOUT_S}, {"type": "string"}]})

@@ -35,6 +35,8 @@ MAX_VALUES = 10_000  # keys, values and list items, an alias counting as all it 
 MAX_DEPTH = 64  # levels of nesting, through aliases too
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -87,9 +89,23 @@ class _Composer(Composer):
                 "for; a job file this large is refused"), problem_mark=event.start_mark)
 
 
+def _as_key(node: yaml.Node) -> yaml.Node:
+    """A key written `on`, `off`, `yes` or `no` is that word, not the boolean YAML 1.1 reads:
+    no key of a job file is a boolean, and `notify.on` is one of them (as in a CI workflow)."""
+    if (isinstance(node, yaml.ScalarNode) and node.tag == _BOOL_TAG and node.style is None
+            and node.value.lower() not in ("true", "false")):
+        return yaml.ScalarNode(_STR_TAG, node.value, node.start_mark, node.end_mark)
+    return node
+
+
 class _Constructor(SafeConstructor):
     """SafeConstructor, with a scalar Python cannot convert (an integer of 5,000 digits, the
-    date 2024-02-30) reported at its line rather than as a ValueError from deep inside."""
+    date 2024-02-30) reported at its line rather than as a ValueError from deep inside, and
+    keys read by `_as_key`."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        node.value = [(_as_key(key), value) for key, value in node.value]
+        return super().construct_mapping(node, deep)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -198,7 +214,7 @@ def _record(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], source: s
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
                 continue  # complex keys fail at construction; merged keys have no line of their own
-            key = _Constructor().construct_document(key_node)
+            key = _Constructor().construct_document(_as_key(key_node))
             child = (*path, key)
             if child in lines:
                 line = _line(key_node)

@@ -21,7 +21,7 @@ from ..coordination import (
     broadcast_object,
     shutdown,
 )
-from ..requeue import Cause, Host, RequeuePolicy, conclude
+from ..requeue import Cause, Host, Notify, RequeuePolicy, conclude
 from ..rundir import RunDirInUse, RunLock, State, read_status
 from ._boundary import Interrupted
 
@@ -42,7 +42,7 @@ class Session:
     """One start of a run in this process: lock, start and end records, signals, exit code."""
 
     def __init__(self, run_dir: Path, dist: DistInfo, host: Host, signals: SignalRecorder, agreement: StepAgreement,
-                 policy: RequeuePolicy, warning_signal: int) -> None:
+                 policy: RequeuePolicy, warning_signal: int, notify: Notify | None = None) -> None:
         self._run_dir = run_dir
         self._dist = dist
         self._host = host
@@ -50,6 +50,7 @@ class Session:
         self._agreement = agreement
         self._policy = policy
         self._warning_signal = warning_signal
+        self._notify = notify if dist.rank == 0 else None  # rank 0 alone tells of the end
         self._lock = RunLock(run_dir)
         self._closed = False
         self.completed_before = False  # whether the run's previous start had completed it
@@ -115,21 +116,22 @@ class Session:
                 received = error.flags.signals(self._warning_signal)
                 cause = (Cause.CTRL_C if signal.SIGINT in received else
                          self._host.classify(received, self._warning_signal, deadline_hit=error.flags.deadline))
-                outcome = conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
+                outcome = conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint,
+                                                   self._notify)
             return broadcast_object(outcome, self._dist)
         if self._signals.forced or isinstance(error, KeyboardInterrupt):
             # Whatever a second Ctrl-C interrupted (a save turns it into torch's own error), it ends here.
             return conclude.after_abort(self._run_dir, self._host,
                                          f"stopped by Ctrl-C at step {step}, without a checkpoint; run it again "
-                                         "to resume from the last one")
+                                         "to resume from the last one", self._notify)
         if error is None or isinstance(error, SystemExit) and error.code in (None, 0):
             if rank0:
                 idle = self.completed_before and not did_anything  # called again, did nothing
-                conclude.finish(self._run_dir, self._host, None if idle else step)
+                conclude.finish(self._run_dir, self._host, None if idle else step, self._notify)
             return None
         if isinstance(error, SystemExit):
             error = RuntimeError(f"the training code called sys.exit({error.code!r})")
-        outcome = conclude.after_crash(self._run_dir, self._host, self._policy, error)
+        outcome = conclude.after_crash(self._run_dir, self._host, self._policy, error, self._notify)
         if outcome is not None:
             traceback.print_exception(error)
         return outcome

@@ -34,7 +34,7 @@ from ..coordination import (
     gather_to_main,
     init_distributed,
 )
-from ..requeue import RequeuePolicy, detect_host
+from ..requeue import Notify, RequeuePolicy, detect_host
 from ..rules import ModelCheckpoint, check_rule_set, rule_list
 from ..rundir import Event, checkpoints_dir, emergency_dir, tracker_id
 from ..settings import DEFAULT_WARNING_SIGNAL, signal_number
@@ -109,6 +109,9 @@ class Run:
             flight and write synchronously. False: every save finishes before training goes
             on. A rule's own `async_save` overrides this; a state a copy cannot reproduce
             faithfully (sparse or quantized tensors, tensor subclasses) is saved synchronously.
+        notify: a `resilient.Notify` (a command and/or a webhook) that rank 0 calls when a start
+            of the run ends in one of its states (requeued, gave up, failed, completed by
+            default), after the state is recorded; its failure never changes how the run ends.
 
     Ctrl-C stops at the next step boundary with a checkpoint (state `stopped`, exit code 130, no
     requeue); a second Ctrl-C stops at once, without one.
@@ -128,6 +131,7 @@ class Run:
         max_crash_requeues: int = 0,
         on_save_error: str | OnSaveError = "stop",
         async_save: bool = True,
+        notify: Notify | None = None,
     ) -> None:
         self._rules = rule_list(checkpoint)
         self._run_dir = arguments.run_dir_from(run_dir)
@@ -140,6 +144,8 @@ class Run:
         policy = RequeuePolicy(max_requeues, max_crash_requeues)
         on_error = OnSaveError.parse(on_save_error)
         background = arguments.check_flag("async_save", async_save)
+        if notify is not None and not isinstance(notify, Notify):
+            raise TypeError(f"notify must be a resilient.Notify, not {notify!r:.80}")
         for rule in self._rules:
             rule.bind(checkpoints_dir(self._run_dir), clock)
         self._dist: DistInfo = init_distributed(backend)
@@ -162,7 +168,7 @@ class Run:
         self._in_batches = False
         self._batches_done_in_epoch = False
         self._train_end_saved_epoch: int | None = None
-        self._session = Session(self._run_dir, self._dist, host, self._signals, agreement, policy, warning)
+        self._session = Session(self._run_dir, self._dist, host, self._signals, agreement, policy, warning, notify)
         self._session.open()
 
     # -- public surface -------------------------------------------------------------------

@@ -4,7 +4,8 @@ Rank 0 alone calls `begin`, `finish` and `after_interrupt`: the others follow th
 broadcasts. `after_abort` and `after_crash` are called by every rank that ends that way, since
 a rank stopped on the spot or crashed cannot wait for the others; the status file's lock keeps
 each update whole. Each decision is written to the status file before the requeue is requested,
-because SLURM kills the job the moment `scontrol requeue` succeeds.
+because SLURM kills the job the moment `scontrol requeue` succeeds. The notification of an end
+(`Notify`, rank 0's only) follows its event and also comes before that request (`_notify.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..rundir import Event, State, Status, append_event, read_status, update_sta
 from ..slurm import SlurmCommandError
 from ._cause import Cause
 from ._host import EXIT_CTRL_C, EXIT_STOPPED, Host
+from ._notify import Notify
 from ._policy import RequeuePolicy, SetupRefused
 
 EXIT_FAILED = 1
@@ -43,10 +45,14 @@ _EVENT_OF_STATE = {
 }
 
 
-def _record_end(run_dir: Path, host: Host, record: Status, **fields: object) -> None:
-    """The event for the state just written: before any requeue request, which kills the job."""
-    append_event(run_dir, _EVENT_OF_STATE[record.state], job_id=host.job_id, message=record.message,
-                 requeues=dict(record.requeues), **fields)
+def _record_end(run_dir: Path, host: Host, record: Status, notify: Notify | None, **fields: object) -> None:
+    """The event for the state just written, then its notification: before any requeue request,
+    which kills the job."""
+    event = _EVENT_OF_STATE[record.state]
+    append_event(run_dir, event, job_id=host.job_id, message=record.message, requeues=dict(record.requeues), **fields)
+    if notify is not None:
+        step = fields.get("step")
+        notify.send(run_dir, host, record.state, event, record.message, step=step if isinstance(step, int) else None)
 
 
 def begin(run_dir: Path, host: Host, world_size: int) -> Outcome | None:
@@ -68,14 +74,15 @@ def begin(run_dir: Path, host: Host, world_size: int) -> Outcome | None:
     return None
 
 
-def finish(run_dir: Path, host: Host, step: int | None) -> None:
-    """Completed; `step` None when a completed run was called again and did nothing."""
+def finish(run_dir: Path, host: Host, step: int | None, notify: Notify | None = None) -> None:
+    """Completed; `step` None when a completed run was called again and did nothing (no news to notify)."""
     with update_status(run_dir) as record:
         record.state, record.message = State.COMPLETED, ""
-    _record_end(run_dir, host, record, **({} if step is None else {"step": step}))
+    _record_end(run_dir, host, record, None if step is None else notify, **({} if step is None else {"step": step}))
 
 
-def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, detail: str) -> Outcome:
+def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, detail: str,
+                        notify: Notify | None) -> Outcome:
     with update_status(run_dir) as record:
         done = record.count(cause) if cause == Cause.CRASHED else record.count(*_INFRASTRUCTURE)
         allowed = policy.allows(cause, done)
@@ -87,7 +94,7 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
             record.state = State.FAILED if cause == Cause.CRASHED else State.GAVE_UP
             record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
         outcome = Outcome(EXIT_FAILED, record.state, record.message)
-    _record_end(run_dir, host, record, cause=cause)
+    _record_end(run_dir, host, record, notify, cause=cause)
     if not allowed:
         return outcome
     try:
@@ -95,53 +102,56 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
     except SlurmCommandError as error:
         with update_status(run_dir) as record:
             record.state, record.message = State.FAILED, f"{detail}; {error}"
-        _record_end(run_dir, host, record, cause=cause)
+        _record_end(run_dir, host, record, notify, cause=cause)
         return Outcome(EXIT_FAILED, State.FAILED, record.message)
 
 
-def _end(run_dir: Path, host: Host, state: State, detail: str, *, exit_code: int, cause: Cause) -> Outcome:
+def _end(run_dir: Path, host: Host, state: State, detail: str, *, exit_code: int, cause: Cause,
+         notify: Notify | None) -> Outcome:
     with update_status(run_dir) as record:
         record.state, record.message = state, detail
-    _record_end(run_dir, host, record, cause=cause)
+    _record_end(run_dir, host, record, notify, cause=cause)
     return Outcome(exit_code, state, detail)
 
 
-def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, checkpoint: str) -> Outcome:
+def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, checkpoint: str,
+                    notify: Notify | None = None) -> Outcome:
     """The emergency checkpoint is committed; stop for good, or come back."""
     if read_status(run_dir).cancel_requested:
         cause = Cause.CANCELLED  # `resilient cancel` of a local job: its SIGTERM alone reads as a preemption
     detail = f"{cause}: emergency checkpoint {checkpoint}"
     if cause == Cause.CTRL_C:
         return _end(run_dir, host, State.STOPPED, f"{detail}; run it again to resume", exit_code=EXIT_CTRL_C,
-                    cause=cause)
+                    cause=cause, notify=notify)
     if cause == Cause.CANCELLED:
-        return _end(run_dir, host, State.CANCELLED, detail, exit_code=0, cause=cause)
+        return _end(run_dir, host, State.CANCELLED, detail, exit_code=0, cause=cause, notify=notify)
     if not host.can_requeue:
-        return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause)
-    return _requeue_or_give_up(run_dir, host, policy, cause, detail)
+        return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause, notify=notify)
+    return _requeue_or_give_up(run_dir, host, policy, cause, detail, notify)
 
 
-def after_abort(run_dir: Path, host: Host, detail: str) -> Outcome:
+def after_abort(run_dir: Path, host: Host, detail: str, notify: Notify | None = None) -> Outcome:
     """A second Ctrl-C ended the run on the spot, without a checkpoint: stopped, never requeued."""
-    return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=Cause.CTRL_C)
+    return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=Cause.CTRL_C, notify=notify)
 
 
-def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException) -> Outcome | None:
+def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException,
+                notify: Notify | None = None) -> Outcome | None:
     """An exception ended the training code: requeue if the crash bound allows, else None (fail).
 
     A refused setup (`SetupRefused`) fails whatever the bound: it would be refused again.
     """
     if isinstance(error, SetupRefused):
         _end(run_dir, host, State.FAILED, f"refused: {error}; not requeued (a new start would be refused again)",
-             exit_code=EXIT_FAILED, cause=Cause.CRASHED)
+             exit_code=EXIT_FAILED, cause=Cause.CRASHED, notify=notify)
         return None
     detail = f"crashed: {type(error).__name__}: {error}"
     if host.can_requeue and policy.max_crash_requeues > 0:
-        outcome = _requeue_or_give_up(run_dir, host, policy, Cause.CRASHED, detail)
+        outcome = _requeue_or_give_up(run_dir, host, policy, Cause.CRASHED, detail, notify)
         if outcome.state == State.REQUEUED:
             return outcome
         return None
-    _end(run_dir, host, State.FAILED, detail, exit_code=EXIT_FAILED, cause=Cause.CRASHED)
+    _end(run_dir, host, State.FAILED, detail, exit_code=EXIT_FAILED, cause=Cause.CRASHED, notify=notify)
     return None
 
 

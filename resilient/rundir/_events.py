@@ -42,6 +42,7 @@ class Event(Vocabulary):
     CANCELLED = "cancelled"
     STOPPED = "stopped"
     CANCEL_REQUESTED = "cancel_requested"
+    NOTIFY_FAILED = "notify_failed"  # a notification of an end (job.yaml `notify`) failed or was skipped
 
 
 def append_event(run_dir: Path, event: Event, **fields: Any) -> None:

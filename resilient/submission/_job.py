@@ -75,7 +75,8 @@ def job(function: Callable[..., R] | None = None, /, **options: Any) -> Job[R] |
     `qos`, `warning_signal` ("USR2") and `signal_delay_s` (120), `slurm_options` (extra sbatch
     options); requeue policy `max_requeues` (None: no bound) and `max_crash_requeues` (0);
     `on_save_error` ("stop" default, or "continue"), what a failed periodic save does;
-    `async_save` (True), whether checkpoints are written in the background.
+    `async_save` (True), whether checkpoints are written in the background; `notify`, a
+    `resilient.Notify` told when a start of the job ends (requeued, gave up, failed, completed).
     """
     unknown = sorted(set(options) - set(JobOptions.__dataclass_fields__))
     if unknown:

@@ -25,6 +25,7 @@ from ..checkpoint import find_checkpoints, is_checkpoint_entry
 from ..rules import ModelCheckpoint, rule_list
 from ..rundir import (
     CONFIG_FILE,
+    FILE_MODE,
     LOCK_FILE,
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
@@ -206,8 +207,10 @@ def launch(
                 lock.acquire(job_id=None, wait=False)
             executor = make_executor(options, _private_folder(run_dir), name)
             job = _submit(executor, JobMain(function, options, run_dir, args, dict(kwargs or {}), fire_drill_step))
-        if config is not None:
-            write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+        if config is not None:  # private when it holds a webhook URL, which is often a secret (Slack's is)
+            secret = options.notify is not None and options.notify.webhook is not None
+            write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False),
+                             PRIVATE_FILE_MODE if secret else FILE_MODE)
         record = JobRecord(
             job_id=str(job.job_id), executor=options.executor, name=name, submitted=time.time(),
             host=socket.gethostname(), tasks=options.max_tasks,

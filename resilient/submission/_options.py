@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..loop import OnSaveError
-from ..requeue import RequeuePolicy
+from ..requeue import Notify, RequeuePolicy
 from ..rules import ModelCheckpoint
 from ..settings import (
     DEFAULT_WARNING_SIGNAL,
@@ -53,6 +53,7 @@ class JobOptions:
     max_crash_requeues: int = 0
     on_save_error: str = "stop"
     async_save: bool = True
+    notify: Notify | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -78,6 +79,8 @@ class JobOptions:
         OnSaveError.parse(self.on_save_error)
         if not isinstance(self.async_save, bool):
             raise TypeError(f"async_save must be True or False, not {self.async_save!r:.40}")
+        if self.notify is not None and not isinstance(self.notify, Notify):
+            raise TypeError(f"notify must be a resilient.Notify, not {self.notify!r:.80}")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise TypeError(f"run_dir must be a path, not {self.run_dir!r}")
 
@@ -100,4 +103,5 @@ class JobOptions:
             "max_crash_requeues": self.max_crash_requeues,
             "on_save_error": self.on_save_error,
             "async_save": self.async_save,
+            "notify": self.notify,
         }

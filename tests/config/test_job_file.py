@@ -14,6 +14,7 @@ import yaml
 from resilient.config import ConfigError, JobSpec, json_schema, load_job_file
 from resilient.config._load import _FIELDS
 from resilient.config._model import Checkpoint
+from resilient.requeue import Notify
 from resilient.rules import ModelCheckpoint
 from resilient.submission import JobOptions
 from tests.config.fixtures import decorated, plain
@@ -173,6 +174,8 @@ checkpoint: {every_n_epochs: 3}
 @pytest.mark.parametrize("source", [
     PLAIN + "args: {lr: 0.5}\nresources: {time: 1h30m}\ncheckpoint: [{every_n_train_steps: 4, dirpath: ck}]\n",
     "entrypoint: tests.config.fixtures.decorated:train\n",
+    PLAIN + "notify: {command: notify-send done, webhook: 'https://example.org/h', on: [failed], timeout: 1m}\n",
+    "entrypoint: tests.config.fixtures.decorated:notified\n",
 ])
 def test_resolved_round_trips_through_yaml(in_tmp: Path, source: str, monkeypatch: pytest.MonkeyPatch) -> None:
     first = load(in_tmp, source)
@@ -326,3 +329,33 @@ def test_async_save_reaches_the_run_and_each_rule(in_tmp: Path) -> None:
     assert load(in_tmp, PLAIN, "async_save=false").options.async_save is False
     with pytest.raises(ConfigError, match="async_save"):
         load(in_tmp, PLAIN + "async_save: sometimes\n")
+
+
+def test_notify_reaches_the_run_with_on_as_a_key_not_a_boolean(in_tmp: Path) -> None:
+    """YAML 1.1 reads a bare `on` as true; as a key of a job file it is the word."""
+    spec = load(in_tmp, PLAIN + """\
+notify:
+  command: notify-send "training done"
+  webhook: https://hooks.slack.com/services/T0/B0/secret
+  on: [requeued, gave_up]
+  timeout: 30s
+""")
+    expected = Notify(command=("notify-send", "training done"), webhook="https://hooks.slack.com/services/T0/B0/secret",
+                      on=["requeued", "gave_up"], timeout_s=30)
+    assert spec.options.notify == expected and spec.options.run_arguments(in_tmp)["notify"] == expected
+    assert spec.resolved["notify"] == {"command": 'notify-send "training done"',
+                                       "webhook": "https://hooks.slack.com/services/T0/B0/secret",
+                                       "on": ["requeued", "gave_up"], "timeout": "30s"}
+    defaults = load(in_tmp, PLAIN + "notify: {webhook: 'http://chat.example.org/hook'}\n").options.notify
+    assert defaults == Notify(webhook="http://chat.example.org/hook")
+    assert defaults.on == {"requeued", "gave_up", "failed", "completed"} and defaults.timeout_s == 10
+    assert load(in_tmp, PLAIN).options.notify is None
+
+
+def test_the_file_notify_wins_over_the_decorator(in_tmp: Path) -> None:
+    decorated_only = load(in_tmp, "entrypoint: tests.config.fixtures.decorated:notified\n")
+    assert decorated_only.options.notify is decorated.notified.options.notify
+    assert decorated_only.resolved["notify"] == {"command": ["notify-send", "run done"], "webhook": None,
+                                                 "on": ["failed", "completed"], "timeout": 2.5}
+    spec = load(in_tmp, "entrypoint: tests.config.fixtures.decorated:notified\nnotify: {command: [mail, me]}\n")
+    assert spec.options.notify == Notify(command=["mail", "me"])

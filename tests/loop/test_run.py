@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import resilient
 from resilient import ModelCheckpoint, ResumableSampler, Run
+from tests.requeue._notifiers import recorder, records
 
 
 class Crash(Exception):
@@ -309,3 +310,16 @@ def test_a_checkpoint_of_another_model_is_refused_not_replaced_by_an_older_one(t
     assert listing() == before
     run, _ = _train(run_dir, [ModelCheckpoint(every_n_train_steps=4, save_top_k=-1)])
     assert run.resumed_from == str((run_dir / "checkpoints" / "epoch=0-step=8.ckpt").resolve())
+
+
+def test_a_run_tells_its_notifier_how_it_ended(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"^notify must be a resilient.Notify, not \{'command': 'x'\}"):
+        Run(run_dir=tmp_path, notify={"command": "x"})  # type: ignore[arg-type]
+    told = tmp_path / "told.jsonl"
+    with Run(checkpoint=[], run_dir=tmp_path / "run", notify=resilient.Notify(command=recorder(told))) as run:
+        for _ in run.epochs(1):
+            for _ in run.batches([0, 1, 2]):
+                pass
+    (record,) = records(told)
+    assert (record["RESILIENT_STATE"], record["RESILIENT_STEP"], record["RESILIENT_JOB_ID"]) == ("completed", "3", "")
+    assert record["RESILIENT_STATUS_LINE"] == "resilient: run completed at step 3"
