@@ -22,7 +22,7 @@ from ..coordination import (
     shutdown,
 )
 from ..requeue import Cause, Host, RequeuePolicy, conclude
-from ..rundir import RunDirInUse, RunLock, State, read_status
+from ..rundir import Heartbeat, RunDirInUse, RunLock, State, read_heartbeat, read_status
 from ._boundary import Interrupted
 
 
@@ -52,6 +52,7 @@ class Session:
         self._warning_signal = warning_signal
         self._lock = RunLock(run_dir)
         self._closed = False
+        self.heartbeat: Heartbeat | None = None  # rank 0's, once the start is recorded
         self.completed_before = False  # whether the run's previous start had completed it
 
     def open(self) -> None:
@@ -77,7 +78,13 @@ class Session:
         except RunDirInUse as error:
             return error, False
         completed = read_status(self._run_dir).state == State.COMPLETED
-        return conclude.begin(self._run_dir, self._host, self._dist.world_size), completed
+        refusal = conclude.begin(self._run_dir, self._host, self._dist.world_size, read_heartbeat(self._run_dir))
+        if refusal is None:
+            try:
+                self.heartbeat = Heartbeat(self._run_dir)  # read above, for the start before: now this one's
+            except OSError:  # noqa: S110 - a record, as events are: the start goes on without it
+                pass
+        return refusal, completed
 
     def close(self, *, together: bool = True) -> None:
         """Give the signals back and leave the process group if this run created it.
@@ -91,6 +98,8 @@ class Session:
                 self._agreement.close()
             shutdown(self._dist, together=together)
             self._lock.release()
+            if self.heartbeat is not None:
+                self.heartbeat.close()
 
     def end(self, error: BaseException | None, *, step: int, did_anything: bool) -> None:
         """Record how the run ended and close; after an interruption or a crash, requeue or exit as the policy says.
@@ -115,13 +124,14 @@ class Session:
                 received = error.flags.signals(self._warning_signal)
                 cause = (Cause.CTRL_C if signal.SIGINT in received else
                          self._host.classify(received, self._warning_signal, deadline_hit=error.flags.deadline))
-                outcome = conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint)
+                outcome = conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint,
+                                                   step=step)
             return broadcast_object(outcome, self._dist)
         if self._signals.forced or isinstance(error, KeyboardInterrupt):
             # Whatever a second Ctrl-C interrupted (a save turns it into torch's own error), it ends here.
             return conclude.after_abort(self._run_dir, self._host,
                                          f"stopped by Ctrl-C at step {step}, without a checkpoint; run it again "
-                                         "to resume from the last one")
+                                         "to resume from the last one", step=step)
         if error is None or isinstance(error, SystemExit) and error.code in (None, 0):
             if rank0:
                 idle = self.completed_before and not did_anything  # called again, did nothing
@@ -129,7 +139,7 @@ class Session:
             return None
         if isinstance(error, SystemExit):
             error = RuntimeError(f"the training code called sys.exit({error.code!r})")
-        outcome = conclude.after_crash(self._run_dir, self._host, self._policy, error)
+        outcome = conclude.after_crash(self._run_dir, self._host, self._policy, error, step=step)
         if outcome is not None:
             traceback.print_exception(error)
         return outcome
