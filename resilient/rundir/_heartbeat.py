@@ -26,6 +26,8 @@ from ._modes import FILE_MODE, make_dirs
 
 _SIZE = 16  # two float64: the step (exact up to 2**53) and its wall-clock time
 _NO_STEP = -1.0
+_EXACT = 2.0**53  # the steps a float64 holds exactly
+_LATEST = 1e11  # seconds since 1970: the year 5138, past which a time is not one a clock gave
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def read_heartbeat(run_dir: Path) -> Beat | None:
     if len(data) != _SIZE:
         return None
     step, moment = memoryview(data).cast("d")
-    if not (step == _NO_STEP or step >= 0 and step.is_integer()) or not moment > 0:
+    if not (step == _NO_STEP or 0 <= step <= _EXACT and step.is_integer()) or not 0 < moment < _LATEST:
         return None
     return Beat(None if step == _NO_STEP else int(step), moment)
 

@@ -278,7 +278,7 @@ def test_status_rows_fit_120_columns(tmp_path: Path) -> None:
     header, row = result.stdout.splitlines()[:2]
     assert len(header) < 120 and len(row) < 120, result.stdout
     assert row.startswith("...") and "-to-read  " in row and row.endswith("..."), row  # the run's name is kept
-    assert "failed: crashed: R" in row and "step 12 xxx" in row, row
+    assert "failed: crash" in row and "step 12 xxx" in row, row
 
 
 def test_status_names_paths_in_the_run_from_the_run(tmp_path: Path) -> None:
@@ -287,7 +287,7 @@ def test_status_names_paths_in_the_run_from_the_run(tmp_path: Path) -> None:
     result = cli("status", run_dir, cwd=tmp_path, env=ELSEWHERE)
     assert result.returncode == 0, result.stderr
     row = result.stdout.splitlines()[1]
-    assert "cancelled: emergency checkpoint checkpoints/" in row and str(tmp_path) not in row, row
+    assert "cancelled: emergency checkpoint checkpoi" in row and str(tmp_path) not in row, row
 
 
 def test_status_of_a_run_shows_the_world_size_of_each_start(tmp_path: Path) -> None:
