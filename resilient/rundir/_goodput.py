@@ -319,12 +319,13 @@ def _paint(intervals: Iterable[tuple[Part, float, float]], began: float, ended: 
 
 def _lanes(segments: list[Segment], starts: list[_Start], pending: float | None, began: float,
            ended: float) -> tuple[Lane, ...]:
-    """The segments cut into one lane per start: each from the end of the one before (its queue,
-    and any time nothing accounts for) to its own end; a submission not started yet gets the rest."""
-    bounds = [start.ended if start.ended is not None else ended for start in starts]
-    if pending is not None or not starts:
-        bounds.append(ended)
-    bounds[-1] = ended
+    """The segments cut into one lane per start, each from its queue (or its start) to the next one's,
+    so that what follows a start that died (until the run was submitted again) is in its lane; a
+    submission not started yet gets a lane of its own."""
+    opens = [start.queued_from if start.queued_from is not None else start.began for start in starts]
+    if pending is not None:
+        opens.append(pending)
+    bounds = [*opens[1:], ended]
     lanes = []
     low = began
     for number, high in enumerate(bounds):
