@@ -115,6 +115,8 @@ def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
         return f"checkpoint at step {event.get('step')} failed: {event.get('error')}"
     if kind == Event.FINISHED:
         return f"finished at step {event['step']}" if "step" in event else "finished: it had already completed"
+    if kind == Event.FIRST_STEP:
+        return f"first step done: step {event.get('step')}"
     if kind == Event.CANCEL_REQUESTED:
         return "cancel requested"
     if kind == Event.REQUEUED:

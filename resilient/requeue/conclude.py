@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import Beat, Event, State, Status, append_event, event_time, read_status, update_status
+from ..rundir import Beat, Event, State, Status, append_event, read_status, update_status
 from ..slurm import SlurmCommandError
 from ._cause import Cause
 from ._host import EXIT_CTRL_C, EXIT_STOPPED, Host
@@ -56,12 +56,12 @@ def begin(run_dir: Path, host: Host, world_size: int, previous: Beat | None = No
 
     Each start's world size is kept: a job with a node range comes back on whatever nodes it gets.
     A previous start still `running` never recorded its end (a SIGKILL): `previous`, what its
-    heartbeat said, is recorded for it as a `lost` event (its last step and when).
+    heartbeat said, is recorded for it as a `lost` event (the step it got to).
     """
     with update_status(run_dir) as record:
         if record.state == State.RUNNING and previous is not None:
             fields = {} if previous.step is None else {"step": previous.step}
-            append_event(run_dir, Event.LOST, job_id=record.job_id, last_step_at=event_time(previous.time), **fields,
+            append_event(run_dir, Event.LOST, job_id=record.job_id, **fields,
                          message="the previous start ended without recording how (killed?)"
                                  + ("" if previous.step is None else f" after step {previous.step}"))
         if host.job_id is None or record.job_id != host.job_id:

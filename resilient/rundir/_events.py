@@ -43,7 +43,7 @@ class Event(Vocabulary):
     STOPPED = "stopped"
     CANCEL_REQUESTED = "cancel_requested"
     FIRST_STEP = "first_step"  # a start's first step is done: what came before it was restoring
-    LOST = "lost"  # the previous start ended without recording how (a SIGKILL): what its heartbeat said
+    LOST = "lost"  # the previous start ended without recording how (a SIGKILL): the step its heartbeat held
 
 
 def event_time(moment: float | None = None) -> str:
@@ -73,10 +73,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "epoch": (int,), "restarts": (int,), "path": (str,), "checkpoint": (str,), "bytes": (int,),
     "seconds": (int, float, type(None)), "reasons": (list,), "cause": (str,), "requeues": (dict,), "message": (str,),
     "error": (str,), "world_size": (int,), "stall_seconds": (int, float), "stalled_at": (str,),
-    "last_step_at": (str,),
 }
 # The fields that are times, as `event_time` writes them.
-_TIME_FIELDS = ("time", "stalled_at", "last_step_at")
+_TIME_FIELDS = ("time", "stalled_at")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ agreed, the end, the last heartbeat, or now), checkpointing (each checkpoint's s
 (the `signal` event, where the ranks agreed to stop, to the end event: the emergency checkpoint
 and the end's record; what follows, the exit and the requeue, is the next start's queue), and
 redone (training after the moment the checkpoint the next start resumed from was taken, which a
-kill or a crash threw away). Where intervals overlap, the later part of that list wins (a stall
+kill or a crash threw away). A start killed without a word ends where its pace says its last
+step (the heartbeat's) was done: the heartbeat keeps steps, not times. Where intervals overlap, the later part of that list wins (a stall
 inside redone training is checkpointing; the emergency checkpoint is stopping); an instant no
 interval covers is `other` (after a start that died, until someone started the run again).
 """
@@ -101,6 +102,21 @@ class _Start:
     stalls: list[tuple[float, float]] = field(default_factory=list)
     checkpoints: list[tuple[float, int | None, float]] = field(default_factory=list)  # time, step, taken at
     signals: list[float] = field(default_factory=list)
+    paces: list[tuple[int, float]] = field(default_factory=list)  # (step, when it was reached), as events say
+
+    def died(self, step: int | None) -> float:
+        """When a start that stopped without a word after `step` steps died: its pace (from the first
+        step and time its events tell to the last) carried on from the last; its last event without one.
+
+        The heartbeat keeps the step, not its time (`_heartbeat.py`), so this is an estimate.
+        """
+        known = sorted(self.paces)
+        if step is None or len(known) < 2:
+            return self.last_seen
+        (first, began), (last, reached) = known[0], known[-1]
+        if last <= first or step <= last:
+            return self.last_seen
+        return max(self.last_seen, reached + (step - last) * (reached - began) / (last - first))
 
     def see(self, moment: float) -> None:
         self.last_seen = max(self.last_seen, moment)
@@ -203,8 +219,7 @@ def _starts(events: Sequence[dict[str, Any]], *, live: bool, now: float,
                 queued_from = None
             continue
         elif kind == Event.LOST:
-            last_step = _at(event["last_step_at"]) if "last_step_at" in event else current.last_seen
-            current.close(last_step, Event.LOST, Event.LOST, event.get("step"))
+            current.close(current.died(event.get("step")), Event.LOST, Event.LOST, event.get("step"))
             current = None
         elif kind in _ENDS:
             current.see(moment)
@@ -218,8 +233,8 @@ def _starts(events: Sequence[dict[str, Any]], *, live: bool, now: float,
         if live:
             current.close(now, RUNNING, None, heartbeat.step if heartbeat else None)
         else:
-            died = heartbeat.time if heartbeat is not None else current.last_seen
-            current.close(died, Event.LOST, Event.LOST, heartbeat.step if heartbeat else None)
+            step = heartbeat.step if heartbeat is not None else None
+            current.close(current.died(step), Event.LOST, Event.LOST, step)
     # A start without a first step was restoring throughout; in a run written before that event
     # (and without a resume), training is all there is to tell.
     stepping = any(event["event"] == Event.FIRST_STEP for event in events)
@@ -234,6 +249,8 @@ def _note(start: _Start, kind: str, moment: float, event: dict[str, Any]) -> Non
     start.see(moment)
     if kind == Event.FIRST_STEP or kind == Event.RESUMED and start.restored is None:
         start.restored = moment
+    if kind in (Event.FIRST_STEP, Event.SIGNAL) and event.get("step") is not None:
+        start.paces.append((event["step"], moment))
     if kind == Event.RESUMED:
         start.resumed_step = event.get("step")
     elif kind == Event.SIGNAL:
@@ -249,6 +266,8 @@ def _note(start: _Start, kind: str, moment: float, event: dict[str, Any]) -> Non
             taken = stalled + event["stall_seconds"]
             start.stalls.append((stalled, taken))
         start.checkpoints.append((moment, event.get("step"), taken))
+        if event.get("step") is not None:
+            start.paces.append((event["step"], taken))
 
 
 def _interruptions(starts: list[_Start], events: Sequence[dict[str, Any]]) -> dict[int, Interruption]:

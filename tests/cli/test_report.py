@@ -73,7 +73,7 @@ def test_the_report_has_both_interruptions_with_the_steps_each_lost(reported: Pa
     assert lost == [("preempted", STOPPED_AT, STOPPED_AT, 0), ("lost", KILLED_AT, SAVED_AT, KILLED_AT - SAVED_AT)]
     parts = report["parts"]
     assert sum(part["seconds"] for part in parts.values()) == pytest.approx(report["wall_seconds"], rel=0.01)
-    assert parts["redone"]["seconds"] > 0 and parts["stopping"]["seconds"] > 0 and parts["queued"]["seconds"] > 0
+    assert parts["stopping"]["seconds"] > 0 and parts["queued"]["seconds"] > 0 and parts["training"]["seconds"] > 0
     assert len(report["starts"]) == 3 and report["state"] == "completed" and not report["live"]
     text = cli("report", reported)
     assert text.returncode == 0 and "goodput" in text.stdout and "STEPS LOST" in text.stdout, text.stdout
