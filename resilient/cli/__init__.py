@@ -6,7 +6,7 @@ traceback; exit code 1 means the job itself failed, a checkpoint is invalid or a
 run directory is damaged (also one line, never a traceback); 0 means all is well.
 
 Building the parser imports no torch: a command that needs it (`submit`, `schema`, `export`) imports
-what it needs when it runs, so `--help`, `status`, `logs`, `cancel`, `preempt` and
+what it needs when it runs, so `--help`, `status`, `report`, `logs`, `cancel`, `preempt` and
 `checkpoints` start in a fraction of a second instead of seconds.
 """
 
@@ -21,13 +21,14 @@ from .._version import __version__
 from ..config import ConfigError
 from ..rundir import DamagedFile, RunDirError
 from ..submission import SubmissionError
-from . import _checkpoints, _control, _export, _inspect, _submit
+from . import _checkpoints, _control, _export, _inspect, _report, _submit
 from ._common import EXIT_JOB_FAILED, EXIT_USAGE, UsageError
 
 _EXAMPLES = """\
 examples:
   resilient submit examples/quickstart.yaml --follow   # runs here, on the local executor
   resilient status                                     # every run under ./runs
+  resilient report quickstart                          # where its wall time went (goodput)
   resilient logs quickstart -f
   resilient preempt quickstart                         # a fire drill
   resilient checkpoints runs/quickstart --verify
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"resilient {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in (_submit, _inspect, _control, _checkpoints, _export):
+    for module in (_submit, _inspect, _report, _control, _checkpoints, _export):
         module.add_parsers(commands)
     return parser
 

@@ -118,6 +118,8 @@ def describe(event: dict[str, Any], run_dir: Path | None = None) -> str:
     if kind == Event.NOTIFY_FAILED:
         via = f" by {event['via']}" if event.get("via") else ""
         return f"notification of {event.get('state')}{via} failed: {event.get('error')}"
+    if kind == Event.FIRST_STEP:
+        return f"first step done: step {event.get('step')}"
     if kind == Event.CANCEL_REQUESTED:
         return "cancel requested"
     if kind == Event.REQUEUED:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..rundir import (
     DamagedFile,
     Event,
+    Goodput,
     JobRecord,
     State,
     Status,
+    goodput,
     is_run_dir,
     lock_holder,
+    read_heartbeat,
     read_history,
     read_record,
     read_status,
@@ -37,12 +41,13 @@ from ._common import (
 from ._follow import follow
 
 T = TypeVar("T")
-_HEADERS = ("RUN", "JOB", "EXECUTOR", "STATE", "RESTARTS", "LAST CHECKPOINT", "LAST EVENT")
-_RUN, _LAST_CHECKPOINT, _LAST_EVENT = 0, 5, 6
+_HEADERS = ("RUN", "JOB", "EXECUTOR", "STATE", "RESTARTS", "GOODPUT", "LAST CHECKPOINT", "LAST EVENT")
+_RUN, _LAST_CHECKPOINT, _LAST_EVENT = 0, 6, 7
 # When a row would not fit: the run's path gives way first (its end names the run), then the
 # last checkpoint (its time and step stay), then the last event, then all of them down to the headers.
 _NARROWING = ((_RUN, 20), (_LAST_CHECKPOINT, 24), (_LAST_EVENT, 0), (_RUN, 0), (_LAST_CHECKPOINT, 0))
 DAMAGED = "damaged"  # the state of a run with a file that cannot be read
+_LIVE = ("pending", State.RUNNING, State.REQUEUED)  # states of a job still to come back or going on
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -75,11 +80,21 @@ def _restarts(requeues: dict[str, int]) -> str:
     return f"{total} (" + ", ".join(f"{cause} {count}" for cause, count in sorted(requeues.items())) + ")"
 
 
-def _state(run_dir: Path, record: JobRecord | None, status: Status) -> str:
+def run_state(run_dir: Path, record: JobRecord | None, status: Status) -> str:
+    """What the run is doing: its job's state as the scheduler tells it, or a plain process's by its lock."""
     if record is not None:
         return JobHandle(run_dir, record).state
     # a plain process: it runs while it holds the run directory's lock
     return LOST if status.state == State.RUNNING and lock_holder(run_dir) is None else status.state
+
+
+def run_goodput(run_dir: Path, events: list[dict[str, Any]], state: str) -> Goodput:
+    """The run's goodput as of now; a run in a live `state` is still spending wall time."""
+    return goodput(events, now=time.time(), live=state in _LIVE, heartbeat=read_heartbeat(run_dir))
+
+
+def percent(result: Goodput) -> str:
+    return "-" if result.percent is None else f"{result.percent:.1f}%"
 
 
 def _readable(read: Callable[[Path], T], run_dir: Path, damage: list[DamagedFile]) -> T | None:
@@ -111,17 +126,19 @@ def _row(run_dir: Path) -> tuple[list[str], list[str], list[DamagedFile]]:
     last_checkpoint = checkpoints[-1] if checkpoints else None
     last = history.events[-1] if history.events else None
     if damage:
-        state, last_event = DAMAGED, f"{damage[0].path.name}: {damage[0].why}"
+        state, last_event, shown = DAMAGED, f"{damage[0].path.name}: {damage[0].why}", "-"
     else:
         assert status is not None
-        state = _state(run_dir, record, status)
+        state = run_state(run_dir, record, status)
         last_event = f"{when(last['time'])} {describe(last, run_dir)}" if last else "-"
+        shown = percent(run_goodput(run_dir, history.events, state))
     row = [
         str(run_dir.relative_to(Path.cwd())) if run_dir.is_relative_to(Path.cwd()) else str(run_dir),
         record.job_id if record else (status.job_id if status else None) or "-",
         record.executor if record else "-",
         state,
         _restarts(status.requeues) if status else "-",
+        shown,
         f"{when(last_checkpoint['time'])} step {last_checkpoint.get('step')} "
         f"{checkpoint_name(str(last_checkpoint.get('path')))}" if last_checkpoint else "-",
         last_event,

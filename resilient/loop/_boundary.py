@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from ..coordination import Deadline, DistInfo, SignalRecorder, StepAgreement
 from ..rules import CheckpointRule
-from ..rundir import Event
+from ..rundir import Event, Heartbeat
 from ._journal import Journal
 from ._progress import Phase
 
@@ -117,6 +117,7 @@ class Boundaries:
         self._last = time.monotonic()
         self._next_step_due: float = 0  # the first step always asks the rules (a resumed run starts anywhere)
         self.fire_drill_at: int | None = None  # a step at which rank 0 sends itself the warning signal
+        self.heartbeat: Heartbeat | None = None  # rank 0's: the step reached, kept past a SIGKILL
 
     def decide(self, phase: Phase, step: int, epoch: int, save_seconds: float | None,
                written: bool) -> tuple[Fired, StopFlags | None, bool]:
@@ -128,6 +129,8 @@ class Boundaries:
         nothing: the epoch's end comes right after it.
         """
         if phase is Phase.STEP:
+            if self.heartbeat is not None:
+                self.heartbeat.beat(step)
             if step == self.fire_drill_at and self._dist.rank == 0 and self._signals.active:
                 self._journal.record(Event.FIRE_DRILL, step=step)
                 os.kill(os.getpid(), self._warning_signal)

@@ -37,7 +37,7 @@ from ..checkpoint import (
 )
 from ..coordination import DistInfo, broadcast_object, side_group
 from ..rules import CheckpointRule, SavePlan, same_rule, saved_state
-from ..rundir import Event
+from ..rundir import Event, event_time
 from ._background import BackgroundWriter
 from ._boundary import Fired, Interrupted, StopFlags
 from ._journal import Journal
@@ -62,21 +62,44 @@ class _InFlight:
 
 
 @dataclass(frozen=True)
+class Stall:
+    """A save's stall: training is blocked from `began` (wall clock, for the event) for `seconds`.
+
+    A synchronous save stalls until it is committed; an asynchronous one until the state is
+    copied and its write handed to the background thread, which is all training waits for.
+    """
+
+    began: float  # time.time()
+    seconds: float
+
+    @classmethod
+    def since(cls, began: float, monotonic: float) -> Stall:
+        """The stall from `began` (and `monotonic`, the same moment by `time.monotonic()`) until now."""
+        return cls(began, time.monotonic() - monotonic)
+
+
+@dataclass(frozen=True)
 class _AfterCommit:
-    """The writer, as `write_together` is offered it, with what its thread does once a write commits."""
+    """The writer, as `write_together` is offered it, with what its thread does once a write commits
+    (told how long training stalled for it: from `began` until the write was handed over)."""
 
     writer: BackgroundWriter
-    then: Callable[[Committed, float], None]
+    then: Callable[[Committed, float, Stall], None]
     side: Callable[[], DistInfo]
+    began: tuple[float, float]  # time.time() and time.monotonic() as the save began
 
     def take(self, files: Files, write: Callable[[Files], Committed]) -> bool:
-        return self.writer.take(files, write, self.then)
+        return self.writer.take(files, write, self._committed)
 
     def stage(self, state: Any) -> Staged | None:
         return self.writer.stage(state)
 
     def start(self, staged: Staged, write: Callable[[Any], Committed]) -> None:
-        self.writer.start(staged, write, self.then)
+        self.writer.start(staged, write, self._committed)
+
+    def _committed(self, committed: Committed, seconds: float) -> None:
+        """In the writer's thread, at the commit: training's stall ended as the write began, `seconds` ago."""
+        self.then(committed, seconds, Stall(self.began[0], time.monotonic() - seconds - self.began[1]))
 
 
 class Saver:
@@ -112,6 +135,7 @@ class Saver:
         is never in the background, also commits the emergency checkpoint, then raises
         `Interrupted`: one write serves the rules due at this boundary and the stop.
         """
+        began = time.time(), time.monotonic()  # training stalls from here: waiting for a write in flight too
         self.settle()
         rank0 = self._dist.rank == 0
         before = [rule.state_dict() for rule, _ in fired]  # what a failed save is undone to
@@ -134,7 +158,7 @@ class Saver:
                 background = not stop and all(self._async_save if rule.async_save is None else rule.async_save
                                               for rule, _ in fired)
                 seconds = self.write(lambda: progress.snapshot(self._rules, phase), full, weights,
-                                     then=(lambda: self._link_and_evict(plans)) if background else None)
+                                     then=(lambda: self._link_and_evict(plans)) if background else None, began=began)
             except (OSError, CheckpointError) as error:
                 if stop or self._on_save_error is OnSaveError.STOP:
                     raise
@@ -232,26 +256,30 @@ class Saver:
 
     def save_manual(self, path: Path, progress: Progress) -> None:
         """`Run.save_checkpoint`: a full checkpoint no rule planned, written now by every rank."""
+        began = time.time(), time.monotonic()
         self.settle()
-        self.write(lambda: progress.snapshot(self._rules, Phase.STEP), [(path, CheckpointOrigin.MANUAL.value)])
+        self.write(lambda: progress.snapshot(self._rules, Phase.STEP), [(path, CheckpointOrigin.MANUAL.value)],
+                   began=began)
 
     def write(self, snapshot: Callable[[], Snapshot], full: Sequence[Target], weights: Sequence[Target] = (), *,
-              then: Callable[[], None] | None = None) -> float | None:
+              then: Callable[[], None] | None = None, began: tuple[float, float] | None = None) -> float | None:
         """Write with every rank, record each committed checkpoint as an event; returns the seconds taken.
 
         With `then` (what follows the commit: links, evictions), rank 0 may hand the write to its
         writer, whose thread records it and runs `then` the moment it commits: then None.
+        `began`: when training stopped for this save (`time.time()`, `time.monotonic()`; default now).
         """
         started = time.monotonic()
+        began = began or (time.time(), started)
         offload = None
         if then is not None:
-            offload = _AfterCommit(self._writer, lambda committed, seconds: (self.record_committed(committed, seconds),
-                                                                              then()), self._side_group)
+            offload = _AfterCommit(self._writer, lambda committed, seconds, stall: (
+                self.record_committed(committed, seconds, stall), then()), self._side_group, began)
         committed = write_together(self._dist, self._tracked, snapshot, full, weights, offload)
         if isinstance(committed, Background):
             return None
         seconds = time.monotonic() - started
-        self.record_committed(committed, seconds)
+        self.record_committed(committed, seconds, Stall.since(*began))
         return seconds
 
     def _side_group(self) -> DistInfo:
@@ -260,14 +288,17 @@ class Saver:
             self._side = side_group(self._dist)
         return self._side
 
-    def record_committed(self, committed: Committed, seconds: float | None) -> None:
-        """A `checkpoint` event for each committed checkpoint (rank 0's journal writes; the others' do nothing)."""
+    def record_committed(self, committed: Committed, seconds: float | None, stall: Stall | None) -> None:
+        """A `checkpoint` event for each committed checkpoint (rank 0's journal writes; the others' do nothing),
+        with how long training stalled for it, if known (the targets of one write share its stall)."""
+        stalled = {} if stall is None else {"stalled_at": event_time(stall.began),
+                                            "stall_seconds": round(stall.seconds, 3)}
         for path, manifest in committed:
             rule = next((rule for rule in self._rules if same_rule(manifest.rule, rule.identity)), None)
             self._journal.record(
                 Event.CHECKPOINT, rule=rule.record if rule else {"kind": manifest.rule}, path=str(path),
                 step=manifest.step, epoch=manifest.epoch, seconds=round(seconds, 3) if seconds is not None else None,
-                bytes=sum(entry.size for entry in manifest.files.values()),
+                bytes=sum(entry.size for entry in manifest.files.values()), **stalled,
             )
 
     def resume_from(self, restored: Restored) -> None:

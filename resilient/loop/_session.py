@@ -22,7 +22,7 @@ from ..coordination import (
     shutdown,
 )
 from ..requeue import Cause, Host, Notify, RequeuePolicy, conclude
-from ..rundir import RunDirInUse, RunLock, State, read_status
+from ..rundir import Heartbeat, RunDirInUse, RunLock, State, read_heartbeat, read_status
 from ._boundary import Interrupted
 
 
@@ -53,6 +53,7 @@ class Session:
         self._notify = notify if dist.rank == 0 else None  # rank 0 alone tells of the end
         self._lock = RunLock(run_dir)
         self._closed = False
+        self.heartbeat: Heartbeat | None = None  # rank 0's, once the start is recorded
         self.completed_before = False  # whether the run's previous start had completed it
 
     def open(self) -> None:
@@ -78,7 +79,13 @@ class Session:
         except RunDirInUse as error:
             return error, False
         completed = read_status(self._run_dir).state == State.COMPLETED
-        return conclude.begin(self._run_dir, self._host, self._dist.world_size), completed
+        refusal = conclude.begin(self._run_dir, self._host, self._dist.world_size, read_heartbeat(self._run_dir))
+        if refusal is None:
+            try:
+                self.heartbeat = Heartbeat(self._run_dir)  # read above, for the start before: now this one's
+            except OSError:  # noqa: S110 - a record, as events are: the start goes on without it
+                pass
+        return refusal, completed
 
     def close(self, *, together: bool = True) -> None:
         """Give the signals back and leave the process group if this run created it.
@@ -92,6 +99,8 @@ class Session:
                 self._agreement.close()
             shutdown(self._dist, together=together)
             self._lock.release()
+            if self.heartbeat is not None:
+                self.heartbeat.close()
 
     def end(self, error: BaseException | None, *, step: int, did_anything: bool) -> None:
         """Record how the run ended and close; after an interruption or a crash, requeue or exit as the policy says.
@@ -117,13 +126,13 @@ class Session:
                 cause = (Cause.CTRL_C if signal.SIGINT in received else
                          self._host.classify(received, self._warning_signal, deadline_hit=error.flags.deadline))
                 outcome = conclude.after_interrupt(self._run_dir, self._host, self._policy, cause, error.checkpoint,
-                                                   self._notify)
+                                                   step=step, notify=self._notify)
             return broadcast_object(outcome, self._dist)
         if self._signals.forced or isinstance(error, KeyboardInterrupt):
             # Whatever a second Ctrl-C interrupted (a save turns it into torch's own error), it ends here.
             return conclude.after_abort(self._run_dir, self._host,
                                          f"stopped by Ctrl-C at step {step}, without a checkpoint; run it again "
-                                         "to resume from the last one", self._notify)
+                                         "to resume from the last one", step=step, notify=self._notify)
         if error is None or isinstance(error, SystemExit) and error.code in (None, 0):
             if rank0:
                 idle = self.completed_before and not did_anything  # called again, did nothing
@@ -131,7 +140,8 @@ class Session:
             return None
         if isinstance(error, SystemExit):
             error = RuntimeError(f"the training code called sys.exit({error.code!r})")
-        outcome = conclude.after_crash(self._run_dir, self._host, self._policy, error, self._notify)
+        outcome = conclude.after_crash(self._run_dir, self._host, self._policy, error, step=step,
+                                       notify=self._notify)
         if outcome is not None:
             traceback.print_exception(error)
         return outcome

@@ -45,7 +45,7 @@ from ._position import LoaderPosition
 from ._progress import Phase, Progress
 from ._resume import Restored, resume
 from ._rng import PendingRng, make_epoch_iterator, restore_rng
-from ._saver import Saver
+from ._saver import Saver, Stall
 from ._saving import OnSaveError
 from ._session import Session
 from ._sharding import ShardedResume, restore_sharded, sharded_names
@@ -164,12 +164,13 @@ class Run:
         self._looked_for_checkpoint = False
         self._pending_rng: PendingRng | None = None
         self._loop_started = False
-        self._reserved = False  # whether the staging buffers of async saves were asked for
+        self._stepped = False  # whether this start has done a step (then its staging buffers were asked for)
         self._in_batches = False
         self._batches_done_in_epoch = False
         self._train_end_saved_epoch: int | None = None
         self._session = Session(self._run_dir, self._dist, host, self._signals, agreement, policy, warning, notify)
         self._session.open()
+        self._boundaries.heartbeat = self._session.heartbeat
 
     # -- public surface -------------------------------------------------------------------
 
@@ -354,6 +355,8 @@ class Run:
         """
         self._loop_started = True
         self._at.step = step
+        if not self._stepped:
+            self._first_step()
         _, stop, _ = self._boundaries.decide(Phase.STEP, step, self._at.epoch, save_seconds, False)
         return stop
 
@@ -362,7 +365,9 @@ class Run:
         read from its manifest; `seconds`: how long the save took, if known. Rank 0 records; others may call."""
         if self._dist.rank == 0:
             path = Path(checkpoint)
-            self._saver.record_committed([(path, read_manifest(path))], seconds)
+            # A framework saves in its training thread: training stalled for the whole save.
+            stall = None if seconds is None else Stall(time.time() - seconds, seconds)
+            self._saver.record_committed([(path, read_manifest(path))], seconds, stall)
 
     def record_resume(self, checkpoint: str | os.PathLike[str]) -> None:
         """Record that a framework resumed from `checkpoint` (the `resumed` event). Rank 0 records."""
@@ -444,21 +449,27 @@ class Run:
                 lambda: position.iterate_from(loader, self._at.epoch, self._at.batch), self._pending_rng,
                 persistent=position.persistent)
             self._pending_rng = None
-            reserve, self._reserved = not self._reserved, True
+            first = not self._stepped
             for batch in iterator:
                 yield batch
                 self._at.step += 1
                 self._at.batch += 1
                 position.note(self._at.batch)
+                if first:  # a local, not an attribute: the usual step pays nothing for it
+                    first = False
+                    self._first_step()
+                    self._saver.reserve()  # the state has its full size now (an optimizer's after its first step)
                 self._boundary(Phase.STEP)
-                if reserve:  # after the run's first step here: the state has its full size
-                    reserve = False
-                    self._saver.reserve()
         finally:
             self._in_batches = False
         self._batches_done_in_epoch = True
         if self._train_end_saved_epoch != self._at.epoch:  # not again after resuming from that very save
             self._boundary(Phase.TRAIN_END)
+
+    def _first_step(self) -> None:
+        """This start's first step is done: what came before it was restoring (the `first_step` event)."""
+        self._stepped = True
+        self._journal.record(Event.FIRST_STEP, step=self._at.step)
 
     def _boundary(self, phase: Phase) -> None:
         """Save what the rules due at this boundary ask for; with agreed stop flags, stop after saving."""

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import Event, State, Status, append_event, read_status, update_status
+from ..rundir import Beat, Event, State, Status, append_event, read_status, update_status
 from ..slurm import SlurmCommandError
 from ._cause import Cause
 from ._host import EXIT_CTRL_C, EXIT_STOPPED, Host
@@ -45,23 +45,32 @@ _EVENT_OF_STATE = {
 }
 
 
-def _record_end(run_dir: Path, host: Host, record: Status, notify: Notify | None, **fields: object) -> None:
+def _record_end(run_dir: Path, host: Host, record: Status, step: int | None, notify: Notify | None,
+                **fields: object) -> None:
     """The event for the state just written, then its notification: before any requeue request,
-    which kills the job."""
+    which kills the job. `step`: the steps finished when the start ended (None: unknown, or
+    nothing was done)."""
     event = _EVENT_OF_STATE[record.state]
-    append_event(run_dir, event, job_id=host.job_id, message=record.message, requeues=dict(record.requeues), **fields)
+    append_event(run_dir, event, job_id=host.job_id, message=record.message, requeues=dict(record.requeues),
+                 **fields, **({} if step is None else {"step": step}))
     if notify is not None:
-        step = fields.get("step")
-        notify.send(run_dir, host, record.state, event, record.message, step=step if isinstance(step, int) else None)
+        notify.send(run_dir, host, record.state, event, record.message, step=step)
 
 
-def begin(run_dir: Path, host: Host, world_size: int) -> Outcome | None:
+def begin(run_dir: Path, host: Host, world_size: int, previous: Beat | None = None) -> Outcome | None:
     """Mark the run as running on `world_size` ranks; an Outcome means it must not run (it gave
     up before a requeue).
 
     Each start's world size is kept: a job with a node range comes back on whatever nodes it gets.
+    A previous start still `running` never recorded its end (a SIGKILL): `previous`, what its
+    heartbeat said, is recorded for it as a `lost` event (the step it got to).
     """
     with update_status(run_dir) as record:
+        if record.state == State.RUNNING and previous is not None:
+            fields = {} if previous.step is None else {"step": previous.step}
+            append_event(run_dir, Event.LOST, job_id=record.job_id, **fields,
+                         message="the previous start ended without recording how (killed?)"
+                                 + ("" if previous.step is None else f" after step {previous.step}"))
         if host.job_id is None or record.job_id != host.job_id:
             record.job_id, record.requeues = host.job_id, {}  # a new submission counts afresh
             record.cancel_requested, record.world_sizes = False, []
@@ -78,11 +87,11 @@ def finish(run_dir: Path, host: Host, step: int | None, notify: Notify | None = 
     """Completed; `step` None when a completed run was called again and did nothing (no news to notify)."""
     with update_status(run_dir) as record:
         record.state, record.message = State.COMPLETED, ""
-    _record_end(run_dir, host, record, None if step is None else notify, **({} if step is None else {"step": step}))
+    _record_end(run_dir, host, record, step, None if step is None else notify)
 
 
 def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, detail: str,
-                        notify: Notify | None) -> Outcome:
+                        step: int | None, notify: Notify | None) -> Outcome:
     with update_status(run_dir) as record:
         done = record.count(cause) if cause == Cause.CRASHED else record.count(*_INFRASTRUCTURE)
         allowed = policy.allows(cause, done)
@@ -94,7 +103,7 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
             record.state = State.FAILED if cause == Cause.CRASHED else State.GAVE_UP
             record.message = f"{detail}; gave up after {done} requeue(s) ({bound}={getattr(policy, bound)})"
         outcome = Outcome(EXIT_FAILED, record.state, record.message)
-    _record_end(run_dir, host, record, notify, cause=cause)
+    _record_end(run_dir, host, record, step, notify, cause=cause)
     if not allowed:
         return outcome
     try:
@@ -102,56 +111,60 @@ def _requeue_or_give_up(run_dir: Path, host: Host, policy: RequeuePolicy, cause:
     except SlurmCommandError as error:
         with update_status(run_dir) as record:
             record.state, record.message = State.FAILED, f"{detail}; {error}"
-        _record_end(run_dir, host, record, notify, cause=cause)
+        _record_end(run_dir, host, record, step, notify, cause=cause)
         return Outcome(EXIT_FAILED, State.FAILED, record.message)
 
 
 def _end(run_dir: Path, host: Host, state: State, detail: str, *, exit_code: int, cause: Cause,
-         notify: Notify | None) -> Outcome:
+         step: int | None, notify: Notify | None) -> Outcome:
     with update_status(run_dir) as record:
         record.state, record.message = state, detail
-    _record_end(run_dir, host, record, notify, cause=cause)
+    _record_end(run_dir, host, record, step, notify, cause=cause)
     return Outcome(exit_code, state, detail)
 
 
-def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, checkpoint: str,
-                    notify: Notify | None = None) -> Outcome:
-    """The emergency checkpoint is committed; stop for good, or come back."""
+def after_interrupt(run_dir: Path, host: Host, policy: RequeuePolicy, cause: Cause, checkpoint: str, *,
+                    step: int | None = None, notify: Notify | None = None) -> Outcome:
+    """The emergency checkpoint (of `step`) is committed; stop for good, or come back."""
     if read_status(run_dir).cancel_requested:
         cause = Cause.CANCELLED  # `resilient cancel` of a local job: its SIGTERM alone reads as a preemption
     detail = f"{cause}: emergency checkpoint {checkpoint}"
     if cause == Cause.CTRL_C:
         return _end(run_dir, host, State.STOPPED, f"{detail}; run it again to resume", exit_code=EXIT_CTRL_C,
-                    cause=cause, notify=notify)
+                    cause=cause, step=step, notify=notify)
     if cause == Cause.CANCELLED:
-        return _end(run_dir, host, State.CANCELLED, detail, exit_code=0, cause=cause, notify=notify)
+        return _end(run_dir, host, State.CANCELLED, detail, exit_code=0, cause=cause, step=step, notify=notify)
     if not host.can_requeue:
-        return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause, notify=notify)
-    return _requeue_or_give_up(run_dir, host, policy, cause, detail, notify)
+        return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_STOPPED, cause=cause, step=step, notify=notify)
+    return _requeue_or_give_up(run_dir, host, policy, cause, detail, step, notify)
 
 
-def after_abort(run_dir: Path, host: Host, detail: str, notify: Notify | None = None) -> Outcome:
+def after_abort(run_dir: Path, host: Host, detail: str, *, step: int | None = None,
+                notify: Notify | None = None) -> Outcome:
     """A second Ctrl-C ended the run on the spot, without a checkpoint: stopped, never requeued."""
-    return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=Cause.CTRL_C, notify=notify)
+    return _end(run_dir, host, State.STOPPED, detail, exit_code=EXIT_CTRL_C, cause=Cause.CTRL_C, step=step,
+                notify=notify)
 
 
-def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException,
-                notify: Notify | None = None) -> Outcome | None:
-    """An exception ended the training code: requeue if the crash bound allows, else None (fail).
+def after_crash(run_dir: Path, host: Host, policy: RequeuePolicy, error: BaseException, *,
+                step: int | None = None, notify: Notify | None = None) -> Outcome | None:
+    """An exception ended the training code after `step` steps: requeue if the crash bound allows, else
+    None (fail).
 
     A refused setup (`SetupRefused`) fails whatever the bound: it would be refused again.
     """
     if isinstance(error, SetupRefused):
         _end(run_dir, host, State.FAILED, f"refused: {error}; not requeued (a new start would be refused again)",
-             exit_code=EXIT_FAILED, cause=Cause.CRASHED, notify=notify)
+             exit_code=EXIT_FAILED, cause=Cause.CRASHED, step=step, notify=notify)
         return None
     detail = f"crashed: {type(error).__name__}: {error}"
     if host.can_requeue and policy.max_crash_requeues > 0:
-        outcome = _requeue_or_give_up(run_dir, host, policy, Cause.CRASHED, detail, notify)
+        outcome = _requeue_or_give_up(run_dir, host, policy, Cause.CRASHED, detail, step, notify)
         if outcome.state == State.REQUEUED:
             return outcome
         return None
-    _end(run_dir, host, State.FAILED, detail, exit_code=EXIT_FAILED, cause=Cause.CRASHED, notify=notify)
+    _end(run_dir, host, State.FAILED, detail, exit_code=EXIT_FAILED, cause=Cause.CRASHED, step=step,
+         notify=notify)
     return None
 
 

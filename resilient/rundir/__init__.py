@@ -5,13 +5,16 @@ story, and lets a second submission find the first and resume it. `_layout.py` n
 in it; this package is the lowest layer, which everything else may read and write it through.
 """
 
-from ._events import Event, History, append_event, read_events, read_history
+from ._events import Event, History, append_event, event_time, read_events, read_history
 from ._files import DamagedFile, shorten
+from ._goodput import RUNNING, Goodput, Interruption, Lane, Part, Segment, goodput
+from ._heartbeat import Beat, Heartbeat, read_heartbeat
 from ._layout import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
     EMERGENCY_DIR,
     EVENTS_FILE,
+    HEARTBEAT_FILE,
     LOCK_FILE,
     RECORD_FILE,
     RUN_ENTRIES,
@@ -42,7 +45,9 @@ from ._vocabulary import Vocabulary
 from ._write import fsync_dir, write_atomically, write_json
 
 __all__ = [
-    "CHECKPOINTS_DIR", "CONFIG_FILE", "DIR_MODE", "EMERGENCY_DIR", "EVENTS_FILE", "FILE_MODE", "LOCK_FILE",
+    "CHECKPOINTS_DIR", "CONFIG_FILE", "DIR_MODE", "EMERGENCY_DIR", "EVENTS_FILE", "FILE_MODE", "HEARTBEAT_FILE",
+    "LOCK_FILE", "RUNNING", "Beat", "Goodput", "Heartbeat", "Interruption", "Lane", "Part", "Segment", "event_time",
+    "goodput", "read_heartbeat",
     "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "RECORD_FILE", "RUN_ENTRIES", "RUN_RECORDS", "STATUS_FILE",
     "STATUS_LOCK_FILE", "SUBMITIT_DIR", "TRACKERS_FILE", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError",
     "RunDirInUse", "RunLock", "State", "Status", "Tracker", "Vocabulary", "append_event", "checkpoints_dir", "current_umask",

@@ -43,11 +43,19 @@ class Event(Vocabulary):
     STOPPED = "stopped"
     CANCEL_REQUESTED = "cancel_requested"
     NOTIFY_FAILED = "notify_failed"  # a notification of an end (job.yaml `notify`) failed or was skipped
+    FIRST_STEP = "first_step"  # a start's first step is done: what came before it was restoring
+    LOST = "lost"  # the previous start ended without recording how (a SIGKILL): the step its heartbeat held
+
+
+def event_time(moment: float | None = None) -> str:
+    """A time (`time.time()`, default now) as events.jsonl writes it: ISO 8601, local, milliseconds."""
+    stamp = datetime.now() if moment is None else datetime.fromtimestamp(moment)
+    return stamp.astimezone().isoformat(timespec="milliseconds")
 
 
 def append_event(run_dir: Path, event: Event, **fields: Any) -> None:
     """Append one event with the local time; `fields` must be JSON-serialisable (str() otherwise)."""
-    record = {"time": datetime.now().astimezone().isoformat(timespec="milliseconds"), "event": event, **fields}
+    record = {"time": event_time(), "event": event, **fields}
     line = (json.dumps(record, default=str) + "\n").encode()
     make_dirs(run_dir)
     descriptor = os.open(run_dir / EVENTS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
@@ -64,9 +72,11 @@ def append_event(run_dir: Path, event: Event, **fields: Any) -> None:
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "event": (str,), "time": (str,), "job_id": (str, type(None)), "executor": (str,), "step": (int,),
     "epoch": (int,), "restarts": (int,), "path": (str,), "checkpoint": (str,), "bytes": (int,),
-    "seconds": (int, float), "reasons": (list,), "cause": (str,), "requeues": (dict,), "message": (str,),
-    "error": (str,), "world_size": (int,),
+    "seconds": (int, float, type(None)), "reasons": (list,), "cause": (str,), "requeues": (dict,), "message": (str,),
+    "error": (str,), "world_size": (int,), "stall_seconds": (int, float), "stalled_at": (str,),
 }
+# The fields that are times, as `event_time` writes them.
+_TIME_FIELDS = ("time", "stalled_at")
 
 
 @dataclass(frozen=True)
@@ -81,11 +91,12 @@ def _problem(event: object) -> str | None:
     if not isinstance(event, dict) or "event" not in event or "time" not in event:
         return "not an event (no 'event' and 'time')"
     problem = type_problem(event, _FIELD_TYPES)
-    if problem is None:
-        try:
-            datetime.fromisoformat(event["time"])
-        except ValueError:
-            problem = f"time {event['time']!r:.40} is not an ISO 8601 time"
+    for name in _TIME_FIELDS:
+        if problem is None and name in event:
+            try:
+                datetime.fromisoformat(event[name])
+            except ValueError:
+                problem = f"{name} {event[name]!r:.40} is not an ISO 8601 time"
     if problem is None and not all(isinstance(reason, str) for reason in event.get("reasons", [])):
         problem = f"reasons {event['reasons']!r:.40} are not names"
     if problem is None and not all(isinstance(cause, str) and type(count) is int

@@ -13,6 +13,7 @@ would look empty to the next. Everything else builds its paths from the names an
       checkpoints/         the rules' checkpoints; checkpoints/emergency/ for stops
       submitit/            submitit's pickles and logs
       .lock                held by the running job's rank 0 (`_lock.py`)
+      .heartbeat           rank 0's last step and its time, mapped into memory (`_heartbeat.py`)
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ CHECKPOINTS_DIR = "checkpoints"
 EMERGENCY_DIR = "emergency"  # inside CHECKPOINTS_DIR
 SUBMITIT_DIR = "submitit"
 TRACKERS_FILE = "trackers.json"
+HEARTBEAT_FILE = ".heartbeat"
 
 # The records mark a directory as a run's: every submission and every Run writes one.
 RUN_RECORDS = (CONFIG_FILE, RECORD_FILE, STATUS_FILE, EVENTS_FILE)
 # Everything a run puts in its directory, besides the dot-names its records are written under.
-RUN_ENTRIES = frozenset({*RUN_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE, TRACKERS_FILE})
+RUN_ENTRIES = frozenset({*RUN_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE, TRACKERS_FILE, HEARTBEAT_FILE})
 
 
 def checkpoints_dir(run_dir: Path) -> Path:

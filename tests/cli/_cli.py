@@ -145,8 +145,9 @@ def events(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def story(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's events without the periodic checkpoints: what happened to the job."""
-    return [event for event in events(run_dir) if event["event"] != "checkpoint" or event["rule"]["kind"] == "emergency"]
+    """The run's events without the periodic checkpoints and each start's first step: what happened to the job."""
+    return [event for event in events(run_dir) if event["event"] != "first_step"
+            and (event["event"] != "checkpoint" or event["rule"]["kind"] == "emergency")]
 
 
 def train_model_file(directory: Path, name: str = "train_model", **args: Any) -> Path:

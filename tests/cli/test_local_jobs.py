@@ -247,8 +247,9 @@ def test_a_killed_job_leaves_a_stale_lock_that_does_not_block_the_next_submissio
     again = cli("submit", gated.job_file, "--follow", "-o", f"run_dir={gated.run_dir}")
     assert again.returncode == 0, again.stderr
     after = story(gated.run_dir)[len(before):]
-    assert _kinds(after) == ["submitted", "started", "resumed", "finished"]
-    assert after[2]["checkpoint"] == str(newest) and after[3]["step"] == 48
+    assert _kinds(after) == ["submitted", "lost", "started", "resumed", "finished"]
+    assert after[1]["step"] == 10  # the killed start's heartbeat, which the next start recorded for it
+    assert after[3]["checkpoint"] == str(newest) and after[4]["step"] == 48
 
 
 def test_fresh_moves_a_completed_run_aside_and_starts_over(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The light commands start without torch or what submitting needs; the startup benchmark prints its table.
 
-`resilient --help`, `status`, `logs`, `cancel` and `preempt` read the run directory and signal
+`resilient --help`, `status`, `report`, `logs`, `cancel` and `preempt` read the run directory and signal
 processes, and `checkpoints` reads manifests and hashes files; importing torch would cost them
 seconds, and submitit, yaml, pydantic and filelock, which only submitting needs, up to a tenth
 of a second more (`benchmarks/cli_startup.py` measures it).
@@ -33,8 +33,9 @@ from resilient.rundir import JobRecord, update_status, write_record
 
 from ._cli import BOUND_S, ELSEWHERE, REPO, in_one_process, wait_until
 
-# What the light commands never import: torch, and what only submitting and job files need.
-_HEAVY = ("torch", "submitit", "yaml", "pydantic", "filelock")
+# What the light commands never import: torch, what only submitting and job files need, and the
+# report's picture (matplotlib, for `report --png` alone).
+_HEAVY = ("torch", "submitit", "yaml", "pydantic", "filelock", "matplotlib")
 # submitit's local controller as `resilient.slurm` recognises it, with one task of rank 0 that
 # survives the warning signal (as a job does: it checkpoints and goes on) and ends on SIGTERM.
 _TASK = "import signal, sys, time; signal.signal(signal.SIGUSR2, signal.SIG_IGN); open(sys.argv[1], 'w').close(); time.sleep(600)"
@@ -69,7 +70,8 @@ def _run_in_one_process(*commands: tuple[str, ...], cwd: Path) -> list[dict]:
 def test_light_commands_import_neither_torch_nor_what_submitting_needs(running_job: Path) -> None:
     assert importlib.util.find_spec("torch") is not None  # the python that runs them could import it
     results = _run_in_one_process(
-        ("--help",), ("--version",), ("status",), ("status", "job"), ("logs", "job"), ("preempt", "job"),
+        ("--help",), ("--version",), ("status",), ("status", "job"), ("report", "job"), ("report", "job", "--json"),
+        ("logs", "job"), ("preempt", "job"),
         ("cancel", "job"), ("submit", "--help"), cwd=running_job.parents[1],
     )
     for result in results:

@@ -246,8 +246,8 @@ def test_status_lists_every_run_and_names_each_damage_in_its_row(runs: Path) -> 
     rows = {line.split()[0].removeprefix("runs/"): line for line in result.stdout.splitlines()[1:]}
     assert sorted(rows) == sorted([*_DAMAGE, "sound"])
     assert "completed" in rows["sound"] and "damaged" not in rows["sound"]
-    for name, (file, _, says) in _DAMAGE.items():
-        assert "  damaged  " in rows[name] and f"  {file}: " in rows[name] and says in rows[name], rows[name]
+    for name, (file, _, says) in _DAMAGE.items():  # the why's start: the last column fits what is left of 119
+        assert "  damaged  " in rows[name] and f"  {file}: " in rows[name] and says[:12] in rows[name], rows[name]
 
 
 def test_status_of_one_damaged_run_shows_it_and_exits_1(runs: Path) -> None:
@@ -278,7 +278,7 @@ def test_status_rows_fit_120_columns(tmp_path: Path) -> None:
     header, row = result.stdout.splitlines()[:2]
     assert len(header) < 120 and len(row) < 120, result.stdout
     assert row.startswith("...") and "-to-read  " in row and row.endswith("..."), row  # the run's name is kept
-    assert "failed: crashed: R" in row and "step 12 xxx" in row, row
+    assert "failed: c" in row and "step 12 xxx" in row, row  # the last event keeps its start
 
 
 def test_status_names_paths_in_the_run_from_the_run(tmp_path: Path) -> None:
@@ -287,7 +287,7 @@ def test_status_names_paths_in_the_run_from_the_run(tmp_path: Path) -> None:
     result = cli("status", run_dir, cwd=tmp_path, env=ELSEWHERE)
     assert result.returncode == 0, result.stderr
     row = result.stdout.splitlines()[1]
-    assert "cancelled: emergency checkpoint checkpoints/" in row and str(tmp_path) not in row, row
+    assert "cancelled: emergency checkpoint c" in row and str(tmp_path) not in row, row  # c, not /
 
 
 def test_status_of_a_run_shows_the_world_size_of_each_start(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from resilient.requeue import (
     SlurmHost,
     conclude,
 )
+from resilient.rundir import Beat
 
 from ._recorded import RecordedScheduler
 
@@ -74,6 +75,23 @@ def test_each_start_records_its_world_size_and_a_new_submission_starts_the_list_
     assert [(e["event"], e["world_size"]) for e in _events(tmp_path)] == [("started", 2), ("started", 1)]
     assert conclude.begin(tmp_path, SlurmHost(job_id="4712"), 4) is None
     assert _status(tmp_path)["world_sizes"] == [4]
+
+
+def test_a_start_after_one_that_never_recorded_its_end_records_that_one_lost_where_its_heartbeat_was(
+        tmp_path: Path) -> None:
+    """A SIGKILL leaves the state `running` and no end event; the heartbeat says how far it got."""
+    _given(tmp_path, state="running")
+    assert conclude.begin(tmp_path, SlurmHost(job_id="4712"), 1, Beat(23)) is None
+    lost, started = _events(tmp_path)
+    assert (lost["event"], lost["job_id"], lost["step"], started["event"]) == ("lost", JOB, 23, "started")
+    assert "after step 23" in lost["message"]
+
+
+@pytest.mark.parametrize("state", ["requeued", "completed", "failed"])
+def test_a_start_after_one_that_recorded_its_end_records_nothing_lost(tmp_path: Path, state: str) -> None:
+    _given(tmp_path, state=state)
+    assert conclude.begin(tmp_path, SlurmHost(job_id=JOB), 1, Beat(23)) is None
+    assert [event["event"] for event in _events(tmp_path)] == ["started"]
 
 
 def test_a_run_that_gave_up_does_not_start_again_in_the_same_job(tmp_path: Path) -> None:
@@ -163,9 +181,10 @@ def test_a_second_ctrl_c_stops_without_a_checkpoint(tmp_path: Path) -> None:
 
 def test_a_crash_fails_the_run_by_default(tmp_path: Path) -> None:
     host, scheduler = _slurm(tmp_path)
-    assert conclude.after_crash(tmp_path, host, RequeuePolicy(), ValueError("nan loss")) is None
+    assert conclude.after_crash(tmp_path, host, RequeuePolicy(), ValueError("nan loss"), step=14) is None
     assert _status(tmp_path)["state"] == "failed" and _status(tmp_path)["message"] == "crashed: ValueError: nan loss"
     assert scheduler.requeued == [] and _events(tmp_path)[-1]["cause"] == "crashed"
+    assert _events(tmp_path)[-1]["step"] == 14  # where it got to: the report's steps lost
 
 
 def test_a_crash_requeues_within_its_own_bound(tmp_path: Path) -> None:

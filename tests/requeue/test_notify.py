@@ -144,7 +144,7 @@ def test_a_requeue_is_told_after_its_state_and_event_are_recorded_and_before_sco
     with Webhook() as server:
         notify = Notify(command=recorder(out), webhook=server.url("/ok"))
         outcome = conclude.after_interrupt(tmp_path, SlurmHost(job_id=JOB, scheduler=scheduler), POLICY,
-                                           Cause.PREEMPTED, "emergency/step=30.ckpt", notify)
+                                           Cause.PREEMPTED, "emergency/step=30.ckpt", notify=notify)
     assert (outcome.state, outcome.exit_code) == (State.REQUEUED, 0)
     assert scheduler.requeued == [JOB] and scheduler.notified_before_requeue == [True]
     (told,) = records(out)
@@ -163,7 +163,7 @@ def test_with_no_time_left_before_the_end_the_notification_is_skipped_and_the_re
     out = tmp_path / "notified.jsonl"
     scheduler = _EndingScheduler("preempted_grace", ends_in_s=END_MARGIN_S - 1, notified=out)
     outcome = conclude.after_interrupt(tmp_path, SlurmHost(job_id=JOB, scheduler=scheduler), POLICY, Cause.PREEMPTED,
-                                       "emergency/step=30.ckpt", Notify(command=recorder(out)))
+                                       "emergency/step=30.ckpt", notify=Notify(command=recorder(out)))
     assert outcome.state == State.REQUEUED and scheduler.requeued == [JOB]
     assert not out.exists()
     requeued, skipped = _events(tmp_path)
@@ -176,7 +176,7 @@ def test_a_hung_command_and_a_silent_webhook_fail_alone_and_the_hung_group_is_ki
     plain = tmp_path / "plain"
     with Webhook() as server:
         notify = Notify(command=recorder(out, "--hang"), webhook=server.url("/silent"), timeout_s=3)
-        outcome = conclude.after_crash(tmp_path, LocalHost(job_id=JOB), POLICY, RuntimeError("boom"), notify)
+        outcome = conclude.after_crash(tmp_path, LocalHost(job_id=JOB), POLICY, RuntimeError("boom"), notify=notify)
     assert outcome is None and conclude.after_crash(plain, LocalHost(job_id=JOB), POLICY, RuntimeError("boom")) is None
     assert [json.loads((d / "status.json").read_text())["state"] for d in (tmp_path, plain)] == ["failed", "failed"]
     (told,) = records(out)
@@ -213,7 +213,7 @@ def test_a_command_that_fails_and_a_webhook_answering_500_leave_the_end_as_it_wa
 def test_only_the_states_asked_for_are_told(tmp_path: Path) -> None:
     out = tmp_path / "notified.jsonl"
     notify = Notify(command=recorder(out), on=["completed"])
-    conclude.after_crash(tmp_path, LocalHost(job_id=JOB), POLICY, RuntimeError("boom"), notify)
+    conclude.after_crash(tmp_path, LocalHost(job_id=JOB), POLICY, RuntimeError("boom"), notify=notify)
     assert not out.exists()
     conclude.finish(tmp_path, LocalHost(job_id=JOB), None, notify)  # a completed run called again: no news
     assert not out.exists()

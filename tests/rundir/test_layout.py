@@ -19,7 +19,7 @@ LAYOUT = PACKAGE / "rundir" / "_layout.py"
 FILE_NAMES = (layout.CONFIG_FILE, layout.RECORD_FILE, layout.STATUS_FILE, layout.EVENTS_FILE)
 # Names that are also ordinary words (a command is called `checkpoints`): spelled as a path or a constant.
 DIRECTORY_NAMES = {layout.CHECKPOINTS_DIR, layout.EMERGENCY_DIR, layout.SUBMITIT_DIR, layout.LOCK_FILE,
-                   layout.STATUS_LOCK_FILE}
+                   layout.STATUS_LOCK_FILE, layout.HEARTBEAT_FILE}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

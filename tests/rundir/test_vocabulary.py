@@ -21,7 +21,8 @@ from resilient.rundir import (
 
 STATES = ["running", "requeued", "completed", "failed", "cancelled", "gave_up", "stopped"]
 EVENTS = ["submitted", "started", "resumed", "checkpoint", "checkpoint_failed", "signal", "fire_drill", "requeued",
-          "finished", "failed", "gave_up", "cancelled", "stopped", "cancel_requested", "notify_failed"]
+          "finished", "failed", "gave_up", "cancelled", "stopped", "cancel_requested", "notify_failed", "first_step",
+          "lost"]
 
 
 def test_the_values_are_those_runs_already_hold() -> None:
