@@ -104,13 +104,18 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
             f"run_dir {run_dir} holds {', '.join(sorted(names))} but no record of a run ({', '.join(RUN_RECORDS)}); "
             "--fresh moves only a run directory: move these away first"
         )
-    stamp = f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S}"
-    aside = run_dir.with_name(stamp)
+    return move_aside(run_dir)
+
+
+def move_aside(directory: Path) -> Path:
+    """Rename `directory` to `<name>.<timestamp>` beside it (nothing is deleted); returns the new path."""
+    stamp = f"{directory.name}.{datetime.now():%Y%m%d-%H%M%S}"
+    aside = directory.with_name(stamp)
     for number in itertools.count(1):
         if not aside.exists():
             break
-        aside = run_dir.with_name(f"{stamp}-{number}")  # two fresh starts within a second
-    run_dir.rename(aside)
+        aside = directory.with_name(f"{stamp}-{number}")  # two fresh starts within a second
+    directory.rename(aside)
     return aside
 
 
@@ -164,6 +169,36 @@ def _submit(executor: submitit.Executor, main: JobMain[Any]) -> submitit.Job[Any
     return job
 
 
+def refuse_live(run_dir: Path) -> JobRecord | None:
+    """The run's previous submission, if any; RunDirInUse if its job may still run."""
+    previous = read_record(run_dir)
+    if previous is not None and is_alive(previous):
+        raise RunDirInUse(
+            f"run_dir {run_dir} already has a live {previous.executor} job {previous.job_id}; "
+            f"cancel it (resilient cancel {run_dir}) or choose another run_dir"
+        )
+    return previous
+
+
+def record_submission(run_dir: Path, job_id: str, options: JobOptions, name: str, *, previous: JobRecord | None,
+                      set_aside: Path | None = None, config: Mapping[str, Any] | None = None,
+                      shared_submitit: bool = False) -> JobRecord:
+    """Leave what `resilient status` reads of a submitted job: config.yaml, job.json, a `submitted` event."""
+    if config is not None:
+        write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+    record = JobRecord(
+        job_id=job_id, executor=options.executor, name=name, submitted=time.time(),
+        host=socket.gethostname(), tasks=options.max_tasks,
+        warning_signal=signal_number(options.warning_signal, name="warning_signal"), shared_submitit=shared_submitit,
+    )
+    write_record(run_dir, record)
+    append_event(
+        run_dir, Event.SUBMITTED, job_id=record.job_id, executor=record.executor, name=name,
+        previous_job=previous.job_id if previous else None, set_aside=str(set_aside) if set_aside else None,
+    )
+    return record
+
+
 def launch(
     function: Callable[..., Any],
     options: JobOptions,
@@ -186,12 +221,7 @@ def launch(
     check_fire_drill_step(fire_drill_step)
     if options.executor == "slurm":
         require_slurm()  # before anything is made
-    previous = read_record(run_dir)
-    if previous is not None and is_alive(previous):
-        raise RunDirInUse(
-            f"run_dir {run_dir} already has a live {previous.executor} job {previous.job_id}; "
-            f"cancel it (resilient cancel {run_dir}) or choose another run_dir"
-        )
+    previous = refuse_live(run_dir)
     lock = RunLock(run_dir)
     try:
         with _nothing_left_on_failure(run_dir):
@@ -206,18 +236,8 @@ def launch(
                 lock.acquire(job_id=None, wait=False)
             executor = make_executor(options, _private_folder(run_dir), name)
             job = _submit(executor, JobMain(function, options, run_dir, args, dict(kwargs or {}), fire_drill_step))
-        if config is not None:
-            write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
-        record = JobRecord(
-            job_id=str(job.job_id), executor=options.executor, name=name, submitted=time.time(),
-            host=socket.gethostname(), tasks=options.max_tasks,
-            warning_signal=signal_number(options.warning_signal, name="warning_signal"),
-        )
-        write_record(run_dir, record)
-        append_event(
-            run_dir, Event.SUBMITTED, job_id=record.job_id, executor=record.executor, name=name,
-            previous_job=previous.job_id if previous else None, set_aside=str(set_aside) if set_aside else None,
-        )
+        record = record_submission(run_dir, str(job.job_id), options, name, previous=previous, set_aside=set_aside,
+                                   config=config)
     finally:
         lock.release()
     return JobHandle(run_dir, record, job)
