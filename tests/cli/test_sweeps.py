@@ -29,7 +29,8 @@ def _no_job_left(tmp_path: Path) -> Iterator[None]:
 
 def _sweep_file(tmp_path: Path, gates: bool = False) -> Path:
     (tmp_path / "out").mkdir()
-    args = {"out_dir": str(tmp_path / "out"), "epochs": 1, **({"gates": str(tmp_path / "gates")} if gates else {})}
+    # Gated tasks hold at steps 10 (b) and 10 and 20 (a): two epochs of 16 steps.
+    args = {"out_dir": str(tmp_path / "out"), "epochs": 2 if gates else 1, **({"gates": str(tmp_path / "gates")} if gates else {})}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({
         "name": "sweep", "entrypoint": "tests.submission.jobs:train_job_task", "args": args,
