@@ -159,7 +159,8 @@ def _sweep_rows(sweep_dir: Path, name_of: Callable[[Path], str]) -> tuple[list[l
         damage += task_damage
         states[row[_STATE]] += 1
     counts = ", ".join(f"{count} {state}" for state, count in states.most_common())
-    return rows, f"sweep {_shown_path(sweep_dir)}: {len(sweep.tasks)} tasks: {counts}", damage
+    tasks = f"{len(sweep.tasks)} task" + ("" if len(sweep.tasks) == 1 else "s")
+    return rows, f"sweep {_shown_path(sweep_dir)}: {tasks}: {counts}", damage
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -57,6 +57,8 @@ def test_array_tasks_requeue_alone_and_resume_bitwise(slurm_cluster: SlurmCluste
     assert sweep is not None and [task.name for task in sweep.tasks] == ["task=a", "task=b", "task=c"]
     handles = {task.name[-1]: resilient.JobHandle.attach(task.run_dir) for task in sweep.tasks}
     assert [handle.job_id for handle in handles.values()] == [f"{sweep.job_id}_{index}" for index in range(3)]
+    # Two nodes of one CPU: c waits for a or b to leave, and `squeue --jobs ARRAY_2` finds it waiting.
+    assert handles["c"].state == "pending"
 
     for restarts, step in enumerate((10, 20), start=1):
         slurm_cluster.wait_until(lambda step=step: (gates / "a" / f"ready-{step}").exists(), 180, f"task a at step {step}")
