@@ -174,7 +174,7 @@ def _load_sweep(model: JobFile, data: dict[str, Any], origins: Origins, as_writt
         try:
             spec = _resolve(task_model, source, sweep_task=name)
             if index == 0:
-                _check_sweep_executor(spec.options, len(overrides), model.sweep.max_parallel)
+                _check_sweep_settings(spec.options, len(overrides), model.sweep.max_parallel)
         except Invalid as problem:
             raise task_origins.locate(as_written(problem)) from None
         tasks.append(SweepTaskSpec(name=name, overrides=task, spec=spec))
@@ -185,8 +185,14 @@ def _load_sweep(model: JobFile, data: dict[str, Any], origins: Origins, as_writt
                      max_parallel=model.sweep.max_parallel, tasks=tuple(tasks), resolved=resolved)
 
 
-def _check_sweep_executor(options: JobOptions, tasks: int, max_parallel: int | None) -> None:
-    """What the sweep asks of its executor: an array on SLURM, every task at once on this machine."""
+def _check_sweep_settings(options: JobOptions, tasks: int, max_parallel: int | None) -> None:
+    """What the sweep asks of its executor (an array on SLURM, every task at once on this machine),
+    and checkpoints that stay each task's own."""
+    for index, rule in enumerate(rule_list(options.checkpoint)):
+        if rule.dirpath is not None:
+            raise Invalid(("checkpoint", index, "dirpath"), (
+                "every task of the sweep would write its checkpoints into this one directory, and resume from "
+                "the others'; leave dirpath out: each task keeps its own in <task run_dir>/checkpoints"))
     if options.executor == "debug":
         raise Invalid(("sweep",), (
             "the debug executor runs one job inside this process; a sweep runs on the local or slurm executor"))

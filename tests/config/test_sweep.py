@@ -128,6 +128,11 @@ def test_more_than_the_maximum_of_tasks_is_refused_before_expanding(in_tmp: Path
                        "(SLURM's default MaxArraySize is 1001); split it into several sweeps")
 
 
+def test_a_checkpoint_directory_every_task_would_share_is_refused(in_tmp: Path) -> None:
+    assert refused("sweep: {args.lr: [0.1]}\ncheckpoint: {dirpath: ckpts}\n").startswith(
+        "job.yaml:3: checkpoint.dirpath: every task of the sweep would write its checkpoints into this one directory")
+
+
 def test_the_debug_executor_is_refused(in_tmp: Path) -> None:
     assert refused("sweep: {args.lr: [0.1]}\n", "executor=debug").endswith(
         "sweep: the debug executor runs one job inside this process; a sweep runs on the local or slurm executor")

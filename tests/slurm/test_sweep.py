@@ -77,6 +77,9 @@ def test_array_tasks_requeue_alone_and_resume_bitwise(slurm_cluster: SlurmCluste
         assert {event["job_id"] for event in events if "job_id" in event} == {handle.job_id}  # requeued as itself
         assert_bitwise_equal(tmp_path / "reference.pt", out / f"{task}.pt")
 
+    logs = {task: _cli("logs", sweep_dir / f"task={task}") for task in "ac"}  # in the array's shared folder
+    assert logs["a"].returncode == 0 and logs["a"].stderr.count("resilient: requeued") == 2, logs["a"].stderr
+    assert logs["c"].returncode == 0 and "requeued" not in logs["c"].stderr, logs["c"].stderr
     status = _cli("status", sweep_dir)
     assert status.returncode == 0, status.stderr
     rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:4]}
