@@ -169,9 +169,7 @@ def _status(args: argparse.Namespace) -> int:
         if is_sweep_dir(target) and not is_run_dir(target):
             rows, summary, damage = _sweep_rows(target, lambda task: task.name)
             print(table(("TASK", *_HEADERS[1:]), rows, width=TABLE_WIDTH, narrowing=_NARROWING))
-            print(f"\n{summary}" if summary else "", end="\n" if summary else "")
-            for each in damage:
-                print(each)
+            print("\n".join(["", summary] if summary else []) + "".join(f"\n{each}" for each in damage))
             return EXIT_JOB_FAILED if damage else EXIT_OK
         runs = [target]
     else:

@@ -116,3 +116,16 @@ def test_preempt_and_cancel_take_the_whole_sweep(tmp_path: Path) -> None:
     assert_usage_error(cli("cancel", sweep_dir), f"no task of the sweep in {sweep_dir} is running")
     status = cli("status", sweep_dir)
     assert status.stdout.splitlines()[-1] == f"sweep {sweep_dir}: 2 tasks: 1 cancelled, 1 completed", status.stdout
+
+
+def test_a_damaged_sweep_table_is_a_damaged_row(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "runs" / "grid"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "sweep.json").write_text('{"name": "grid"}')
+    says = f"{sweep_dir / 'sweep.json'} is damaged: no 'executor'; submitting the job file again rewrites it"
+    for args in (("status",), ("status", "grid")):
+        result = cli(*args, cwd=tmp_path, env=ELSEWHERE)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stdout.splitlines()[1].split()[:4] == ["runs/grid", "-", "-", "damaged"], result.stdout
+    assert result.stdout.splitlines()[-1] == says, result.stdout  # named whole where the sweep is named
+    assert_usage_error(cli("cancel", "grid", cwd=tmp_path, env=ELSEWHERE), says, code=1)
