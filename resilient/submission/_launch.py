@@ -56,6 +56,12 @@ from ._options import JobOptions
 _SHOWN_ENTRIES = 3
 
 
+def listed(names: Sequence[str]) -> str:
+    """The first few of `names` and how many more, for a message about what a directory holds."""
+    more = len(names) - _SHOWN_ENTRIES
+    return ", ".join(names[:_SHOWN_ENTRIES]) + (f" and {more} more" if more > 0 else "")
+
+
 def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) -> None:
     """RunDirError if `run_dir` holds anything a run does not put there.
 
@@ -75,10 +81,8 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
         or entry.name.startswith(tuple(f".{record}." for record in RUN_RECORDS))
         or (holds_checkpoints and is_checkpoint_entry(entry.name))))
     if foreign:
-        more = len(foreign) - _SHOWN_ENTRIES
-        listed = ", ".join(foreign[:_SHOWN_ENTRIES]) + (f" and {more} more" if more > 0 else "")
         raise RunDirError(
-            f"{run_dir} holds files that are not a run's ({listed}); resilient neither writes into "
+            f"{run_dir} holds files that are not a run's ({listed(foreign)}); resilient neither writes into "
             "nor moves such a directory: choose a run_dir of its own, such as runs/NAME"
         )
 
@@ -169,6 +173,11 @@ def _submit(executor: submitit.Executor, main: JobMain[Any]) -> submitit.Job[Any
     return job
 
 
+def write_config(directory: Path, config: Mapping[str, Any]) -> None:
+    """The resolved job file, as YAML, in the run's (or the sweep's) directory."""
+    write_atomically(directory / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+
+
 def refuse_live(run_dir: Path) -> JobRecord | None:
     """The run's previous submission, if any; RunDirInUse if its job may still run."""
     previous = read_record(run_dir)
@@ -185,7 +194,7 @@ def record_submission(run_dir: Path, job_id: str, options: JobOptions, name: str
                       shared_submitit: bool = False) -> JobRecord:
     """Leave what `resilient status` reads of a submitted job: config.yaml, job.json, a `submitted` event."""
     if config is not None:
-        write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+        write_config(run_dir, config)
     record = JobRecord(
         job_id=job_id, executor=options.executor, name=name, submitted=time.time(),
         host=socket.gethostname(), tasks=options.max_tasks,

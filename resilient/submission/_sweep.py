@@ -15,14 +15,13 @@ commands that take the whole sweep.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import submitit
-import yaml
 
 from ..rundir import (
     CONFIG_FILE,
@@ -37,18 +36,23 @@ from ..rundir import (
     SweepTask,
     is_run_dir,
     read_record,
-    write_atomically,
     write_sweep,
 )
 from ._errors import SubmissionError
 from ._executors import make_executor, require_slurm
 from ._handle import JobHandle
-from ._launch import _nothing_left_on_failure, _private_folder, launch, move_aside, record_submission
+from ._launch import (
+    _nothing_left_on_failure,
+    _private_folder,
+    launch,
+    listed,
+    move_aside,
+    record_submission,
+    write_config,
+)
 from ._liveness import is_alive
 from ._main import JobMain
 from ._options import JobOptions
-
-_SHOWN_ENTRIES = 3
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,8 @@ def refuse_foreign_sweep_dir(sweep_dir: Path) -> None:
         or entry.name.startswith(tuple(f".{record}." for record in (SWEEP_FILE, CONFIG_FILE)))
         or (entry.is_dir() and not entry.is_symlink() and is_run_dir(entry))))
     if foreign:
-        more = len(foreign) - _SHOWN_ENTRIES
-        listed = ", ".join(foreign[:_SHOWN_ENTRIES]) + (f" and {more} more" if more > 0 else "")
         raise RunDirError(
-            f"{sweep_dir} holds files that are not a sweep's ({listed}); resilient neither writes into nor moves "
+            f"{sweep_dir} holds files that are not a sweep's ({listed(foreign)}); resilient neither writes into nor moves "
             "such a directory: choose a run_dir of its own, such as runs/NAME")
 
 
@@ -100,15 +102,18 @@ def _refuse_live_tasks(sweep_dir: Path, tasks: Sequence[SweepTaskLaunch]) -> Non
                 f"cancel the sweep (resilient cancel {sweep_dir}) or wait for it to end")
 
 
-@contextmanager
-def _locked(directories: Sequence[Path]) -> Iterator[None]:
-    """Hold the run lock of every directory (made if missing) for the block, or RunDirInUse at once."""
-    with ExitStack() as stack:
-        for directory in directories:
-            lock = RunLock(directory)
-            lock.acquire(job_id=None, wait=False)
-            stack.callback(lock.release)
-        yield
+def _refuse_locked(directories: Sequence[Path]) -> None:
+    """RunDirInUse if a process holds the run lock of any task directory (a script run there by hand).
+
+    Each lock is taken and let go at once rather than held through the submission: a sweep may
+    have a thousand tasks (a thousand descriptors), and an array task that starts while its lock
+    is held waits only seconds for it before giving up. The sweep's own lock keeps a second
+    submission of the sweep out meanwhile.
+    """
+    for directory in directories:
+        lock = RunLock(directory)
+        lock.acquire(job_id=None, wait=False)
+        lock.release()
 
 
 def launch_sweep(function: Callable[..., Any], tasks: Sequence[SweepTaskLaunch], *, sweep_dir: Path, name: str,
@@ -155,7 +160,7 @@ def launch_sweep(function: Callable[..., Any], tasks: Sequence[SweepTaskLaunch],
 def _write_table(sweep_dir: Path, name: str, executor: str, job_id: str | None, max_parallel: int | None,
                  tasks: Sequence[SweepTaskLaunch], config: Mapping[str, Any] | None) -> None:
     if config is not None:
-        write_atomically(sweep_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+        write_config(sweep_dir, config)
     write_sweep(Sweep(sweep_dir, name, executor, job_id, max_parallel, tuple(
         SweepTask(index, task.name, task.overrides, Path(task.options.run_dir)) for index, task in enumerate(tasks))))
 
@@ -174,23 +179,25 @@ def _submit_array(function: Callable[..., Any], tasks: Sequence[SweepTaskLaunch]
     """One SLURM array of every task; its handles and the array's id."""
     directories = [Path(task.options.run_dir) for task in tasks]
     previous = [read_record(directory) for directory in directories]  # none of them alive: checked before
-    with _locked(directories):
-        folder = _private_folder(sweep_dir)
-        executor = make_executor(tasks[0].options, folder, name, array_parallelism=max_parallel or len(tasks))
-        try:
-            with executor.batch():
-                jobs = [executor.submit(JobMain(function, task.options, directory, (), task.kwargs,
-                                                task.fire_drill_step))
-                        for task, directory in zip(tasks, directories)]
-        except (submitit.core.utils.FailedJobError, OSError) as error:
-            reason = str(error).strip().splitlines() or [type(error).__name__]
-            raise SubmissionError(f"the slurm submission of the sweep failed: {reason[-1]}") from error
-        for path in folder.iterdir():  # the array's batch script and every task's pickle: the code it runs
-            if path.name.endswith(("_submitted.pkl", "_submission.sh")):
-                path.chmod(PRIVATE_FILE_MODE)
-        handles = []
-        for task, directory, job, before in zip(tasks, directories, jobs, previous):
-            record = record_submission(directory, str(job.job_id), task.options, name, previous=before,
-                                       config=task.config, shared_submitit=True)
-            handles.append(JobHandle(directory, record, job))
+    _refuse_locked(directories)
+    for task, directory in zip(tasks, directories):  # before sbatch: less to write once tasks may start
+        if task.config is not None:
+            write_config(directory, task.config)
+    folder = _private_folder(sweep_dir)
+    executor = make_executor(tasks[0].options, folder, name, array_parallelism=max_parallel or len(tasks))
+    try:
+        with executor.batch():
+            jobs = [executor.submit(JobMain(function, task.options, directory, (), task.kwargs, task.fire_drill_step))
+                    for task, directory in zip(tasks, directories)]
+    except (submitit.core.utils.FailedJobError, OSError) as error:
+        reason = str(error).strip().splitlines() or [type(error).__name__]
+        raise SubmissionError(f"the slurm submission of the sweep failed: {reason[-1]}") from error
+    for path in folder.iterdir():  # the array's batch script and every task's pickle: the code it runs
+        if path.name.endswith(("_submitted.pkl", "_submission.sh")):
+            path.chmod(PRIVATE_FILE_MODE)
+    handles = []
+    for task, directory, job, before in zip(tasks, directories, jobs, previous):  # in the order tasks start
+        record = record_submission(directory, str(job.job_id), task.options, name, previous=before,
+                                   shared_submitit=True)
+        handles.append(JobHandle(directory, record, job))
     return handles, str(jobs[0].job_id).partition("_")[0]
