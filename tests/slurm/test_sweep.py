@@ -87,3 +87,17 @@ def test_array_tasks_requeue_alone_and_resume_bitwise(slurm_cluster: SlurmCluste
     assert "completed  1 (time_limit 1)" in rows["task=b"], status.stdout
     assert "completed  0 " in rows["task=c"], status.stdout
     assert status.stdout.rstrip().endswith("3 tasks: 3 completed"), status.stdout
+
+
+def test_an_array_sbatch_refuses_leaves_nothing_behind(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    job_file, sweep_dir = tmp_path / "sweep.yaml", tmp_path / "sweep"
+    job_file.write_text(yaml.safe_dump({
+        "entrypoint": "tests.submission.jobs:train_job_task", "args": {"out_dir": str(tmp_path)},
+        "executor": "slurm", "run_dir": str(sweep_dir), "slurm": {"partition": "nosuch"},
+        "sweep": {"args.task": ["a", "b"]},
+    }))
+    refused = _cli("submit", job_file)
+    assert refused.returncode == 2, refused.stderr
+    # (sbatch's own lines come first: submitit lets its stderr through, for one job as for an array)
+    assert refused.stderr.splitlines()[-1].startswith("resilient: error: the slurm submission of the sweep failed: ")
+    assert not sweep_dir.exists()
