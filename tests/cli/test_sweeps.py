@@ -52,6 +52,9 @@ def test_a_local_sweep_runs_every_task_in_its_own_directory_and_resumes(tmp_path
     dry = cli("submit", job_file, "--dry-run")
     assert dry.returncode == 0 and dry.stdout.splitlines()[1:] == [
         "# TASK  DIRECTORY  OVERRIDES", "# 0     task=a     args.task=a", "# 1     task=b     args.task=b"], dry.stdout
+    array = cli("submit", job_file, "--dry-run", "--executor", "slurm", "-o", "sweep.max_parallel=1")
+    assert array.returncode == 0 and "#SBATCH --array=0-1%1\n" in array.stdout, array.stderr
+    assert array.stdout.splitlines()[-2:] == ["# 0     task=a     args.task=a", "# 1     task=b     args.task=b"]
     assert not sweep_dir.exists()
 
     submitted = cli("submit", job_file)
