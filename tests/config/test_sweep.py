@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from resilient.config import ConfigError, SweepSpec, json_schema, load_job_file
 from resilient.config._sweep import task_name
-from resilient.settings import MAX_SWEEP_TASKS
+from resilient.settings import LOCAL_TASKS_PER_CPU, MAX_SWEEP_TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = "entrypoint: tests.config.fixtures.plain:train\n"
@@ -142,6 +143,13 @@ def test_the_local_executor_refuses_to_hold_tasks_back(in_tmp: Path) -> None:
     assert "sweep.max_parallel: the local executor starts all 2 tasks at once" in refused(
         "sweep: {args.lr: [0.1, 0.2], max_parallel: 1}\n")
     assert load("sweep: {args.lr: [0.1, 0.2], max_parallel: 1}\n", "executor=slurm").max_parallel == 1
+
+
+def test_the_local_executor_refuses_more_processes_than_the_machine_runs(in_tmp: Path) -> None:
+    most = LOCAL_TASKS_PER_CPU * len(os.sched_getaffinity(0))
+    values = ", ".join(map(str, range(most + 1)))
+    assert f"{most + 1} tasks of 1 rank(s) are {most + 1} processes at once" in refused(f"sweep: {{args.epochs: [{values}]}}\n")
+    assert len(load(f"sweep: {{args.epochs: [{values}]}}\n", "executor=slurm").tasks) == most + 1
 
 
 def test_the_sweep_directory_must_be_a_sweeps_own(in_tmp: Path) -> None:
