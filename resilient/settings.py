@@ -30,6 +30,8 @@ MAX_TIME_MIN = 365 * 24 * 60  # a time limit beyond a year is a typo
 # More processes than this per CPU would only take turns on the cores (and a typo such as
 # tasks_per_node: 1000000 would start that many processes here).
 LOCAL_TASKS_PER_CPU = 4
+# The most tasks one sweep may have: SLURM's default MaxArraySize is 1001 (indices 0 to 1000).
+MAX_SWEEP_TASKS = 1000
 
 # Values that end up in the generated batch script: plain tokens only, nothing a shell interprets.
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=@%+/-]*$")

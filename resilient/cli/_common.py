@@ -9,7 +9,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..rundir import RECORD_FILE, STATUS_FILE, Event, is_emergency, is_run_dir, shorten
+from ..rundir import (
+    RECORD_FILE,
+    STATUS_FILE,
+    SWEEP_FILE,
+    Event,
+    is_emergency,
+    is_run_dir,
+    is_sweep_dir,
+    read_sweep,
+    shorten,
+)
 from ..settings import RUNS_DIR
 from ..submission import JobHandle
 
@@ -24,14 +34,25 @@ class UsageError(Exception):
     """A mistake on the command line; its message is printed as one line, with exit code 2."""
 
 
-def find_run(name: str) -> Path:
-    """RUN as given on the command line: a run directory, or the name of one under ./runs."""
+def find_run_or_sweep(name: str) -> Path:
+    """RUN as given on the command line: a run or sweep directory, or the name of one under ./runs."""
     candidates = [Path(name)] if Path(name).is_absolute() else [Path(name), RUNS_DIR / name]
     for candidate in candidates:
-        if is_run_dir(candidate):
+        if is_run_dir(candidate) or is_sweep_dir(candidate):
             return candidate.absolute()
     looked = " and ".join(str(path) if path.is_absolute() else f"./{path}" for path in candidates)
-    raise UsageError(f"no run directory {name!r} (looked for {RECORD_FILE} or {STATUS_FILE} in {looked})")
+    raise UsageError(
+        f"no run directory {name!r} (looked for {RECORD_FILE}, {STATUS_FILE} or {SWEEP_FILE} in {looked})")
+
+
+def find_run(name: str) -> Path:
+    """RUN as given on the command line: a run directory (a sweep's task too), or the name of one under ./runs."""
+    path = find_run_or_sweep(name)
+    if not is_run_dir(path):
+        sweep = read_sweep(path)
+        example = sweep.tasks[0].run_dir if sweep is not None else path
+        raise UsageError(f"{name} is a sweep; name one of its tasks, e.g. {example}")
+    return path
 
 
 def attach(run: str) -> JobHandle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,11 +19,13 @@ from ..rundir import (
     Status,
     goodput,
     is_run_dir,
+    is_sweep_dir,
     lock_holder,
     read_heartbeat,
     read_history,
     read_record,
     read_status,
+    read_sweep,
 )
 from ..submission import LOST, JobHandle
 from ._common import (
@@ -34,7 +37,7 @@ from ._common import (
     attach,
     checkpoint_name,
     describe,
-    find_run,
+    find_run_or_sweep,
     table,
     when,
 )
@@ -42,7 +45,7 @@ from ._follow import follow
 
 T = TypeVar("T")
 _HEADERS = ("RUN", "JOB", "EXECUTOR", "STATE", "RESTARTS", "GOODPUT", "LAST CHECKPOINT", "LAST EVENT")
-_RUN, _LAST_CHECKPOINT, _LAST_EVENT = 0, 6, 7
+_RUN, _STATE, _LAST_CHECKPOINT, _LAST_EVENT = 0, 3, 6, 7
 # When a row would not fit: the run's path gives way first (its end names the run), then the
 # last checkpoint (its time and step stay), then the last event, then all of them down to the headers.
 _NARROWING = ((_RUN, 20), (_LAST_CHECKPOINT, 24), (_LAST_EVENT, 0), (_RUN, 0), (_LAST_CHECKPOINT, 0))
@@ -53,12 +56,13 @@ _LIVE = ("pending", State.RUNNING, State.REQUEUED)  # states of a job still to c
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     status = commands.add_parser(
         "status", help="state, restarts, last checkpoint and last event of runs",
-        description="Show runs as a table: every run under ./runs, or the one RUN names. A run whose files "
+        description="Show runs as a table: every run under ./runs, or the one RUN names. A sweep shows one row "
+                    "per task and a line counting its tasks by state. A run whose files "
                     "cannot be read shows as damaged, naming the file and why, and the exit code is then 1.",
         epilog="examples:\n  resilient status\n  resilient status runs/quickstart",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("run", nargs="?", metavar="RUN", help="a run directory, or a run's name under ./runs")
+    status.add_argument("run", nargs="?", metavar="RUN", help="a run or sweep directory, or its name under ./runs")
     status.set_defaults(handler=_status)
 
     logs = commands.add_parser(
@@ -133,7 +137,7 @@ def _row(run_dir: Path) -> tuple[list[str], list[str], list[DamagedFile]]:
         last_event = f"{when(last['time'])} {describe(last, run_dir)}" if last else "-"
         shown = percent(run_goodput(run_dir, history.events, state))
     row = [
-        str(run_dir.relative_to(Path.cwd())) if run_dir.is_relative_to(Path.cwd()) else str(run_dir),
+        _shown_path(run_dir),
         record.job_id if record else (status.job_id if status else None) or "-",
         record.executor if record else "-",
         state,
@@ -146,20 +150,69 @@ def _row(run_dir: Path) -> tuple[list[str], list[str], list[DamagedFile]]:
     return row, [status.message, _starts(status.world_sizes)] if status else [], damage
 
 
+def _shown_path(path: Path) -> str:
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+NOT_SUBMITTED = "not submitted"  # a task in the sweep's table whose job was never submitted
+
+
+def _sweep_rows(sweep_dir: Path, name_of: Callable[[Path], str]) -> tuple[list[list[str]], str, list[DamagedFile]]:
+    """A row per task of the sweep (RUN as `name_of` says), a summary line, and the damage found."""
+    try:
+        sweep = read_sweep(sweep_dir)
+    except DamagedFile as damage:
+        row = [_shown_path(sweep_dir), "-", "-", DAMAGED, "-", "-", "-", f"{damage.path.name}: {damage.why}"]
+        return [row], "", [damage]
+    assert sweep is not None
+    rows, damage, states = [], [], Counter()
+    for task in sweep.tasks:
+        if is_run_dir(task.run_dir):
+            row, _, task_damage = _row(task.run_dir)
+        else:
+            row, task_damage = ["", "-", sweep.executor, NOT_SUBMITTED, "-", "-", "-", "-"], []
+        row[_RUN] = name_of(task.run_dir)
+        rows.append(row)
+        damage += task_damage
+        states[row[_STATE]] += 1
+    counts = ", ".join(f"{count} {state}" for state, count in states.most_common())
+    tasks = f"{len(sweep.tasks)} task" + ("" if len(sweep.tasks) == 1 else "s")
+    return rows, f"sweep {_shown_path(sweep_dir)}: {tasks}: {counts}", damage
+
+
 def _status(args: argparse.Namespace) -> int:
     if args.run is not None:
-        runs = [find_run(args.run)]
+        target = find_run_or_sweep(args.run)
+        if is_sweep_dir(target) and not is_run_dir(target):
+            rows, summary, damage = _sweep_rows(target, lambda task: task.name)
+            print(table(("TASK", *_HEADERS[1:]), rows, width=TABLE_WIDTH, narrowing=_NARROWING))
+            print("\n".join(["", summary] if summary else []) + "".join(f"\n{each}" for each in damage))
+            return EXIT_JOB_FAILED if damage else EXIT_OK
+        runs = [target]
     else:
-        runs = sorted(path.absolute() for path in RUNS_DIR.glob("*") if is_run_dir(path))
+        runs = sorted(path.absolute() for path in RUNS_DIR.glob("*") if is_run_dir(path) or is_sweep_dir(path))
         if not runs:
             raise UsageError(f"no runs under ./{RUNS_DIR}; name one: resilient status RUN")
-    rows, details, damage = zip(*(_row(run_dir) for run_dir in runs))
+    rows, details, damage, summaries = [], [], [], []
+    for path in runs:
+        if is_run_dir(path):
+            row, detail, run_damage = _row(path)
+            rows.append(row)
+            details.append(detail)
+            damage += run_damage
+        else:  # a sweep: its tasks, one under the other
+            task_rows, summary, sweep_damage = _sweep_rows(path, _shown_path)
+            rows += task_rows
+            summaries += [summary] if summary else []
+            damage += sweep_damage
     print(table(_HEADERS, rows, width=TABLE_WIDTH, narrowing=_NARROWING, keep_end=(_RUN,)))
     if args.run is not None:
-        shown = [detail for detail in (*details[0], *map(str, damage[0])) if detail]
+        shown = [detail for detail in (*details[0], *map(str, damage)) if detail]
         if shown:
             print("\n" + "\n".join(shown))
-    return EXIT_JOB_FAILED if any(damage) else EXIT_OK
+    elif summaries:
+        print("\n" + "\n".join(summaries))
+    return EXIT_JOB_FAILED if damage else EXIT_OK
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -126,6 +126,10 @@ class Origins:
 
         return self.locate(min(problems, key=position))
 
+    def where(self, path: KeyPath) -> str:
+        """Where the key at `path` (or its nearest written ancestor) was written: `file:line` or `-o ...`."""
+        return self._where(path)[0]
+
     def _where(self, path: KeyPath) -> tuple[str, int | None]:
         for depth in range(len(path), -1, -1):
             prefix = path[:depth]

@@ -8,6 +8,7 @@ error. Nothing is created on disk, successful or not.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -26,10 +27,11 @@ from ..submission import JobOptions
 from ._entrypoint import check_args, import_entrypoint
 from ._errors import ConfigError, Invalid, KeyPath, Origins
 from ._messages import explain
-from ._model import Checkpoint, JobFile
+from ._model import Checkpoint, JobFile, Sweep
 from ._model import Notify as NotifySection
 from ._overrides import apply_overrides, set_value
-from ._run_dir import check_not_shared, check_run_dir
+from ._run_dir import check_not_shared, check_run_dir, check_sweep_dir
+from ._sweep import expand, task_name
 from ._values import NAME, to_minutes, to_notify_seconds, to_seconds
 from ._yaml import parse
 
@@ -78,8 +80,11 @@ class JobSpec:
 
 
 def load_job_file(path: str | os.PathLike[str], overrides: Sequence[str] = (),
-                  executor: str | None = None) -> JobSpec:
+                  executor: str | None = None) -> JobSpec | SweepSpec:
     """Read, override, validate and resolve a job file; any mistake is a one-line ConfigError.
+
+    A file with a `sweep` gives a SweepSpec: each task resolved as the file with the task's
+    overrides, applied after `overrides`.
 
     `overrides` are "key.path=value" strings (the value read as YAML); `executor`, when given,
     acts as one more override of `executor`, applied last.
@@ -105,24 +110,111 @@ def load_job_file(path: str | os.PathLike[str], overrides: Sequence[str] = (),
     single_checkpoint = isinstance(data.get("checkpoint"), dict)
     if single_checkpoint:
         data["checkpoint"] = [data["checkpoint"]]
+    short_sweep = _short_sweep(data)
 
     def as_written(problem: Invalid) -> Invalid:
-        """Report a single checkpoint mapping's keys as `checkpoint.x`, where they were written."""
+        """Report a single checkpoint mapping's keys as `checkpoint.x`, and a short sweep's as
+        `sweep.args.x`, where they were written."""
         if single_checkpoint and problem.path[:2] == ("checkpoint", 0):
             return Invalid(("checkpoint", *problem.path[2:]), problem.message)
+        if short_sweep and problem.path[:2] == ("sweep", "grid"):
+            return Invalid(("sweep", *problem.path[2:]), problem.message)
         return problem
 
-    try:
-        model = JobFile.model_validate(data)
-    except ValidationError as error:
-        raise origins.first(as_written(explain(details)) for details in error.errors()) from None
+    model = _validate(data, origins, as_written)
+    if model.sweep is not None:
+        return _load_sweep(model, data, origins, as_written, Path(source).absolute(), short=short_sweep)
     try:
         return _resolve(model, Path(source).absolute())
     except Invalid as problem:
         raise origins.locate(as_written(problem)) from None
 
 
-def _resolve(model: JobFile, source: Path) -> JobSpec:
+def _validate(data: dict[str, Any], origins: Origins, as_written: Callable[[Invalid], Invalid]) -> JobFile:
+    try:
+        return JobFile.model_validate(data)
+    except ValidationError as error:
+        raise origins.first(as_written(explain(details)) for details in error.errors()) from None
+
+
+def _short_sweep(data: dict[str, Any]) -> bool:
+    """Turn a sweep written as its grid (`sweep: {args.lr: [...], max_parallel: 2}`) into the long
+    form (`sweep: {grid: {args.lr: [...]}, max_parallel: 2}`); returns whether it was short."""
+    sweep = data.get("sweep")
+    if not isinstance(sweep, dict) or "grid" in sweep:
+        return False
+    grid = {key: value for key, value in sweep.items() if key not in Sweep.model_fields}
+    if not grid:
+        return False
+    data["sweep"] = {**{key: value for key, value in sweep.items() if key in Sweep.model_fields}, "grid": grid}
+    return True
+
+
+def _load_sweep(model: JobFile, data: dict[str, Any], origins: Origins, as_written: Callable[[Invalid], Invalid],
+                source: Path, *, short: bool) -> SweepSpec:
+    """Every task of the sweep resolved as a job file of its own: the file with the task's
+    overrides applied as `-o` overrides are, so that each is checked as a whole file would be
+    (the entrypoint's signature included) and an error names the sweep's key and the task."""
+    assert model.sweep is not None
+    try:
+        overrides = expand(model.sweep.grid, model.sweep.tasks, short=short)
+        if not overrides:
+            raise Invalid(("sweep",), "a sweep needs a grid or tasks: e.g. sweep: {args.lr: [0.1, 0.01]}")
+    except Invalid as problem:
+        raise origins.locate(problem) from None
+    from_grid = len(overrides) - len(model.sweep.tasks)
+    base = {key: value for key, value in data.items() if key != "sweep"}
+    tasks: list[SweepTaskSpec] = []
+    for index, task in enumerate(overrides):
+        name = task_name(task)
+        task_data, task_origins = copy.deepcopy(base), copy.deepcopy(origins)
+        for key, value in task.items():
+            written: KeyPath = (("sweep",) if short else ("sweep", "grid")) if index < from_grid else (
+                "sweep", "tasks", index - from_grid)
+            label = f"{origins.where((*written, key))}: sweep task {name}"
+            set_value(task_data, task_origins, tuple(key.split(".")), value, label)
+        task_model = _validate(task_data, task_origins, as_written)
+        try:
+            spec = _resolve(task_model, source, sweep_task=name)
+            if index == 0:
+                _check_sweep_settings(spec.options, len(overrides), model.sweep.max_parallel)
+        except Invalid as problem:
+            raise task_origins.locate(as_written(problem)) from None
+        tasks.append(SweepTaskSpec(name=name, overrides=task, spec=spec))
+    first = tasks[0].spec
+    sweep_dir = Path(first.options.run_dir).parent
+    resolved = {**model.model_dump(), "name": first.name, "run_dir": str(sweep_dir)}
+    return SweepSpec(source=source, name=first.name, run_dir=sweep_dir, executor=first.options.executor,
+                     max_parallel=model.sweep.max_parallel, tasks=tuple(tasks), resolved=resolved)
+
+
+def _check_sweep_settings(options: JobOptions, tasks: int, max_parallel: int | None) -> None:
+    """What the sweep asks of its executor (an array on SLURM, every task at once on this machine),
+    and checkpoints that stay each task's own."""
+    for index, rule in enumerate(rule_list(options.checkpoint)):
+        if rule.dirpath is not None:
+            raise Invalid(("checkpoint", index, "dirpath"), (
+                "every task of the sweep would write its checkpoints into this one directory, and resume from "
+                "the others'; leave dirpath out: each task keeps its own in <task run_dir>/checkpoints"))
+    if options.executor == "debug":
+        raise Invalid(("sweep",), (
+            "the debug executor runs one job inside this process; a sweep runs on the local or slurm executor"))
+    if options.executor != "local":
+        return
+    if max_parallel is not None and max_parallel < tasks:
+        raise Invalid(("sweep", "max_parallel"), (
+            f"the local executor starts all {tasks} tasks at once and cannot hold some back; max_parallel limits "
+            "a SLURM array: remove it, or use executor slurm"))
+    processes, cpus = tasks * options.tasks_per_node, _local_cpus()
+    if processes > LOCAL_TASKS_PER_CPU * cpus:
+        raise Invalid(("sweep",), (
+            f"{tasks} tasks of {options.tasks_per_node} rank(s) are {processes} processes at once, more than the "
+            f"local executor runs on this machine's {cpus} CPU(s): at most {LOCAL_TASKS_PER_CPU * cpus}"))
+
+
+def _resolve(model: JobFile, source: Path, sweep_task: str | None = None) -> JobSpec:
+    """`sweep_task`: the task's name; its run directory is then that name inside the file's
+    run_dir, which is the sweep's."""
     function, decorated = import_entrypoint(model.entrypoint)
     check_args(function, model.args)
     name = model.name or function.__name__
@@ -134,6 +226,9 @@ def _resolve(model: JobFile, source: Path) -> JobSpec:
         settings.update({field: getattr(decorated, field) for field in _FIELDS if not written[field]})
     _check_combinations(settings, written)
     run_dir = run_dir_for(settings["run_dir"], name)
+    if sweep_task is not None:
+        check_sweep_dir(run_dir)
+        run_dir = run_dir / sweep_task
     check_run_dir(run_dir, settings["checkpoint"])
     _check_rules(settings["checkpoint"], run_dir)
     settings["run_dir"] = run_dir
@@ -153,6 +248,28 @@ def _resolve(model: JobFile, source: Path) -> JobSpec:
         fire_drill_step=None if model.fire_drill is None else model.fire_drill.preempt_at_step,
         resolved=resolved,
     )
+
+
+@dataclass(frozen=True)
+class SweepTaskSpec:
+    """One task of a sweep: its name (its directory), what it overrides, and its job, resolved."""
+
+    name: str
+    overrides: dict[str, Any]  # "args.lr" -> 0.001
+    spec: JobSpec  # options.run_dir: <sweep dir>/<name>
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A job file with a sweep, resolved and checked: every task, ready for submission."""
+
+    source: Path
+    name: str
+    run_dir: Path  # the sweep's directory, absolute; each task's is inside
+    executor: str
+    max_parallel: int | None  # sweep.max_parallel (SLURM's %N)
+    tasks: tuple[SweepTaskSpec, ...]
+    resolved: dict[str, Any]  # the file as submitted (overrides applied, its sweep included)
 
 
 def _is_set(model: BaseModel, path: KeyPath) -> bool:

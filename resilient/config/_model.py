@@ -9,9 +9,9 @@ coercion or an ignored typo changes a run silently.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ..loop import OnSaveError
 from ..requeue import DEFAULT_NOTIFY_ON, DEFAULT_NOTIFY_TIMEOUT_S, MAX_NOTIFY_TIMEOUT_S, NOTIFY_STATES
@@ -22,9 +22,11 @@ from ..settings import (
     MAX_GPUS_PER_NODE,
     MAX_MEM_GB,
     MAX_NODES,
+    MAX_SWEEP_TASKS,
     MAX_TASKS_PER_NODE,
 )
 from ..submission import EXECUTORS
+from . import _sweep
 from ._values import (
     Entrypoint,
     FireDrillStep,
@@ -51,6 +53,14 @@ GpusPerNode = count(0, MAX_GPUS_PER_NODE)
 CpusPerTask = count(1, MAX_CPUS_PER_TASK)
 MemGb = count(1, MAX_MEM_GB)
 Requeues = count(0)
+MaxParallel = count(1, MAX_SWEEP_TASKS)
+SweepKey = Annotated[str, AfterValidator(_sweep.check_key), WithJsonSchema(
+    {"type": "string", "pattern": f"^{_sweep.SWEEP_KEY.pattern}$"})]
+SweepValue = Annotated[Any, AfterValidator(_sweep.check_value), WithJsonSchema(
+    {"anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "null"},
+               {"type": "string", "pattern": "^[A-Za-z0-9_.+-]{1,64}$"}]})]
+SweepValues = Annotated[list[SweepValue], AfterValidator(_sweep.check_values)]
+SweepTask = Annotated[dict[SweepKey, SweepValue], AfterValidator(_sweep.check_task)]
 
 
 class _Section(BaseModel):
@@ -166,6 +176,25 @@ class Notify(_Section):
         "most the time left before the job's end, less 10 s."))
 
 
+class Sweep(_Section):
+    """Many runs of this job, with different args: one SLURM array, or one local job per task.
+
+    Each task runs in its own run directory inside run_dir, named from its values
+    ('lr=0.001,seed=0'). The short form {args.lr: [...], args.seed: [...]} is a grid.
+    """
+
+    grid: dict[SweepKey, SweepValues] = Field(default_factory=dict, description=(
+        "args keys ('args.NAME' or 'args.NAME.SUB') and the values each takes: every combination is a "
+        "task, in the order written, the last key varying fastest. Values are numbers, true, false, null "
+        "or plain strings (letters, digits, '_', '.', '+', '-'), which name the task's directory."))
+    tasks: list[SweepTask] = Field(default_factory=list, description=(
+        "More tasks, each a mapping of args keys to values, after the grid's."))
+    max_parallel: MaxParallel | None = Field(None, description=(
+        f"SLURM: at most this many tasks run at once (sbatch --array=0-N%max_parallel); null: no limit. "
+        f"The local executor starts every task at once and refuses a lower limit. At most {MAX_SWEEP_TASKS} "
+        "tasks in all."))
+
+
 class JobFile(_Section):
     """A resilient job: what to run, where, with what, and how it may come back."""
 
@@ -195,6 +224,7 @@ class JobFile(_Section):
     requeue: Requeue = Field(default_factory=Requeue, description=Requeue.__doc__)
     fire_drill: FireDrill | None = Field(None, description=FireDrill.__doc__)
     notify: Notify | None = Field(None, description=Notify.__doc__)
+    sweep: Sweep | None = Field(None, description=Sweep.__doc__)
 
 
 def json_schema() -> dict[str, Any]:
@@ -203,4 +233,9 @@ def json_schema() -> dict[str, Any]:
     # The loader accepts a single checkpoint mapping and wraps it into a list before validation;
     # the schema says so, or an editor would flag the short form that the docs recommend.
     schema["properties"]["checkpoint"]["anyOf"].insert(0, {"$ref": "#/$defs/Checkpoint"})
+    # The short form of a sweep, its grid's keys written in the sweep itself: {args.lr: [...], max_parallel: 2}.
+    sweep = schema["$defs"]["Sweep"]["properties"]
+    short = {"type": "object", "patternProperties": sweep["grid"]["patternProperties"],
+             "properties": {key: sweep[key] for key in ("tasks", "max_parallel")}, "additionalProperties": False}
+    schema["properties"]["sweep"]["anyOf"].insert(1, short)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..rules import ModelCheckpoint
 from ..rundir import RunDirError
 from ..settings import SAFE_CHARACTERS, SAFE_VALUE
-from ..submission import refuse_foreign_run_dir
+from ..submission import refuse_foreign_run_dir, refuse_foreign_sweep_dir
 from ._errors import Invalid, KeyPath, shown
 
 _RUN_DIR = ("run_dir",)
@@ -73,3 +73,15 @@ def check_not_shared(path: Path, key: KeyPath) -> None:
         raise Invalid(key, (
             f"{str(path)!r} is refused: it is a system, shared or home directory; a run needs a "
             "directory of its own, such as runs/NAME"))
+
+
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """Refuse a sweep's directory (`run_dir` of a file with a sweep) that is shared, a system
+    directory, a file, or that holds a run or anything a sweep does not put there."""
+    check_not_shared(sweep_dir, _RUN_DIR)
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise Invalid(_RUN_DIR, f"{str(sweep_dir)!r} is a file, not a directory")
+    try:
+        refuse_foreign_sweep_dir(sweep_dir)
+    except RunDirError as error:
+        raise Invalid(_RUN_DIR, str(error)) from None

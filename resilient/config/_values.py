@@ -62,7 +62,7 @@ _RESERVED_OPTIONS = {
     "output": "resilient writes the logs under run_dir",
     "error": "resilient writes the logs under run_dir",
     "open-mode": "resilient appends to the logs so that a requeued job keeps its history",
-    "array": "resilient submits one job, not an array",
+    "array": "a sweep (the job file's sweep key) is submitted as an array",
 }
 
 

@@ -22,11 +22,14 @@ from ._layout import (
     STATUS_FILE,
     STATUS_LOCK_FILE,
     SUBMITIT_DIR,
+    SWEEP_ENTRIES,
+    SWEEP_FILE,
     TRACKERS_FILE,
     checkpoints_dir,
     emergency_dir,
     is_emergency,
     is_run_dir,
+    is_sweep_dir,
     submitit_folder,
 )
 from ._lock import RunDirError, RunDirInUse, RunLock, lock_holder
@@ -40,6 +43,7 @@ from ._modes import (
 )
 from ._record import Executor, JobRecord, read_record, write_record
 from ._status import State, Status, read_status, update_status
+from ._sweep import Sweep, SweepTask, read_sweep, write_sweep
 from ._trackers import Tracker, tracker_id
 from ._vocabulary import Vocabulary
 from ._write import fsync_dir, write_atomically, write_json
@@ -49,9 +53,9 @@ __all__ = [
     "LOCK_FILE", "RUNNING", "Beat", "Goodput", "Heartbeat", "Interruption", "Lane", "Part", "Segment", "event_time",
     "goodput", "read_heartbeat",
     "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "RECORD_FILE", "RUN_ENTRIES", "RUN_RECORDS", "STATUS_FILE",
-    "STATUS_LOCK_FILE", "SUBMITIT_DIR", "TRACKERS_FILE", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError",
-    "RunDirInUse", "RunLock", "State", "Status", "Tracker", "Vocabulary", "append_event", "checkpoints_dir", "current_umask",
-    "emergency_dir", "fsync_dir", "is_emergency", "is_run_dir", "lock_holder", "make_dirs", "read_events",
-    "read_history", "read_record", "read_status", "shorten", "submitit_folder", "tracker_id", "update_status", "write_atomically",
-    "write_json", "write_record",
+    "STATUS_LOCK_FILE", "SUBMITIT_DIR", "SWEEP_ENTRIES", "SWEEP_FILE", "TRACKERS_FILE", "DamagedFile", "Event", "Executor", "History", "JobRecord", "RunDirError",
+    "RunDirInUse", "RunLock", "State", "Status", "Sweep", "SweepTask", "Tracker", "Vocabulary", "append_event", "checkpoints_dir", "current_umask",
+    "emergency_dir", "fsync_dir", "is_emergency", "is_run_dir", "is_sweep_dir", "lock_holder", "make_dirs", "read_events",
+    "read_history", "read_record", "read_status", "read_sweep", "shorten", "submitit_folder", "tracker_id", "update_status", "write_atomically",
+    "write_json", "write_record", "write_sweep",
 ]

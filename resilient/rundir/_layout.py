@@ -13,7 +13,15 @@ would look empty to the next. Everything else builds its paths from the names an
       checkpoints/         the rules' checkpoints; checkpoints/emergency/ for stops
       submitit/            submitit's pickles and logs
       .lock                held by the running job's rank 0 (`_lock.py`)
-      .heartbeat           rank 0's last step and its time, mapped into memory (`_heartbeat.py`)
+      .heartbeat           rank 0's last step, mapped into memory (`_heartbeat.py`)
+
+A sweep's directory (`sweep:` in the job file) holds one run directory per task, and:
+
+    <sweep_dir>/
+      sweep.json           the task table: index, name, overrides, directory (`_sweep.py`)
+      config.yaml          the job file as submitted, overrides applied, its sweep included
+      submitit/            a SLURM array's pickles and every task's logs (shared by the array)
+      <task name>/         each task's own run directory, as above
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ EMERGENCY_DIR = "emergency"  # inside CHECKPOINTS_DIR
 SUBMITIT_DIR = "submitit"
 TRACKERS_FILE = "trackers.json"
 HEARTBEAT_FILE = ".heartbeat"
+SWEEP_FILE = "sweep.json"
 
 # The records mark a directory as a run's: every submission and every Run writes one.
 RUN_RECORDS = (CONFIG_FILE, RECORD_FILE, STATUS_FILE, EVENTS_FILE)
 # Everything a run puts in its directory, besides the dot-names its records are written under.
 RUN_ENTRIES = frozenset({*RUN_RECORDS, CHECKPOINTS_DIR, SUBMITIT_DIR, LOCK_FILE, TRACKERS_FILE, HEARTBEAT_FILE})
+# Everything a sweep puts in its directory besides its tasks' run directories.
+SWEEP_ENTRIES = frozenset({SWEEP_FILE, CONFIG_FILE, SUBMITIT_DIR, LOCK_FILE})
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -56,6 +67,11 @@ def submitit_folder(run_dir: Path) -> Path:
 def is_run_dir(path: Path) -> bool:
     """Whether `path` holds a run: something was submitted or started there."""
     return (path / RECORD_FILE).is_file() or (path / STATUS_FILE).is_file()
+
+
+def is_sweep_dir(path: Path) -> bool:
+    """Whether `path` holds a sweep: a sweep was submitted there."""
+    return (path / SWEEP_FILE).is_file()
 
 
 def is_emergency(checkpoint: Path) -> bool:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._job import Job, job
     from ._launch import launch, refuse_foreign_run_dir
     from ._options import JobOptions
+    from ._sweep import SweepTaskLaunch, launch_sweep, refuse_foreign_sweep_dir
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._errors": ("EXECUTORS", "SlurmUnavailable", "SubmissionError"),
@@ -25,9 +26,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "._job": ("Job", "job"),
     "._launch": ("launch", "refuse_foreign_run_dir"),
     "._options": ("JobOptions",),
+    "._sweep": ("SweepTaskLaunch", "launch_sweep", "refuse_foreign_sweep_dir"),
 })
 
 __all__ = [
-    "EXECUTORS", "LOST", "Job", "JobError", "JobHandle", "JobOptions", "SlurmUnavailable", "SubmissionError", "batch_script",
-    "job", "launch", "refuse_foreign_run_dir",
+    "EXECUTORS", "LOST", "Job", "JobError", "JobHandle", "JobOptions", "SlurmUnavailable", "SubmissionError",
+    "SweepTaskLaunch", "batch_script", "job", "launch", "launch_sweep", "refuse_foreign_run_dir", "refuse_foreign_sweep_dir",
 ]

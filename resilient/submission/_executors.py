@@ -112,8 +112,11 @@ def _slurm_parameters(options: JobOptions, name: str) -> dict[str, Any]:
     return parameters
 
 
-def make_executor(options: JobOptions, folder: Path, name: str) -> submitit.Executor:
-    """The executor to submit with; SubmissionError for a SLURM job on a machine without SLURM."""
+def make_executor(options: JobOptions, folder: Path, name: str, array_parallelism: int | None = None) -> submitit.Executor:
+    """The executor to submit with; SubmissionError for a SLURM job on a machine without SLURM.
+
+    `array_parallelism`: for a SLURM array (a sweep), how many of its tasks may run at once (%N).
+    """
     if options.executor == "debug":
         return submitit.DebugExecutor(folder)
     if options.executor == "local":
@@ -128,6 +131,8 @@ def make_executor(options: JobOptions, folder: Path, name: str) -> submitit.Exec
     require_slurm()
     slurm = submitit.SlurmExecutor(folder)
     slurm.update_parameters(**_slurm_parameters(options, name))
+    if array_parallelism is not None:
+        slurm.update_parameters(array_parallelism=array_parallelism)
     return slurm
 
 
@@ -142,12 +147,17 @@ class _ScriptWriter(submitit.SlurmExecutor):
         return 1
 
 
-def batch_script(options: JobOptions, folder: Path, name: str) -> str:
+def batch_script(options: JobOptions, folder: Path, name: str, array: tuple[int, int] | None = None) -> str:
     """The sbatch script a SLURM submission of these options would use (`--dry-run`).
 
     submitit builds it only inside `submit()`; its two private hooks are the one way to see the
     very text it would hand to sbatch, rather than an imitation that could drift from it.
+    `array`: (tasks, how many at once) for a sweep's array, whose count submitit sets as it
+    submits (`map_count`, as its own array submission does).
     """
     writer = _ScriptWriter(folder)
     writer.update_parameters(**_slurm_parameters(options, name))
+    if array is not None and array[0] > 1:  # submitit submits an array of one as a plain job
+        writer.update_parameters(array_parallelism=array[1])
+        writer.parameters["map_count"] = array[0]
     return writer._make_submission_file_text(writer._submitit_command_str, "dry-run")  # type: ignore[attr-defined]

@@ -27,7 +27,6 @@ from ..rundir import (
     append_event,
     read_record,
     read_status,
-    submitit_folder,
     update_status,
 )
 from ..slurm import SLURM, WAITING_STATES, Scheduler, local_tasks
@@ -50,7 +49,7 @@ def _submitit_job(run_dir: Path, record: JobRecord) -> submitit.Job[Any]:
     import submitit
     from submitit.local.local import LocalJob
 
-    folder, tasks = submitit_folder(run_dir), list(range(record.tasks))
+    folder, tasks = record.submitit_folder(run_dir), list(range(record.tasks))
     if record.executor == "slurm":
         return submitit.SlurmJob(folder, record.job_id, tasks=tasks)
     return LocalJob(folder, record.job_id, tasks=tasks)
@@ -190,10 +189,10 @@ class JobHandle:
 
         submitit names these files (`JobPaths.stdout`, `.stderr`); they are spelled here so that
         `resilient logs` need not import submitit, and tests/submission/test_log_paths.py checks
-        that both name the same files.
+        that both name the same files. An array task's logs are in its sweep's shared folder.
         """
         suffix = "out" if stream == "stdout" else "err"
-        return submitit_folder(self._run_dir) / f"{self.job_id}_{rank}_log.{suffix}"
+        return self._record.submitit_folder(self._run_dir) / f"{self.job_id}_{rank}_log.{suffix}"
 
     def stdout(self, rank: int = 0) -> str:
         return _text(self.log_path(rank, "stdout"))

@@ -57,6 +57,12 @@ from ._options import JobOptions
 _SHOWN_ENTRIES = 3
 
 
+def listed(names: Sequence[str]) -> str:
+    """The first few of `names` and how many more, for a message about what a directory holds."""
+    more = len(names) - _SHOWN_ENTRIES
+    return ", ".join(names[:_SHOWN_ENTRIES]) + (f" and {more} more" if more > 0 else "")
+
+
 def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence[ModelCheckpoint] | None) -> None:
     """RunDirError if `run_dir` holds anything a run does not put there.
 
@@ -76,10 +82,8 @@ def refuse_foreign_run_dir(run_dir: Path, checkpoint: ModelCheckpoint | Sequence
         or entry.name.startswith(tuple(f".{record}." for record in RUN_RECORDS))
         or (holds_checkpoints and is_checkpoint_entry(entry.name))))
     if foreign:
-        more = len(foreign) - _SHOWN_ENTRIES
-        listed = ", ".join(foreign[:_SHOWN_ENTRIES]) + (f" and {more} more" if more > 0 else "")
         raise RunDirError(
-            f"{run_dir} holds files that are not a run's ({listed}); resilient neither writes into "
+            f"{run_dir} holds files that are not a run's ({listed(foreign)}); resilient neither writes into "
             "nor moves such a directory: choose a run_dir of its own, such as runs/NAME"
         )
 
@@ -105,13 +109,18 @@ def _set_aside(run_dir: Path, options: JobOptions) -> Path | None:
             f"run_dir {run_dir} holds {', '.join(sorted(names))} but no record of a run ({', '.join(RUN_RECORDS)}); "
             "--fresh moves only a run directory: move these away first"
         )
-    stamp = f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S}"
-    aside = run_dir.with_name(stamp)
+    return move_aside(run_dir)
+
+
+def move_aside(directory: Path) -> Path:
+    """Rename `directory` to `<name>.<timestamp>` beside it (nothing is deleted); returns the new path."""
+    stamp = f"{directory.name}.{datetime.now():%Y%m%d-%H%M%S}"
+    aside = directory.with_name(stamp)
     for number in itertools.count(1):
         if not aside.exists():
             break
-        aside = run_dir.with_name(f"{stamp}-{number}")  # two fresh starts within a second
-    run_dir.rename(aside)
+        aside = directory.with_name(f"{stamp}-{number}")  # two fresh starts within a second
+    directory.rename(aside)
     return aside
 
 
@@ -165,6 +174,45 @@ def _submit(executor: submitit.Executor, main: JobMain[Any]) -> submitit.Job[Any
     return job
 
 
+def write_config(directory: Path, config: Mapping[str, Any]) -> None:
+    """The resolved job file, as YAML, in the run's (or the sweep's) directory: private when it
+    holds a webhook URL, which is often a secret (Slack's is)."""
+    notify = config.get("notify")
+    secret = isinstance(notify, Mapping) and notify.get("webhook") is not None
+    write_atomically(directory / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False),
+                     PRIVATE_FILE_MODE if secret else FILE_MODE)
+
+
+def refuse_live(run_dir: Path) -> JobRecord | None:
+    """The run's previous submission, if any; RunDirInUse if its job may still run."""
+    previous = read_record(run_dir)
+    if previous is not None and is_alive(previous):
+        raise RunDirInUse(
+            f"run_dir {run_dir} already has a live {previous.executor} job {previous.job_id}; "
+            f"cancel it (resilient cancel {run_dir}) or choose another run_dir"
+        )
+    return previous
+
+
+def record_submission(run_dir: Path, job_id: str, options: JobOptions, name: str, *, previous: JobRecord | None,
+                      set_aside: Path | None = None, config: Mapping[str, Any] | None = None,
+                      shared_submitit: bool = False) -> JobRecord:
+    """Leave what `resilient status` reads of a submitted job: config.yaml, job.json, a `submitted` event."""
+    if config is not None:
+        write_config(run_dir, config)
+    record = JobRecord(
+        job_id=job_id, executor=options.executor, name=name, submitted=time.time(),
+        host=socket.gethostname(), tasks=options.max_tasks,
+        warning_signal=signal_number(options.warning_signal, name="warning_signal"), shared_submitit=shared_submitit,
+    )
+    write_record(run_dir, record)
+    append_event(
+        run_dir, Event.SUBMITTED, job_id=record.job_id, executor=record.executor, name=name,
+        previous_job=previous.job_id if previous else None, set_aside=str(set_aside) if set_aside else None,
+    )
+    return record
+
+
 def launch(
     function: Callable[..., Any],
     options: JobOptions,
@@ -187,12 +235,7 @@ def launch(
     check_fire_drill_step(fire_drill_step)
     if options.executor == "slurm":
         require_slurm()  # before anything is made
-    previous = read_record(run_dir)
-    if previous is not None and is_alive(previous):
-        raise RunDirInUse(
-            f"run_dir {run_dir} already has a live {previous.executor} job {previous.job_id}; "
-            f"cancel it (resilient cancel {run_dir}) or choose another run_dir"
-        )
+    previous = refuse_live(run_dir)
     lock = RunLock(run_dir)
     try:
         with _nothing_left_on_failure(run_dir):
@@ -207,20 +250,8 @@ def launch(
                 lock.acquire(job_id=None, wait=False)
             executor = make_executor(options, _private_folder(run_dir), name)
             job = _submit(executor, JobMain(function, options, run_dir, args, dict(kwargs or {}), fire_drill_step))
-        if config is not None:  # private when it holds a webhook URL, which is often a secret (Slack's is)
-            secret = options.notify is not None and options.notify.webhook is not None
-            write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False),
-                             PRIVATE_FILE_MODE if secret else FILE_MODE)
-        record = JobRecord(
-            job_id=str(job.job_id), executor=options.executor, name=name, submitted=time.time(),
-            host=socket.gethostname(), tasks=options.max_tasks,
-            warning_signal=signal_number(options.warning_signal, name="warning_signal"),
-        )
-        write_record(run_dir, record)
-        append_event(
-            run_dir, Event.SUBMITTED, job_id=record.job_id, executor=record.executor, name=name,
-            previous_job=previous.job_id if previous else None, set_aside=str(set_aside) if set_aside else None,
-        )
+        record = record_submission(run_dir, str(job.job_id), options, name, previous=previous, set_aside=set_aside,
+                                   config=config)
     finally:
         lock.release()
     return JobHandle(run_dir, record, job)

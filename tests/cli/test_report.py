@@ -99,8 +99,7 @@ def test_each_start_records_its_first_step_and_each_save_its_stall(reported: Pat
 
 
 def test_the_timeline_is_a_png_with_one_row_per_start(reported: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib", reason="the report extra: pip install 'resilient[report]'")
-    from matplotlib.image import imread
+    from matplotlib.image import imread  # the report extra, which the test extra installs
 
     from resilient.cli._timeline import timeline_figure
 

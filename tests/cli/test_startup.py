@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ import torch
 
 from resilient.checkpoint import write_checkpoint
 from resilient.cli import main
-from resilient.rundir import JobRecord, update_status, write_record
+from resilient.rundir import JobRecord, Sweep, SweepTask, update_status, write_record, write_sweep
 
 from ._cli import BOUND_S, ELSEWHERE, REPO, in_one_process, wait_until
 
@@ -53,6 +54,9 @@ def running_job(tmp_path: Path):
                                         host=socket.gethostname(), tasks=1, warning_signal=int(signal.SIGUSR2)))
         with update_status(run_dir) as status:
             status.job_id, status.state = str(controller.pid), "running"
+        sweep = run_dir.parent / "grid"  # a sweep whose one task is the same job
+        shutil.copytree(run_dir, sweep / "x=1")
+        write_sweep(Sweep(sweep, "grid", "local", None, None, (SweepTask(0, "x=1", {"args.x": 1}, sweep / "x=1"),)))
         wait_until(ready.exists, "the task's ready file", unless=lambda: None if controller.poll() is None else "the controller ended")
         yield run_dir
     finally:
@@ -71,14 +75,15 @@ def test_light_commands_import_neither_torch_nor_what_submitting_needs(running_j
     assert importlib.util.find_spec("torch") is not None  # the python that runs them could import it
     results = _run_in_one_process(
         ("--help",), ("--version",), ("status",), ("status", "job"), ("report", "job"), ("report", "job", "--json"),
-        ("logs", "job"), ("preempt", "job"),
-        ("cancel", "job"), ("submit", "--help"), cwd=running_job.parents[1],
+        ("logs", "job"), ("preempt", "job"), ("status", "grid"), ("preempt", "grid"), ("cancel", "job"),
+        ("submit", "--help"), cwd=running_job.parents[1],
     )
     for result in results:
         assert result["code"] == 0, result
         assert result["imported"] == [], f"`resilient {' '.join(result['argv'])}` imported {result['imported']}"
     said = {result["argv"][0] + " " + result["argv"][-1]: result["stdout"] + result["stderr"] for result in results}
     assert "running" in said["status job"] and "sent job" in said["preempt job"] and "cancelling" in said["cancel job"]
+    assert "1 task: 1 running" in said["status grid"] and "sent job" in said["preempt grid"]
 
 
 def test_listing_checkpoints_never_imports_torch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

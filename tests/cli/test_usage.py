@@ -207,7 +207,7 @@ def test_a_slurm_submission_without_slurm_is_one_line_and_leaves_nothing(
 def test_a_missing_run_given_by_its_absolute_path_is_named_plainly(empty_dir: Path) -> None:
     missing = empty_dir / "nowhere"
     assert_usage_error(cli("status", missing, cwd=empty_dir, env=ELSEWHERE),
-                       f"no run directory '{missing}' (looked for job.json or status.json in {missing})")
+                       f"no run directory '{missing}' (looked for job.json, status.json or sweep.json in {missing})")
 
 
 # ---------------------------------------------------------------- damaged run directories

@@ -16,7 +16,7 @@ from resilient.rundir import _layout as layout
 PACKAGE = Path(__file__).resolve().parents[2] / "resilient"
 LAYOUT = PACKAGE / "rundir" / "_layout.py"
 # Names that mean nothing but a file of the run directory: spelled anywhere, even inside a message.
-FILE_NAMES = (layout.CONFIG_FILE, layout.RECORD_FILE, layout.STATUS_FILE, layout.EVENTS_FILE)
+FILE_NAMES = (layout.CONFIG_FILE, layout.RECORD_FILE, layout.STATUS_FILE, layout.EVENTS_FILE, layout.SWEEP_FILE)
 # Names that are also ordinary words (a command is called `checkpoints`): spelled as a path or a constant.
 DIRECTORY_NAMES = {layout.CHECKPOINTS_DIR, layout.EMERGENCY_DIR, layout.SUBMITIT_DIR, layout.LOCK_FILE,
                    layout.STATUS_LOCK_FILE, layout.HEARTBEAT_FILE}

@@ -150,3 +150,18 @@ def continued(run: resilient.Run) -> str:
 def wandb_environment(run: resilient.Run) -> dict[str, str | None]:
     """What a job sees of W&B's environment."""
     return {name: os.environ.get(name) for name in ("WANDB_RUN_ID", "WANDB_RESUME")}
+
+
+def train_job_task(run: resilient.Run, task: str, out_dir: str, gates: str | None = None,
+                   epochs: int = 3) -> dict[str, int]:
+    """`train_model` as a sweep's task: its weights go to `<out_dir>/<task>.pt`; `gates` (a gate
+    directory) makes the task hold at the steps `TASK_GATES` gives it, in `<gates>/<task>`."""
+    gate_dir = None if gates is None else str(Path(gates) / task)
+    if gate_dir is not None:
+        Path(gate_dir).mkdir(parents=True, exist_ok=True)
+    return train_model(run, out=str(Path(out_dir) / f"{task}.pt"), epochs=epochs,
+                       gate_steps=TASK_GATES.get(task, ()), gate_dir=gate_dir)
+
+
+# The steps at which each task of a sweep of `train_job_task` holds, when given a gate directory.
+TASK_GATES: dict[str, tuple[int, ...]] = {"a": (10, 20), "b": (10,)}

@@ -48,3 +48,13 @@ def test_the_batch_script_is_the_golden_one(case: str, tmp_path: Path) -> None:
         golden.write_text(script)
     assert script == golden.read_text(), f"the batch script changed; if on purpose, set {REGENERATE_ENV}=1"
     assert not [path for path in tmp_path.rglob("*") if path.is_file()], "rendering the script submits nothing"
+
+
+def test_a_sweeps_array_runs_its_tasks_at_most_max_parallel_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep" / "submitit"
+    script = _normalised(batch_script(JobOptions(executor="slurm"), folder, "train", (3, 2)), folder)
+    assert "#SBATCH --array=0-2%2\n" in script
+    assert "#SBATCH --output=<folder>/%A_%a_0_log.out\n" in script and "--output <folder>/%A_%a_%t_log.out" in script
+    # submitit submits an array of one task as a plain job: its script has no --array
+    assert batch_script(JobOptions(executor="slurm"), folder, "train", (1, 1)) == batch_script(
+        JobOptions(executor="slurm"), folder, "train")
