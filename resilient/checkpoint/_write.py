@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,10 +66,10 @@ def _check_targets(targets: Sequence[tuple[Path, Rule]]) -> list[tuple[Path, Rul
     return checked
 
 
-def _check_files(files: Mapping[str, object]) -> None:
+def _check_files(files: Mapping[str, object], *, prewritten: bool = False) -> None:
     if not isinstance(files, Mapping):
         raise TypeError(f"files must be a mapping of file name to object, got {type(files).__name__}")
-    if not files:
+    if not files and not prewritten:
         raise ValueError("files must hold at least one payload file")
     for name in files:
         problem = name_problem(name) if isinstance(name, str) else "is not a string"
@@ -122,24 +123,38 @@ def _storage(checkpoint: Path, file: Path | None = None) -> Iterator[None]:
         raise _write_error(error, checkpoint, file) from error
 
 
-@contextmanager
-def _without_torch_crc32() -> Iterator[None]:
-    """torch.save without its per-record crc32, which our xxh3 of every byte makes redundant.
+class _Crc32Off:
+    """torch.save (ours, and DCP's of each shard) without its per-record crc32, which our xxh3 of
+    every byte makes redundant: `with without_torch_crc32:`.
 
     It is a sixth of a save's time, and torch's reader does not check it. The setting is
-    torch's, process-wide, so it is put back afterwards; a torch without it (older releases)
-    always computes the crc32.
+    torch's, process-wide, so it is put back once the last of the threads that switched it off
+    (a sharded save writes its shards and its own files in two at once) has left; a torch without
+    it (older releases) always computes the crc32.
     """
-    set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
-    if set_crc32 is None:
-        yield
-        return
-    previous = torch.serialization.get_crc32_options()
-    set_crc32(False)
-    try:
-        yield
-    finally:
-        set_crc32(previous)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._previous = True
+
+    def __enter__(self) -> None:
+        set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
+        with self._lock:
+            if self._inside == 0 and set_crc32 is not None:
+                self._previous = torch.serialization.get_crc32_options()
+                set_crc32(False)
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and set_crc32 is not None:
+                set_crc32(self._previous)
+
+
+without_torch_crc32 = _Crc32Off()
 
 
 def _save(obj: object, file: Path, checkpoint: Path) -> FileEntry:
@@ -148,7 +163,7 @@ def _save(obj: object, file: Path, checkpoint: Path) -> FileEntry:
     with f:
         writer = HashingWriter(f)
         try:
-            with _without_torch_crc32():
+            with without_torch_crc32:
                 torch.save(obj, writer)
         except Exception:
             if writer.failure is None:
@@ -168,6 +183,15 @@ def _link_or_copy(source: Path, destination: Path) -> None:
             shutil.copyfileobj(reader, writer, _COPY_CHUNK)
             writer.flush()
             os.fsync(writer.fileno())
+
+
+def write_files(directory: Path, files: Mapping[str, object], checkpoint: Path) -> dict[str, FileEntry]:
+    """Serialize `files` (name -> object for `torch.save`) into `directory`, the temporary of
+    `checkpoint` (from `make_temporary`), each fsynced, and return their entries: for
+    `write_checkpoint`'s `prewritten`, when they are written while other files are (a sharded
+    state's, by every rank), instead of after them. Errors as `write_checkpoint`'s."""
+    _check_files(files)
+    return {name: _save(obj, Path(directory) / name, Path(checkpoint)) for name, obj in files.items()}
 
 
 def write_checkpoint(
@@ -191,10 +215,11 @@ def write_checkpoint(
 
     `prewritten` is the first target's temporary directory (from `make_temporary`) holding files
     that others wrote and fsynced there (every rank's shards of a sharded state) and their
-    entries: they join `files` in each manifest, and the directory is removed on failure.
+    entries: they join `files` (then possibly empty) in each manifest, and the directory is
+    removed on failure.
     """
     targets = _check_targets(targets)
-    _check_files(files)
+    _check_files(files, prewritten=prewritten is not None and bool(prewritten[1]))
     _check_counters(step, epoch, world_size, kind)
     checked_metrics = _metrics(metrics)
     if prewritten is not None and set(prewritten[1]) & set(files):
