@@ -91,7 +91,7 @@ def write_shards(state: Mapping[str, Any], directory: Path, rank: int, process_g
           ThreadPoolExecutor(thread_name_prefix="resilient-shard-fsync") as syncing):
         writer = _SealingWriter(directory, hashing, syncing)
         try:
-            with without_torch_crc32:
+            with without_torch_crc32():
                 metadata = dcp.save(dict(state), storage_writer=writer, process_group=process_group, no_dist=alone)
         except CheckpointException as error:  # a BaseException, with every rank's traceback in its text
             raise _failed("writing", directory, error) from None

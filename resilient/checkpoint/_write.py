@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -123,38 +122,25 @@ def _storage(checkpoint: Path, file: Path | None = None) -> Iterator[None]:
         raise _write_error(error, checkpoint, file) from error
 
 
-class _Crc32Off:
+@contextmanager
+def without_torch_crc32() -> Iterator[None]:
     """torch.save (ours, and DCP's of each shard) without its per-record crc32, which our xxh3 of
-    every byte makes redundant: `with without_torch_crc32:`.
+    every byte makes redundant.
 
     It is a sixth of a save's time, and torch's reader does not check it. The setting is
-    torch's, process-wide, so it is put back once the last of the threads that switched it off
-    (a sharded save writes its shards and its own files in two at once) has left; a torch without
-    it (older releases) always computes the crc32.
+    torch's (per thread in torch 2.13, whose config lives in a context variable), so it is put
+    back afterwards; a torch without it (older releases) always computes the crc32.
     """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._previous = True
-
-    def __enter__(self) -> None:
-        set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
-        with self._lock:
-            if self._inside == 0 and set_crc32 is not None:
-                self._previous = torch.serialization.get_crc32_options()
-                set_crc32(False)
-            self._inside += 1
-
-    def __exit__(self, *exc: object) -> None:
-        set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
-        with self._lock:
-            self._inside -= 1
-            if self._inside == 0 and set_crc32 is not None:
-                set_crc32(self._previous)
-
-
-without_torch_crc32 = _Crc32Off()
+    set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
+    if set_crc32 is None:
+        yield
+        return
+    previous = torch.serialization.get_crc32_options()
+    set_crc32(False)
+    try:
+        yield
+    finally:
+        set_crc32(previous)
 
 
 def _save(obj: object, file: Path, checkpoint: Path) -> FileEntry:
@@ -163,7 +149,7 @@ def _save(obj: object, file: Path, checkpoint: Path) -> FileEntry:
     with f:
         writer = HashingWriter(f)
         try:
-            with without_torch_crc32:
+            with without_torch_crc32():
                 torch.save(obj, writer)
         except Exception:
             if writer.failure is None:
