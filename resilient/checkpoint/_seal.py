@@ -52,9 +52,10 @@ def file_entry(directory: Path, name: str, syncing: Executor | None = None) -> F
             raise CheckpointError(f"cannot seal {directory}: {name} is not a regular file (a subdirectory or a link); "
                                   "only flat directories of files can be checkpoints")
         # another process may have written it without: the manifest must not outlive it
-        synced = syncing.submit(os.fsync, fd) if syncing is not None else None
-        if synced is None:
+        if syncing is None:
             os.fsync(fd)
+        else:
+            synced = syncing.submit(os.fsync, fd)
         checksum = checksum_mapped(fd, info.st_size)
     finally:
         if synced is not None:
