@@ -6,9 +6,11 @@ commits atomically; then rank 0 tells every rank whether the commit succeeded, s
 ahead of a checkpoint that may not exist, and a failed write raises on every rank instead of
 leaving the others waiting in the next collective. When rank 0 hands the write to the background
 (an asynchronous save), that word is "started", and the outcome is shared later, by every rank
-calling `share_outcome` at the same boundary. Sharded state written asynchronously is copied by
+calling `share_outcome` at the same boundary. With sharded state, every rank writes its shards
+and, beside them, its own small state itself (`_write_shards`), and reports their checksums to
+rank 0 instead of handing it that state. Sharded state written asynchronously is copied by
 every rank and written by every rank's writer (`_shards_in_background`); rank 0's is the word
-that counts there too, as it commits only after every rank reported its shards written.
+that counts there too, as it commits only after every rank reported its files written.
 """
 
 from __future__ import annotations
