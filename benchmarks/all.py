@@ -67,7 +67,7 @@ def measure(sizes_mib: list[int], directory: str, quick: bool) -> list[Row]:
         rows += async_stall.async_stall_rows(size * 2**20, directory, repeats=repeats, kinds=kinds,
                                              **({"step_ms": 10.0, "every": 3, "saves": 2} if quick else {"saves": 3}))
         rows += stop_to_exit.rows(size, directory, repeats)
-        rows += sharded_io.rows(size, directory, repeats)
+        rows += sharded_io.rows(size, directory, 1 if quick else sharded_io.REPEATS)  # two ranks: more noise
     rows += step_overhead.rows(quick)
     rows += cli_startup.rows(repeats=1 if quick else 7)
     return rows

@@ -38,14 +38,14 @@ if TYPE_CHECKING:
     from ._pages import MappedPayloads
     from ._sharded import check_reported, read_shards, read_whole_shards, shard_metadata, write_shards
     from ._staging import NotStageable, Staged, Stager, split_dtensors
-    from ._write import write_checkpoint
+    from ._write import write_checkpoint, write_files
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "._load": ("load_files",),
     "._pages": ("MappedPayloads",),
     "._sharded": ("check_reported", "read_shards", "read_whole_shards", "shard_metadata", "write_shards"),
     "._staging": ("NotStageable", "Staged", "Stager", "split_dtensors"),
-    "._write": ("write_checkpoint",),
+    "._write": ("write_checkpoint", "write_files"),
 })
 
 __all__ = [
@@ -84,5 +84,6 @@ __all__ = [
     "split_dtensors",
     "verify",
     "write_checkpoint",
+    "write_files",
     "write_shards",
 ]

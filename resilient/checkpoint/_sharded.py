@@ -49,27 +49,30 @@ from ._errors import CheckpointError, CorruptCheckpointError, UntrustedCheckpoin
 from ._manifest import SHARDS_METADATA, FileEntry
 from ._seal import file_entry
 from ._shard_reader import ShardReader
+from ._write import without_torch_crc32
 
 
-class _HashingWriter(dcp.FileSystemWriter):
-    """DCP's own file system writer (fsyncing every file), which hands each file this rank wrote
-    to a thread to hash the moment its write returns: the hashing (xxhash lets go of the GIL)
-    overlaps what DCP does next, gathering every rank's results and, on rank 0, writing and
-    fsyncing the metadata, instead of following it. `write_data` is the public method every
-    storage writer implements."""
+class _SealingWriter(dcp.FileSystemWriter):
+    """DCP's own file system writer, except that the fsync of each file this rank wrote is ours:
+    the moment DCP has written a file, a thread hashes it through the page cache while another
+    fsyncs it (`file_entry`), so the hash costs nothing beyond the wait for the disk, and both
+    overlap what DCP does next (gathering every rank's results; on rank 0, writing the metadata)
+    instead of following it. One fsync per file, as DCP's ``sync_files`` does: the manifest
+    vouches for no byte before it is durable. `write_data` is the public method every storage
+    writer implements."""
 
-    def __init__(self, directory: Path, pool: ThreadPoolExecutor) -> None:
-        super().__init__(directory, sync_files=True)
+    def __init__(self, directory: Path, hashing: ThreadPoolExecutor, syncing: ThreadPoolExecutor) -> None:
+        super().__init__(directory, sync_files=False)
         self._directory = directory
-        self._pool = pool
-        self.hashing: dict[str, Future[FileEntry]] = {}
+        self._hashing, self._syncing = hashing, syncing
+        self.sealing: dict[str, Future[FileEntry]] = {}
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> torch.futures.Future[list[WriteResult]]:
         written = super().write_data(plan, planner)
-        for result in written.wait():  # done when the files are written and fsynced
+        for result in written.wait():  # done when the files are written (not yet durable)
             name = result.storage_data.relative_path
-            if name not in self.hashing:
-                self.hashing[name] = self._pool.submit(file_entry, self._directory, name)
+            if name not in self.sealing:
+                self.sealing[name] = self._hashing.submit(file_entry, self._directory, name, self._syncing)
         return written
 
 
@@ -77,21 +80,24 @@ def write_shards(state: Mapping[str, Any], directory: Path, rank: int, process_g
                  *, alone: bool = False) -> tuple[dict[str, FileEntry], set[str]]:
     """Every rank, together: write `state` (DCP state dicts by name) into `directory`, DCP
     coordinating the ranks on `process_group` (None: torch's default group), or on none at all
-    when the rank is `alone` (a world of one, writing from a background thread).
+    when the rank is `alone` (a world of one, writing from a background thread). torch's crc32
+    of each record is left out, as in our own files: the checksums cover every byte.
 
-    Returns the entries of the files this rank wrote (rank 0: also DCP's ``.metadata``) and the
-    names of every file the checkpoint needs, from DCP's metadata, to check against the entries
-    all ranks report (`check_reported`).
+    Returns the entries of the files this rank wrote, each fsynced (rank 0: also DCP's
+    ``.metadata``) and the names of every file the checkpoint needs, from DCP's metadata, to
+    check against the entries all ranks report (`check_reported`).
     """
-    with ThreadPoolExecutor(thread_name_prefix="resilient-shard-hash") as pool:
-        writer = _HashingWriter(directory, pool)
+    with (ThreadPoolExecutor(thread_name_prefix="resilient-shard-hash") as hashing,
+          ThreadPoolExecutor(thread_name_prefix="resilient-shard-fsync") as syncing):
+        writer = _SealingWriter(directory, hashing, syncing)
         try:
-            metadata = dcp.save(dict(state), storage_writer=writer, process_group=process_group, no_dist=alone)
+            with without_torch_crc32():
+                metadata = dcp.save(dict(state), storage_writer=writer, process_group=process_group, no_dist=alone)
         except CheckpointException as error:  # a BaseException, with every rank's traceback in its text
             raise _failed("writing", directory, error) from None
-        entries = {name: hashing.result() for name, hashing in writer.hashing.items()}
-    if rank == 0:
-        entries[SHARDS_METADATA] = file_entry(directory, SHARDS_METADATA)
+        # rank 0's metadata is sealed here, while the shards' fsyncs are still under way
+        entries = {SHARDS_METADATA: file_entry(directory, SHARDS_METADATA)} if rank == 0 else {}
+        entries.update({name: sealing.result() for name, sealing in writer.sealing.items()})
     return entries, {info.relative_path for info in metadata.storage_data.values()} | {SHARDS_METADATA}
 
 

@@ -65,10 +65,10 @@ def _check_targets(targets: Sequence[tuple[Path, Rule]]) -> list[tuple[Path, Rul
     return checked
 
 
-def _check_files(files: Mapping[str, object]) -> None:
+def _check_files(files: Mapping[str, object], *, prewritten: bool = False) -> None:
     if not isinstance(files, Mapping):
         raise TypeError(f"files must be a mapping of file name to object, got {type(files).__name__}")
-    if not files:
+    if not files and not prewritten:
         raise ValueError("files must hold at least one payload file")
     for name in files:
         problem = name_problem(name) if isinstance(name, str) else "is not a string"
@@ -123,12 +123,13 @@ def _storage(checkpoint: Path, file: Path | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def _without_torch_crc32() -> Iterator[None]:
-    """torch.save without its per-record crc32, which our xxh3 of every byte makes redundant.
+def without_torch_crc32() -> Iterator[None]:
+    """torch.save (ours, and DCP's of each shard) without its per-record crc32, which our xxh3 of
+    every byte makes redundant.
 
     It is a sixth of a save's time, and torch's reader does not check it. The setting is
-    torch's, process-wide, so it is put back afterwards; a torch without it (older releases)
-    always computes the crc32.
+    torch's (per thread in torch 2.13, whose config lives in a context variable), so it is put
+    back afterwards; a torch without it (older releases) always computes the crc32.
     """
     set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
     if set_crc32 is None:
@@ -148,7 +149,7 @@ def _save(obj: object, file: Path, checkpoint: Path) -> FileEntry:
     with f:
         writer = HashingWriter(f)
         try:
-            with _without_torch_crc32():
+            with without_torch_crc32():
                 torch.save(obj, writer)
         except Exception:
             if writer.failure is None:
@@ -168,6 +169,15 @@ def _link_or_copy(source: Path, destination: Path) -> None:
             shutil.copyfileobj(reader, writer, _COPY_CHUNK)
             writer.flush()
             os.fsync(writer.fileno())
+
+
+def write_files(directory: Path, files: Mapping[str, object], checkpoint: Path) -> dict[str, FileEntry]:
+    """Serialize `files` (name -> object for `torch.save`) into `directory`, the temporary of
+    `checkpoint` (from `make_temporary`), each fsynced, and return their entries: for
+    `write_checkpoint`'s `prewritten`, when they are written while other files are (a sharded
+    state's, by every rank), instead of after them. Errors as `write_checkpoint`'s."""
+    _check_files(files)
+    return {name: _save(obj, Path(directory) / name, Path(checkpoint)) for name, obj in files.items()}
 
 
 def write_checkpoint(
@@ -191,10 +201,11 @@ def write_checkpoint(
 
     `prewritten` is the first target's temporary directory (from `make_temporary`) holding files
     that others wrote and fsynced there (every rank's shards of a sharded state) and their
-    entries: they join `files` in each manifest, and the directory is removed on failure.
+    entries: they join `files` (then possibly empty) in each manifest, and the directory is
+    removed on failure.
     """
     targets = _check_targets(targets)
-    _check_files(files)
+    _check_files(files, prewritten=prewritten is not None and bool(prewritten[1]))
     _check_counters(step, epoch, world_size, kind)
     checked_metrics = _metrics(metrics)
     if prewritten is not None and set(prewritten[1]) & set(files):

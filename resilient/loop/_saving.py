@@ -6,15 +6,18 @@ commits atomically; then rank 0 tells every rank whether the commit succeeded, s
 ahead of a checkpoint that may not exist, and a failed write raises on every rank instead of
 leaving the others waiting in the next collective. When rank 0 hands the write to the background
 (an asynchronous save), that word is "started", and the outcome is shared later, by every rank
-calling `share_outcome` at the same boundary. Sharded state written asynchronously is copied by
+calling `share_outcome` at the same boundary. With sharded state, every rank writes its shards
+and, beside them, its own small state itself (`_write_shards`), and reports their checksums to
+rank 0 instead of handing it that state. Sharded state written asynchronously is copied by
 every rank and written by every rank's writer (`_shards_in_background`); rank 0's is the word
-that counts there too, as it commits only after every rank reported its shards written.
+that counts there too, as it commits only after every rank reported its files written.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -105,9 +108,10 @@ class _Targets:
         committed: Committed = []
         meta = {"step": self.snap.step, "epoch": self.snap.epoch, "metrics": self.snap.metrics,
                 "world_size": self.world_size}
-        if self.full:
-            assert full_files is not None
-            manifests = write_checkpoint(self.full, full_files, prewritten=self.shards, **meta)
+        if self.full:  # with sharded state, the full files were written beside the shards (`_write_shards`)
+            assert full_files is not None or self.shards is not None
+            manifests = write_checkpoint(self.full, {} if self.shards is not None else full_files,
+                                         prewritten=self.shards, **meta)
             committed += zip((path for path, _ in self.full), manifests)
         if self.weights:
             assert weight_files is not None
@@ -138,9 +142,9 @@ def write_together(
     snap = snapshot()
     sharded = sharded_names(tracked) if full else frozenset()
     replicated, own = split_states(tracked, rank=dist.rank, sharded=sharded) if full else ({}, {})
-    gathered = (
-        gather_to_main({"objects": own, "rng": capture_rng(), "epoch_rng": snap.epoch_rng}, dist) if full else None
-    )
+    part = {"objects": own, "rng": capture_rng(), "epoch_rng": snap.epoch_rng} if full else None
+    # beside sharded state, every rank writes its own part itself, while it writes its shards
+    gathered = (gather_to_main(part, dist) if not sharded else []) if full else None
     files: Files = (None, None)
     failure: BaseException | None = None
     if dist.rank == 0:
@@ -149,10 +153,11 @@ def write_together(
         except BaseException as error:  # re-raised below, after the other ranks have been told
             failure = error
     targets = _Targets(full, weights, snap, dist.world_size)
+    beside = {rank_file(dist.rank): part, **(files[0] or {})} if sharded else {}  # what it writes beside its shards
     if sharded and offload is not None and _shards_in_background(dist, offload, sharded_states(tracked, sharded),
-                                                                 files, targets, failure):
+                                                                 beside, files[1], targets, failure):
         return BACKGROUND
-    shards = _write_shards(dist, sharded_states(tracked, sharded), full[0][0]) if sharded else None
+    shards = _write_shards(dist, sharded_states(tracked, sharded), full[0][0], beside) if sharded else None
     if failure is not None and isinstance(shards, tuple):
         shutil.rmtree(shards[0], ignore_errors=True)
     failure = failure or (shards if isinstance(shards, BaseException) else None)
@@ -175,8 +180,8 @@ def write_together(
 
 def _files(tracked: Mapping[str, Any], snap: Snapshot, replicated: dict[str, Any], gathered: list[Any] | None,
            sharded: frozenset[str], weights: bool) -> Files:
-    """Rank 0's payload files: the full checkpoint's (if any, from every rank's `gathered` part)
-    and the weights-only one's (if `weights`)."""
+    """Rank 0's payload files: the full checkpoint's (if any, with every rank's `gathered` part,
+    none beside sharded state) and the weights-only one's (if `weights`)."""
     full_files: dict[str, Any] | None = None
     if gathered is not None:
         full_files = {
@@ -187,11 +192,12 @@ def _files(tracked: Mapping[str, Any], snap: Snapshot, replicated: dict[str, Any
     return full_files, {STATE_FILE: {"objects": module_states(tracked)}} if weights else None
 
 
-def _shards_in_background(dist: DistInfo, offload: Offload, states: dict[str, Any], files: Files,
-                          targets: _Targets, failure: BaseException | None) -> bool:
-    """Every rank copies its shards (rank 0 also its `files`) and, if every rank could, writes
-    them in the background like `_write_shards`, DCP and our own collectives on the side group;
-    rank 0 then commits. False (nothing started): write now.
+def _shards_in_background(dist: DistInfo, offload: Offload, states: dict[str, Any], beside: dict[str, Any],
+                          weight_files: dict[str, Any] | None, targets: _Targets, failure: BaseException | None) -> bool:
+    """Every rank copies its shards and the files it writes `beside` them (rank 0 also the
+    `weight_files`) and, if every rank could, writes them in the background like `_write_shards`,
+    DCP and our own collectives on the side group; rank 0 then commits. False (nothing started):
+    write now.
 
     The copy is the stall (why ours, not DCP's `async_save`: `loop/_background.py`).
     """
@@ -200,7 +206,7 @@ def _shards_in_background(dist: DistInfo, offload: Offload, states: dict[str, An
     side = offload.side()  # every rank is here, together: the first time, it makes the group
     try:
         plain, join = split_dtensors(states)
-        staged = offload.stage((files, plain)) if failure is None else None
+        staged = offload.stage((beside, weight_files, plain)) if failure is None else None
     except Exception:  # out of memory, say: never leave the other ranks waiting below; the
         staged = None  # synchronous write that follows reports a failure that persists, on every rank
     agreed = gather_to_main(staged is not None, dist)
@@ -209,26 +215,28 @@ def _shards_in_background(dist: DistInfo, offload: Offload, states: dict[str, An
     assert staged is not None
     group = side.group.pg if side.group is not None else None  # None: a world of one, which talks to no one
 
-    def write(copy: tuple[Files, Any]) -> Committed:
-        own_files, shards = copy
-        written = _write_shards(side, join(shards), targets.full[0][0], group, alone=group is None)
+    def write(copy: tuple[dict[str, Any], dict[str, Any] | None, Any]) -> Committed:
+        own_files, own_weight_files, shards = copy
+        written = _write_shards(side, join(shards), targets.full[0][0], own_files, group, alone=group is None)
         if isinstance(written, BaseException):
             raise written
-        return replace(targets, shards=written).write(own_files) if side.rank == 0 else []
+        return replace(targets, shards=written).write((None, own_weight_files)) if side.rank == 0 else []
 
     offload.start(staged, write)
     return True
 
 
-def _write_shards(dist: DistInfo, states: dict[str, Any], first: Path, group: ProcessGroup | None = None, *,
-                  alone: bool = False) -> tuple[Path, dict[str, FileEntry]] | BaseException | None:
+def _write_shards(dist: DistInfo, states: dict[str, Any], first: Path, files: Mapping[str, Any],
+                  group: ProcessGroup | None = None, *, alone: bool = False
+                  ) -> tuple[Path, dict[str, FileEntry]] | BaseException | None:
     """Every rank writes its `states` (DCP state dicts by name) into the temporary directory rank 0
     makes for the `first` target, DCP coordinating on `group` (None: torch's default; or none,
-    `alone`). Rank 0
-    gets the directory and every rank's files' entries, or the failure to share (the directory
-    then removed); the other ranks get None and learn of a failure from rank 0's word, as of any
-    other."""
-    from ..checkpoint import check_reported, write_shards  # DCP: seconds to import, for sharded runs only
+    `alone`), and its own `files` (for `torch.save`) there meanwhile, in a thread: their fsyncs
+    overlap, and no rank waits for another's files before its shards. Rank 0 gets the directory
+    and the entries of every rank's files, or the failure to share (the directory then removed;
+    its own failure as it was raised); the other ranks get None and learn of a failure from
+    rank 0's word, as of any other."""
+    from ..checkpoint import check_reported, write_files, write_shards  # DCP: seconds to import, sharded runs only
 
     temp: Path | None = None
     failure: BaseException | None = None
@@ -242,22 +250,28 @@ def _write_shards(dist: DistInfo, states: dict[str, Any], first: Path, group: Pr
         return failure
     report: dict[str, FileEntry] | str
     needed: set[str] = set()
-    try:
-        report, needed = write_shards(states, Path(where), dist.rank, group, alone=alone)
-    except Exception as error:  # DCP's own failures reach every rank; this rank's own must be told
-        report = _describe(error)
+    with ThreadPoolExecutor(1, thread_name_prefix="resilient-own-files") as writing:
+        own = writing.submit(write_files, Path(where), files, first)
+        try:
+            report, needed = write_shards(states, Path(where), dist.rank, group, alone=alone)
+            report.update(own.result())
+        except Exception as error:  # DCP's own failures reach every rank; this rank's own must be told
+            failure, report = error, _describe(error)
     reports = gather_to_main(report, dist)
     if reports is None:
         return None
-    try:
-        failed = [each for each in reports if isinstance(each, str)]
-        if failed:
-            raise CheckpointError(f"a rank could not write its shards: {failed[0]}")
-        entries = {name: entry for each in reports if isinstance(each, dict) for name, entry in each.items()}
-        check_reported(needed, entries, Path(where))
-    except CheckpointError as error:
+    failed = [f"rank {rank}: {each}" for rank, each in enumerate(reports) if isinstance(each, str)]
+    if failure is None and failed:
+        failure = CheckpointError(f"not every rank could write its files: {failed[0]}")
+    entries = {name: entry for each in reports if isinstance(each, dict) for name, entry in each.items()}
+    if failure is None:
+        try:
+            check_reported(needed, entries, Path(where))
+        except CheckpointError as error:
+            failure = error
+    if failure is not None:
         shutil.rmtree(where, ignore_errors=True)
-        return error
+        return failure
     return Path(where), entries
 
 
