@@ -85,4 +85,5 @@ def test_jobs_notify_of_requeue_completion_and_failure_and_failing_notifiers_cha
     (log,) = (tmp_path / "failing" / "submitit").glob("*_0_log.err")
     assert "resilient: warning: notification of failed by webhook failed: " in log.read_text()
     status = cli("status", tmp_path / "failing")
-    assert status.returncode == 0 and "notification of failed by webhook" in status.stdout, status
+    # the last event, as far as the row's width shows it (the goodput column takes its share)
+    assert status.returncode == 0 and "notification of failed" in status.stdout, status
