@@ -19,6 +19,7 @@ import torch
 
 from resilient.checkpoint import SHARDS_METADATA, write_shards
 from resilient.checkpoint._hashing import checksum_bytes
+from tests.rundir._modes import mode, umask
 
 
 def _write(directory: Path) -> dict:
@@ -71,3 +72,10 @@ def test_dcps_records_skip_torchs_crc32_and_the_setting_is_left_as_it_was(tmp_pa
             assert {member.CRC for member in record.infolist()} == {0}
         records += 1
     assert records == 3
+
+
+def test_under_umask_000_no_shard_is_writable_by_others(tmp_path: Path) -> None:
+    """DCP opens its files with the umask's mode; sealing narrows them, as our own files are."""
+    with umask(0):
+        entries = _write(tmp_path / "sharded")
+    assert {name: mode(tmp_path / "sharded" / name) for name in entries} == dict.fromkeys(entries, 0o644)
