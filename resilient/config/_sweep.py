@@ -118,8 +118,7 @@ def expand(grid: Mapping[str, Sequence[Any]], tasks: Sequence[Mapping[str, Any]]
         raise Invalid(("sweep",), (
             f"{count + len(tasks)} tasks are more than the {MAX_SWEEP_TASKS} a sweep may have (SLURM's default "
             "MaxArraySize is 1001); split it into several sweeps"))
-    combinations = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else []
-    expanded = list(combinations)
+    expanded = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else []
     names = {task_name(task): position for position, task in enumerate(expanded)}
     for index, task in enumerate(tasks):
         name = task_name(task)

@@ -30,7 +30,6 @@ from ..rundir import (
     SWEEP_ENTRIES,
     SWEEP_FILE,
     RunDirError,
-    RunDirInUse,
     RunLock,
     Sweep,
     SweepTask,
@@ -48,9 +47,9 @@ from ._launch import (
     listed,
     move_aside,
     record_submission,
+    refuse_live,
     write_config,
 )
-from ._liveness import is_alive
 from ._main import JobMain
 from ._options import JobOptions
 
@@ -91,15 +90,11 @@ def refuse_foreign_sweep_dir(sweep_dir: Path) -> None:
 
 def _refuse_live_tasks(sweep_dir: Path, tasks: Sequence[SweepTaskLaunch]) -> None:
     """RunDirInUse if any task of the sweep, or any other run in its directory, may still run."""
-    directories = {task.options.run_dir for task in tasks}
+    directories = {Path(task.options.run_dir) for task in tasks}
     if sweep_dir.is_dir():
         directories.update(entry for entry in sweep_dir.iterdir() if entry.is_dir() and is_run_dir(entry))
-    for directory in sorted(Path(path) for path in directories):
-        previous = read_record(Path(directory))
-        if previous is not None and is_alive(previous):
-            raise RunDirInUse(
-                f"sweep task {directory} already has a live {previous.executor} job {previous.job_id}; "
-                f"cancel the sweep (resilient cancel {sweep_dir}) or wait for it to end")
+    for directory in sorted(directories):
+        refuse_live(directory)
 
 
 def _refuse_locked(directories: Sequence[Path]) -> None:

@@ -55,7 +55,7 @@ def test_each_file_is_fsynced_once_and_listed_with_the_checksum_of_its_bytes(
 
 
 @pytest.mark.parametrize("setting", [True, False])
-def test_dcps_records_skip_torchs_crc32_and_the_setting_is_left_as_it_was(tmp_path: Path, setting: bool) -> None:
+def test_dcps_records_leave_out_torchs_crc32_and_the_setting_is_left_as_it_was(tmp_path: Path, setting: bool) -> None:
     """Our checksum covers every byte of the shards, as of our own files."""
     torch.serialization.set_crc32_options(setting)
     try:
