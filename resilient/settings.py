@@ -43,15 +43,15 @@ RUNS_DIR = Path("runs")  # where run directories go by default (runs/<name>)
 SHOWN_CHARACTERS = 80  # of a value quoted in an error message
 
 
-def cut(text: str) -> str:
-    """`text`, or its first `SHOWN_CHARACTERS` characters and its length.
+def cut(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """`text`, or its first `limit` characters and its length.
 
     Errors quote the value at fault, and one line of an error must stay readable even when the
     value is a 100,000-character string pasted by mistake.
     """
-    if len(text) <= SHOWN_CHARACTERS:
+    if len(text) <= limit:
         return text
-    return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def shown(value: object) -> str:

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 from .._version import __version__
 from ..rundir import DamagedFile, Event, State, Vocabulary, append_event, read_record
-from ..settings import InvalidSetting, InvalidSettingType, cut, shown
+from ..settings import SHOWN_CHARACTERS, InvalidSetting, InvalidSettingType, cut, shown
 from ..slurm import SlurmCommandError
 from ._host import Host
 
@@ -54,6 +54,9 @@ DEFAULT_NOTIFY_TIMEOUT_S = 10
 MAX_NOTIFY_TIMEOUT_S = 300  # beyond any webhook's answer; a larger value is a typo (minutes for seconds)
 END_MARGIN_S = 10.0  # left before the job's end for `scontrol requeue` and the process's exit
 _MAX_URL = 2048
+# A problem's line quotes a program or URL already cut to `SHOWN_CHARACTERS`; the whole line is cut
+# only at a length that keeps what follows the quote (why it failed) in every such line.
+_SHOWN_PROBLEM = 4 * SHOWN_CHARACTERS
 _MAX_STATUS_LINE = 500  # a chat message, not a traceback
 
 
@@ -313,7 +316,7 @@ def _warn(state: State, via: Via | None, line: str) -> None:
 
 
 def _failed(run_dir: Path, host: Host, state: State, via: Via | None, problem: str) -> None:
-    line = cut(" ".join(problem.split()))
+    line = cut(" ".join(problem.split()), _SHOWN_PROBLEM)
     _warn(state, via, line)
     append_event(run_dir, Event.NOTIFY_FAILED, job_id=host.job_id, state=state,
                  **({} if via is None else {"via": via}), error=line)

@@ -9,6 +9,7 @@ answers from recorded `scontrol show job` output, its end time moved where the t
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -174,8 +175,12 @@ def test_with_no_time_left_before_the_end_the_notification_is_skipped_and_the_re
 def test_a_hung_command_and_a_silent_webhook_fail_alone_and_the_hung_group_is_killed(tmp_path: Path) -> None:
     out = tmp_path / "notified.jsonl"
     plain = tmp_path / "plain"
+    # A program path longer than any quote is shown whole: the error must still say why it failed.
+    program = tmp_path / ("python-" + "x" * 120)
+    program.symlink_to(os.path.realpath(sys.executable))
+    command = [str(program), *recorder(out, "--hang")[1:]]
     with Webhook() as server:
-        notify = Notify(command=recorder(out, "--hang"), webhook=server.url("/silent"), timeout_s=3)
+        notify = Notify(command=command, webhook=server.url("/silent"), timeout_s=3)
         outcome = conclude.after_crash(tmp_path, LocalHost(job_id=JOB), POLICY, RuntimeError("boom"), notify=notify)
     assert outcome is None and conclude.after_crash(plain, LocalHost(job_id=JOB), POLICY, RuntimeError("boom")) is None
     assert [json.loads((d / "status.json").read_text())["state"] for d in (tmp_path, plain)] == ["failed", "failed"]
