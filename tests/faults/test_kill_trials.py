@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -124,7 +125,10 @@ def _trial(chain: Chain, plan: dict, costs: Costs) -> tuple[str | None, bool, li
     resumed, done = child.event("resumed"), child.event("done")
     if signalled:
         TALLY.add(fault="preemption signals")
-    if code not in (0, -9) and not (signalled and code == EXIT_STOPPED):
+    # A preemption signal that lands once the run has ended (the interpreter exiting, its handlers
+    # gone) ends the process as it would any program: the run is complete, nothing to save.
+    after_the_end = signalled and code == -signal.SIGTERM and done is not None
+    if code not in (0, -9) and not (signalled and code == EXIT_STOPPED) and not after_the_end:
         problems.append(f"the job failed (exit code {code}): {child.stderr[-3000:]}")
     elif killed and "delay_s" not in plan and "fault: SIGKILL" not in child.stderr:
         problems.append(f"killed, but not by its planned fault: {child.stderr[-3000:]}")
