@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from ._atomic import link_checkpoint, make_temporary, remove_checkpoint
-from ._errors import CheckpointError, CheckpointWriteError, CorruptCheckpointError, UntrustedCheckpointError
+from ._errors import (
+    CandidateRefused,
+    CheckpointError,
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    UntrustedCheckpointError,
+)
 from ._manifest import (
     CHECKPOINT_SUFFIX,
     FORMAT_VERSION,
@@ -29,19 +35,19 @@ from ._manifest import (
     read_manifest,
     shard_writer,
 )
-from ._read import find_checkpoints, newest_checkpoints, read_manifests, verify
+from ._read import find_checkpoints, newest_checkpoints, prefetch, read_manifests, verify
 from ._recover import is_checkpoint_entry, recover_directory
 from ._seal import seal_checkpoint
 
 if TYPE_CHECKING:
-    from ._load import load_files
+    from ._load import Payloads, load_files, open_payloads
     from ._pages import MappedPayloads
     from ._sharded import check_reported, read_shards, read_whole_shards, shard_metadata, write_shards
     from ._staging import NotStageable, Staged, Stager, split_dtensors
     from ._write import write_checkpoint, write_files
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "._load": ("load_files",),
+    "._load": ("Payloads", "load_files", "open_payloads"),
     "._pages": ("MappedPayloads",),
     "._sharded": ("check_reported", "read_shards", "read_whole_shards", "shard_metadata", "write_shards"),
     "._staging": ("NotStageable", "Staged", "Stager", "split_dtensors"),
@@ -52,6 +58,7 @@ __all__ = [
     "CHECKPOINT_SUFFIX",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "CandidateRefused",
     "CheckpointError",
     "CheckpointKind",
     "CheckpointOrigin",
@@ -60,6 +67,7 @@ __all__ = [
     "FileEntry",
     "Manifest",
     "MappedPayloads",
+    "Payloads",
     "NotStageable",
     "SHARDS_METADATA",
     "Staged",
@@ -72,6 +80,8 @@ __all__ = [
     "load_files",
     "make_temporary",
     "newest_checkpoints",
+    "open_payloads",
+    "prefetch",
     "read_manifest",
     "read_manifests",
     "read_shards",

@@ -24,6 +24,20 @@ class UntrustedCheckpointError(CheckpointError):
     """A sound checkpoint that holds arbitrary pickled objects, refused under weights_only loading."""
 
 
+class CandidateRefused(Exception):
+    """Ranks refused a checkpoint before a sharded load read anything of it: their own part of it
+    is missing, damaged or unsafe to load. Raised on every rank from within DCP's exchange of
+    load plans, so that telling the others costs no exchange of its own; `errors` are the
+    refusing ranks' own errors, in rank order (each as it can be pickled to the other ranks)."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        super().__init__("; ".join(str(error) for error in errors))
+        self.errors = errors
+
+    def __reduce__(self) -> tuple[type[CandidateRefused], tuple[list[Exception]]]:
+        return CandidateRefused, (self.errors,)
+
+
 class CheckpointWriteError(OSError):
     """Storage refused a checkpoint: `errno` and `strerror` say why, `filename` which file failed.
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -74,6 +75,45 @@ def _load_payload(
     return loaded
 
 
+class Payloads:
+    """The payload files of one committed checkpoint, under one read of its manifest (`manifest`)
+    and one descriptor of its directory: a caller that decides what to read from the manifest
+    (a resume: its rank's file, its share of the others) reads the manifest once, and every file
+    it reads is one that manifest lists, however the directory changes meanwhile."""
+
+    def __init__(self, directory: int, path: Path, *, weights_only: bool, map_location: str | torch.device,
+                 pages: MappedPayloads | None) -> None:
+        self._directory, self._path = directory, path
+        self._weights_only, self._map_location, self._pages = weights_only, map_location, pages
+        self.manifest = read_manifest_at(directory, path)
+
+    def load(self, name: str) -> object:
+        """Payload file `name`, checked against its checksum before it is unpickled."""
+        return _load_payload(self._directory, self._path, self.manifest, name, self._weights_only,
+                             self._map_location, self._pages)
+
+    def check(self, names: Iterable[str]) -> None:
+        """The checksums of files not loaded (each hashed once, from disk)."""
+        for name in names:
+            entry = self.manifest.files.get(name)
+            if entry is None:
+                raise CheckpointError(f"checkpoint {self._path} has no payload file {name}")
+            check_checksum(self._directory, self._path, name, entry)
+
+
+@contextmanager
+def open_payloads(path: Path, *, weights_only: bool = True, map_location: str | torch.device = "cpu",
+                  pages: MappedPayloads | None = None) -> Iterator[Payloads]:
+    """The committed checkpoint at `path`, its manifest read, for loading and checking its files.
+
+    Peak memory is what the caller touches of the mapped tensors, not one copy of the file plus
+    another of the objects; `pages` records the mapped files, so that the caller can give back
+    the pages of tensors it has copied out.
+    """
+    with open_checkpoint(Path(path)) as directory:
+        yield Payloads(directory, Path(path), weights_only=weights_only, map_location=map_location, pages=pages)
+
+
 def load_files(
     path: Path,
     names: Iterable[str],
@@ -83,26 +123,13 @@ def load_files(
     also_check: Iterable[str] = (),
     pages: MappedPayloads | None = None,
 ) -> dict[str, object]:
-    """Load payload files of a checkpoint, each read once and checked before it is unpickled.
-
-    `also_check` names files not loaded whose checksums are checked too (a resume must know that
-    every rank's file is sound before it chooses a checkpoint, and shares that work out among
-    the ranks), under the same manifest read; a file is never hashed twice. Peak memory is what the caller touches of the mapped
-    tensors, not one copy of the file plus another of the objects; `pages` records the mapped
-    files, so that the caller can give back the pages of tensors it has copied out.
+    """Load payload files of a checkpoint, each read once and checked before it is unpickled
+    (`open_payloads`); `also_check` names files not loaded whose checksums are checked too,
+    under the same manifest read. A file is never hashed twice.
     """
-    path = Path(path)
     if isinstance(names, str):
         raise TypeError(f"names must be an iterable of file names, not the string {names!r}")
-    loaded: dict[str, object] = {}
-    with open_checkpoint(path) as directory:
-        manifest = read_manifest_at(directory, path)
-        for name in names:
-            loaded[name] = _load_payload(directory, path, manifest, name, weights_only, map_location, pages)
-        for name in also_check:
-            entry = manifest.files.get(name)
-            if entry is None:
-                raise CheckpointError(f"checkpoint {path} has no payload file {name}")
-            if name not in loaded:
-                check_checksum(directory, path, name, entry)
+    with open_payloads(path, weights_only=weights_only, map_location=map_location, pages=pages) as payloads:
+        loaded = {name: payloads.load(name) for name in names}
+        payloads.check(name for name in also_check if name not in loaded)
     return loaded

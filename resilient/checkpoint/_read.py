@@ -62,6 +62,20 @@ def check_checksum(directory: int, path: Path, name: str, entry: FileEntry) -> N
         raise corrupt(what)
 
 
+def prefetch(path: Path, names: Iterable[str]) -> None:
+    """Have the kernel start reading files of the checkpoint at `path` that the caller reads next,
+    in the background (``POSIX_FADV_WILLNEED``): a sharded resume's shards, from a cold page
+    cache, then stream from the disk while the ranks agree on their load plans. Best effort: a
+    file that cannot be opened is left to the read that follows, which reports it."""
+    try:
+        with open_checkpoint(path) as directory:
+            for name in names:
+                with open_member(directory, name, f"checkpoint {path}: payload file {name}") as (fd, size):
+                    os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+    except CheckpointError:
+        pass
+
+
 def _candidates(dirs: Iterable[Path]) -> Iterator[tuple[str, str]]:
     """(path, real path) of each checkpoint name directly in `dirs`, whatever the entry turns out to be.
 

@@ -42,7 +42,7 @@ import xxhash
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 
-from ._errors import CheckpointError, CorruptCheckpointError
+from ._errors import CandidateRefused, CheckpointError, CorruptCheckpointError
 from ._files import check_length, open_checkpoint, open_member
 from ._manifest import FileEntry
 from ._read import check_size, corrupt
@@ -53,19 +53,32 @@ _CHUNK = 1024 * 1024  # read and hashed at once: stays in a core's cache between
 class ShardReader(dcp.FileSystemReader):
     """DCP's reader of the sharded checkpoint at `path`, with its `metadata` read (and checked)
     already; the files named in `verify` (with the entries the manifest has for them) are read
-    whole and hashed. `read_data` is the public method every storage reader implements."""
+    whole and hashed. `read_data` is the public method every storage reader implements.
 
-    def __init__(self, path: Path, metadata: Metadata, verify: Mapping[str, FileEntry]) -> None:
+    A rank that has refused the checkpoint (`refusal`) raises it, as a `CandidateRefused`, from
+    `set_up_storage_reader`: the first step of DCP's load plan that is the reader's, whose
+    failure DCP gathers and hands to every rank before any rank reads (a failing
+    ``read_metadata`` would instead be retried and logged by DCP as a missing file).
+    """
+
+    def __init__(self, path: Path, metadata: Metadata | None, verify: Mapping[str, FileEntry],
+                 refusal: Exception | None = None) -> None:
         super().__init__(path)
         self._root = path
-        self._metadata = metadata
+        self._metadata = metadata if metadata is not None else Metadata(state_dict_metadata={}, storage_data={})
         self._verify = dict(verify)
+        self._refusal = refusal
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         if self._metadata.storage_meta is None:
             self._metadata.storage_meta = StorageMeta()
         self._metadata.storage_meta.load_id = self.load_id
         return self._metadata
+
+    def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        if self._refusal is not None:
+            raise CandidateRefused([self._refusal])
+        super().set_up_storage_reader(metadata, is_coordinator, *args, **kwargs)
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> torch.futures.Future[None]:
         by_file: dict[str, list[ReadItem]] = {}

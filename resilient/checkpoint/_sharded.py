@@ -45,8 +45,11 @@ from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadat
 from torch.distributed.checkpoint.planner import ReadItem, SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
 
-from ._errors import CheckpointError, CorruptCheckpointError, UntrustedCheckpointError
+from ._errors import CandidateRefused, CheckpointError, CorruptCheckpointError, UntrustedCheckpointError
+from ._files import open_checkpoint, open_member, read_exactly
+from ._hashing import checksum_bytes
 from ._manifest import SHARDS_METADATA, FileEntry
+from ._read import check_size, corrupt
 from ._seal import file_entry
 from ._shard_reader import ShardReader
 from ._write import without_torch_crc32
@@ -108,22 +111,24 @@ def check_reported(needed: set[str], reported: Mapping[str, FileEntry], director
         raise CheckpointError(f"sharded checkpoint in {directory}: no rank reported {', '.join(missing[:5])}")
 
 
-def shard_metadata(path: Path, listed: Collection[str], *, weights_only: bool) -> Metadata:
-    """DCP's metadata of the sharded checkpoint at `path`, read safely under `weights_only`.
+def shard_metadata(path: Path, files: Mapping[str, FileEntry], *, weights_only: bool) -> Metadata:
+    """DCP's metadata of the sharded checkpoint at `path`, checked against its entry in `files`
+    (the manifest's) as it is read, and read safely under `weights_only`.
 
-    The caller has checked the files of the manifest, whose names are `listed`, against their
-    checksums; DCP's metadata may only point into those files, never at one beside them.
+    Every rank that loads sharded state reads it whole, so each checks it itself (a small file):
+    damage is then found alike on every rank, before anything is unpickled from it. DCP's
+    metadata may only point into the manifest's files, never at one beside them.
     """
-    metadata = _read_metadata(path, weights_only)
-    unlisted = sorted({info.relative_path for info in metadata.storage_data.values()} - set(listed))
+    metadata = _read_metadata(path, files, weights_only)
+    unlisted = sorted({info.relative_path for info in metadata.storage_data.values()} - set(files))
     if unlisted:
         raise CheckpointError(f"checkpoint {path}: DCP's metadata names {', '.join(unlisted[:5])}, "
                               "which its manifest does not list")
     return metadata
 
 
-def read_shards(state: dict[str, Any], path: Path, metadata: Metadata, *, weights_only: bool,
-                verify: Mapping[str, FileEntry] | None = None) -> None:
+def read_shards(state: dict[str, Any], path: Path, metadata: Metadata | None, *, weights_only: bool,
+                verify: Mapping[str, FileEntry] | None = None, refusal: Exception | None = None) -> None:
     """Every rank, together: fill `state` (DCP state dicts by name, as this run shards them) in
     place from the sharded checkpoint at `path` (`metadata` from `shard_metadata`), resharding
     as DCP's planner does; under `weights_only`, DCP's pickles are read as safely as
@@ -131,21 +136,23 @@ def read_shards(state: dict[str, Any], path: Path, metadata: Metadata, *, weight
 
     The files in `verify` (names and their manifest entries) are hashed as they are read, every
     byte of them (see `_shard_reader`): a `CorruptCheckpointError` then reaches every rank, after
-    tensors of `state` may have been overwritten.
+    tensors of `state` may have been overwritten. A rank that has refused the checkpoint already
+    (`refusal`: what it found wrong with its own part; `metadata` may then be None) still takes
+    part: its refusal reaches every rank as a `CandidateRefused` before any rank reads anything.
     """
-    _load(state, ShardReader(path, metadata, verify or {}), _Planner(weights_only), no_dist=False)
+    _load(state, ShardReader(path, metadata, verify or {}, refusal), _Planner(weights_only), no_dist=False)
 
 
-def read_whole_shards(path: Path, listed: Collection[str], names: Collection[str], *, weights_only: bool,
+def read_whole_shards(path: Path, files: Mapping[str, FileEntry], names: Collection[str], *, weights_only: bool,
                       device: str | torch.device = "cpu", verify: Mapping[str, FileEntry] | None = None
                       ) -> dict[str, Any]:
     """One process, no process group: the sharded objects `names` of the checkpoint at `path`, each
     a state dict of whole tensors on `device` (as the run's `get_model_state_dict` /
     `get_optimizer_state_dict` gave them, so an optimizer's state is keyed by parameter names).
-    `listed` as for `shard_metadata`; the files in `verify` are hashed as they are read, as by
+    `files` as for `shard_metadata`; the files in `verify` are hashed as they are read, as by
     `read_shards` (damage raises `CorruptCheckpointError`, and nothing is returned).
     """
-    metadata = shard_metadata(path, listed, weights_only=weights_only)
+    metadata = shard_metadata(path, files, weights_only=weights_only)
     planner = _WholePlanner(names, weights_only, device)
     with warnings.catch_warnings():  # no process group is what this reader means, not a mistake to warn of
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -161,6 +168,9 @@ def _load(state: dict[str, Any], reader: ShardReader, planner: _Planner, *, no_d
         dcp.load(state, storage_reader=reader, planner=planner, no_dist=no_dist)
     except CheckpointException as error:
         causes = [cause for cause, _ in error.failures.values()]
+        refusals = [each for cause in causes if isinstance(cause, CandidateRefused) for each in cause.errors]
+        if refusals:  # before anything was read: whatever else failed, the candidate is out
+            raise CandidateRefused(refusals) from None
         ours = ([cause for cause in causes if isinstance(cause, CorruptCheckpointError)]  # explains all the others
                 or [cause for cause in causes if isinstance(cause, CheckpointError)])
         if ours:  # a refusal of this module's (damage, an untrusted value), as it was raised
@@ -169,12 +179,16 @@ def _load(state: dict[str, Any], reader: ShardReader, planner: _Planner, *, no_d
     planner.load_trusted()
 
 
-def _read_metadata(path: Path, weights_only: bool) -> Metadata:
+def _read_metadata(path: Path, files: Mapping[str, FileEntry], weights_only: bool) -> Metadata:
     what = f"checkpoint {path}: payload file {SHARDS_METADATA}"
-    try:
-        data = (path / SHARDS_METADATA).read_bytes()
-    except OSError as error:
-        raise CheckpointError(f"{what} cannot be read ({error.strerror})") from None
+    entry = files.get(SHARDS_METADATA)
+    if entry is None:
+        raise CheckpointError(f"checkpoint {path} holds no sharded state: its manifest lists no {SHARDS_METADATA}")
+    with open_checkpoint(path) as directory, open_member(directory, SHARDS_METADATA, what) as (fd, size):
+        check_size(size, entry, what)
+        data = read_exactly(fd, size, what)
+    if checksum_bytes(data) != entry.checksum:
+        raise corrupt(what)
     try:
         metadata = (_MetadataUnpickler(io.BytesIO(data), what).load() if weights_only else pickle.loads(data))
     except UntrustedCheckpointError:

@@ -34,17 +34,18 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from ..checkpoint import (
+    SHARDS_METADATA,
+    CandidateRefused,
     CheckpointError,
     CheckpointKind,
     CorruptCheckpointError,
     Manifest,
     MappedPayloads,
     UntrustedCheckpointError,
-    load_files,
     newest_checkpoints,
+    open_payloads,
     recover_directory,
     shard_writer,
-    verify,
 )
 from ..coordination import DistInfo, broadcast_object, gather_to_main
 from ..rundir import Event
@@ -68,39 +69,42 @@ class Restored:
     pages: MappedPayloads
 
 
-def _read(path: Path, manifest: Manifest, rank: int, weights_only: bool, also_check: Iterable[str] = ()) -> Restored:
-    """`rank`'s part of the checkpoint: its own file, or on a rank the checkpoint had not, that of
-    rank ``rank % saved world size`` (see `resume`); the files `also_check` names are verified too."""
-    pages = MappedPayloads()
-    own = rank_file(rank % manifest.world_size)
-    files = load_files(path, [STATE_FILE, own], weights_only=weights_only, also_check=also_check, pages=pages)
-    return Restored(path, manifest, files[STATE_FILE], files[own], pages)
-
-
-def _share(manifest: Manifest, dist: DistInfo) -> list[str]:
-    """The files this rank verifies beyond those it loads: every file no rank loads (the shards of a
-    sharded state, the files of saved ranks beyond this world size), shared out among the ranks so
-    that each byte is hashed once and N ranks verify a large sharded checkpoint N times faster
-    than rank 0 alone. A rank takes the shards it wrote, which its DCP load then reads (and, when
-    the resume loads sharded state, verifies as it reads them: `ShardedResume`); the rest are
-    dealt out in turn."""
+def _share(manifest: Manifest, dist: DistInfo, *, defer_shards: bool) -> tuple[list[str], list[str]]:
+    """The files this rank verifies beyond those it loads, as (checked now, deferred to its sharded
+    load). Every file no rank loads (the shards of a sharded state, the files of saved ranks
+    beyond this world size) is shared out among the ranks, so that each byte is hashed once and
+    N ranks verify a large sharded checkpoint N times faster than rank 0 alone. A rank takes the
+    shards it wrote, which its DCP load then reads (and, when the resume loads sharded state
+    (`defer_shards`), verifies as it reads them: `ShardedResume`, which also has every rank
+    check DCP's small metadata file as it reads it); the rest are dealt out in turn."""
     loaded = {STATE_FILE} | {rank_file(rank % manifest.world_size) for rank in range(dist.world_size)}
+    if defer_shards:
+        loaded.add(SHARDS_METADATA)
     others = sorted(name for name in manifest.files if name not in loaded)
     writers = {name: shard_writer(name) for name in others}
     dealt = [name for name in others if writers[name] is None or writers[name] >= dist.world_size]
-    return [name for name in others if writers[name] == dist.rank] + dealt[dist.rank :: dist.world_size]
+    share = [name for name in others if writers[name] == dist.rank] + dealt[dist.rank :: dist.world_size]
+    deferred = [name for name in share if defer_shards and writers[name] is not None]
+    return [name for name in share if name not in deferred], deferred
 
 
 def _try(path: Path, dist: DistInfo, weights_only: bool, *, defer_shards: bool
          ) -> tuple[Restored | None, list[str], Exception | None]:
     """This rank's part of `path`, read and its share verified, but for the shard files of its
-    share when `defer_shards` (returned: its sharded load verifies them); or what is wrong with it."""
+    share when `defer_shards` (returned: its sharded load verifies them); or what is wrong with it.
+
+    Its part is its own file, or on a rank the checkpoint had not, that of rank
+    ``rank % saved world size`` (see `resume`), beside ``state.pt``; all under one read of the
+    manifest. Each file's size and checksum is checked by the one rank that reads it.
+    """
     try:
-        manifest = verify(path)  # sizes only: each file's checksum is checked by the rank that reads it
-        share = _share(manifest, dist)
-        deferred = [name for name in share if defer_shards and shard_writer(name) is not None]
-        checked = [name for name in share if name not in deferred]
-        return _read(path, manifest, dist.rank, weights_only, checked), deferred, None
+        pages = MappedPayloads()
+        with open_payloads(path, weights_only=weights_only, pages=pages) as payloads:
+            manifest = payloads.manifest
+            checked, deferred = _share(manifest, dist, defer_shards=defer_shards)
+            state, own = payloads.load(STATE_FILE), payloads.load(rank_file(dist.rank % manifest.world_size))
+            payloads.check(checked)
+        return Restored(path, manifest, state, own, pages), deferred, None
     except Exception as error:  # every rank must hear of it, or the others would wait for this one
         return None, [], error
 
@@ -135,11 +139,13 @@ def restore_latest(
     """The newest valid full checkpoint among rank 0's `found` (newest first), read on every rank.
 
     Rank 0 names each candidate in turn; every rank reads its part and verifies its share of the
-    rest (`_share`), and rank 0 hears every rank's verdict: a checkpoint is chosen only when all
-    its files are sound, and a damaged one is skipped on every rank, with a warning naming it.
-    With `sharded`, the tracked sharded objects are loaded from the candidate too, each rank
-    verifying its shard files as it reads them: DCP hands a damaged one's error to every rank,
-    which then go on to the next older candidate alike.
+    rest (`_share`), and every rank hears every rank's verdict: a checkpoint is chosen only when
+    all its files are sound, and a damaged one is skipped on every rank, with a warning naming
+    it. With `sharded`, the tracked sharded objects are loaded from the candidate too, each rank
+    verifying its shard files as it reads them, and the verdicts travel in DCP's own exchange of
+    load plans rather than in two more collectives: a rank's refusal stops every rank before
+    any reads, and damage found while reading reaches every rank after; either way they go on
+    to the next older candidate alike.
     """
     candidates = (path for path, manifest in found if manifest.kind == CheckpointKind.FULL)
     while True:
@@ -149,18 +155,24 @@ def restore_latest(
                 sharded.check_whole()
             return None
         restored, deferred, error = _try(Path(path), dist, weights_only, defer_shards=sharded is not None)
-        verdicts = gather_to_main(_portable(error), dist)
-        worst = broadcast_object(_worst(verdicts) if verdicts is not None else None, dist)
-        if worst is None:
-            assert restored is not None
-            if sharded is None:
-                return restored
+        if sharded is None:
+            verdicts = gather_to_main(_portable(error), dist)
+            worst = broadcast_object(_worst(verdicts) if verdicts is not None else None, dist)
+        else:  # the verdicts travel in DCP's own exchange of load plans
             try:
-                sharded.load(restored.path, restored.manifest.files, restored.state.get("sharded", ()), deferred)
-                return restored
+                if restored is None:
+                    sharded.load(Path(path), {}, (), (), refusal=_portable(error))
+                else:
+                    sharded.load(restored.path, restored.manifest.files, restored.state.get("sharded", ()), deferred)
+                worst = None
+            except CandidateRefused as refused:  # nothing was loaded
+                worst = _worst(refused.errors)
             except CorruptCheckpointError as damage:  # the same on every rank: DCP gathered it
                 worst = damage
-        elif _is_fatal(worst):  # sound but unsafe to load (the user must decide), or not the checkpoint's fault
+        if worst is None:
+            assert restored is not None
+            return restored
+        if _is_fatal(worst):  # sound but unsafe to load (the user must decide), or not the checkpoint's fault
             raise error if error is not None and _is_fatal(error) else worst
         if dist.rank == 0:
             warnings.warn(f"skipping checkpoint {path}: {worst}; trying the next older one", stacklevel=4)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
+    from torch.distributed.checkpoint.metadata import Metadata
+
     from ..checkpoint import FileEntry
 
 
@@ -98,41 +100,53 @@ def sharded_states(tracked: Mapping[str, Any], sharded: frozenset[str],
 
 
 def restore_sharded(objects: Mapping[str, Any], tracked: Mapping[str, Any], sharded: frozenset[str],
-                    saved: Collection[str], path: Path, files: Mapping[str, FileEntry], *, weights_only: bool,
-                    verify: Collection[str] = ()) -> None:
+                    saved: Collection[str], path: Path, files: Mapping[str, FileEntry], *, weights_only: bool) -> None:
     """Load the sharded ones of `objects` from the checkpoint at `path`, in place, resharded to
-    this run's layout (every rank, together); one the checkpoint lacks keeps its fresh state,
-    with a warning, like any tracked object. `weights_only` as the run loads its other files;
-    `files`: the manifest's, the only ones DCP may read. The shard files named in `verify`
-    (this rank's share) are verified as they are read: damage raises `CorruptCheckpointError` on
-    every rank, after tensors were loaded. Any other failure here means the checkpoint does not
-    fit the tracked objects (another model): that is refused, never answered by silently
-    resuming from an older checkpoint, which would not fit either and would throw away the
-    newer one's progress."""
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+    this run's layout (every rank, together: a `track` call after the one that resumed); one the
+    checkpoint lacks keeps its fresh state, with a warning, like any tracked object.
+    `weights_only` as the run loads its other files; `files`: the manifest's, the only ones DCP
+    may read. The checkpoint is the one resumed from, verified already."""
+    from ..checkpoint import shard_metadata
 
-    from ..checkpoint import (
-        CheckpointError,
-        CorruptCheckpointError,
-        UntrustedCheckpointError,
-        read_shards,
-        shard_metadata,
-    )
+    names = _saved_names(objects, sharded, saved, path)
+    if names:
+        metadata = shard_metadata(path, files, weights_only=weights_only)
+        _read_into(names, tracked, sharded, path, metadata, weights_only=weights_only)
 
+
+def _saved_names(objects: Mapping[str, Any], sharded: frozenset[str], saved: Collection[str], path: Path) -> list[str]:
+    """The sharded ones of `objects` that the checkpoint holds; a warning for each it lacks."""
     names = sorted(name for name in objects if name in sharded)
     for name in names:
         if name not in saved:
             warnings.warn(f"tracked object {name!r} is not in checkpoint {path} as sharded state; "
-                          "it keeps its fresh state", stacklevel=3)
-    names = [name for name in names if name in saved]
-    if not names and not verify:
-        return
-    metadata = shard_metadata(path, files, weights_only=weights_only)
+                          "it keeps its fresh state", stacklevel=4)
+    return [name for name in names if name in saved]
+
+
+def _read_into(names: list[str], tracked: Mapping[str, Any], sharded: frozenset[str], path: Path,
+               metadata: Metadata | None, *, weights_only: bool, verify: Mapping[str, FileEntry] | None = None,
+               refusal: Exception | None = None) -> None:
+    """Read the sharded objects `names` from `path` through DCP (every rank, together) and set
+    them; `verify` and `refusal` as for `read_shards`. Any failure but damage, an untrusted
+    value or a refusal means the checkpoint does not fit the tracked objects (another model):
+    that is refused, never answered by silently resuming from an older checkpoint, which would
+    not fit either and would throw away the newer one's progress."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    from ..checkpoint import (
+        CandidateRefused,
+        CheckpointError,
+        CorruptCheckpointError,
+        UntrustedCheckpointError,
+        read_shards,
+    )
+
     states = sharded_states(tracked, sharded, only=names)
-    try:  # with no names (nothing of it tracked), still every rank together: the files in `verify` are read
-        read_shards(states, path, metadata, weights_only=weights_only, verify={name: files[name] for name in verify})
-    except (UntrustedCheckpointError, CorruptCheckpointError):
-        raise  # unsafe to load (the user decides), or damaged (the caller falls back)
+    try:
+        read_shards(states, path, metadata, weights_only=weights_only, verify=verify, refusal=refusal)
+    except (UntrustedCheckpointError, CorruptCheckpointError, CandidateRefused):
+        raise  # unsafe to load (the user decides), damaged or refused (the caller falls back)
     except CheckpointError as error:
         raise CheckpointError(
             f"checkpoint {path} passed verification but does not fit the tracked {', '.join(names)} (was it "
@@ -151,7 +165,10 @@ class ShardedResume:
     from is chosen (`loop/_resume.py`), so that each rank verifies its shard files as DCP reads
     them, reading each byte once, rather than hashing them first and reading them again.
 
-    Damage is then found after tensors were loaded: the objects loaded from a damaged checkpoint
+    Every rank goes through DCP's load for every candidate, whatever it found of its own part:
+    its refusal travels in DCP's exchange of load plans (`CandidateRefused`), so choosing a
+    sharded checkpoint costs no exchange of verdicts beyond DCP's own. Damage found while
+    reading is found after tensors were loaded: the objects loaded from a damaged checkpoint
     must be loaded over, whole, from the older checkpoint the resume falls back to. `load`
     refuses an older checkpoint that lacks one of them, and `check_whole` a resume that found
     no older valid checkpoint: training on half-loaded state would go unnoticed, so the run
@@ -164,21 +181,37 @@ class ShardedResume:
         self._weights_only = weights_only
         self._overwritten: tuple[Path, frozenset[str]] | None = None  # from a damaged checkpoint: which, and what
 
-    def load(self, path: Path, files: Mapping[str, FileEntry], saved: Collection[str], verify: Collection[str]) -> None:
+    def load(self, path: Path, files: Mapping[str, FileEntry], saved: Collection[str], verify: Collection[str],
+             refusal: Exception | None = None) -> None:
         """Load the objects from the checkpoint at `path` (every rank, together), verifying the shard
-        files `verify`; `saved`: the names the checkpoint holds as sharded state."""
-        from ..checkpoint import CorruptCheckpointError
+        files `verify`; `saved`: the names the checkpoint holds as sharded state. A rank that found
+        its own part of the checkpoint unusable passes what it found as `refusal` (`files` and
+        `saved` then go unused): every rank then raises `CandidateRefused`, nothing loaded."""
+        from ..checkpoint import SHARDS_METADATA, CheckpointError, CorruptCheckpointError, prefetch, shard_metadata
 
-        loading = frozenset(name for name in self._objects if name in self._sharded and name in saved)
-        if self._overwritten is not None and not self._overwritten[1] <= loading:
-            missing = ", ".join(sorted(self._overwritten[1] - loading))
-            raise self._half_loaded(f"the older checkpoint {path} holds no sharded {missing}")
+        metadata = None
+        names: list[str] = []
+        lacking = ""  # what an older checkpoint lacks of what a damaged one overwrote: raised after DCP's exchange
+        if refusal is None:
+            names = _saved_names(self._objects, self._sharded, saved, path)
+            if self._overwritten is not None and not self._overwritten[1] <= set(names):
+                lacking, names = ", ".join(sorted(self._overwritten[1] - set(names))), []
+            try:
+                if names or SHARDS_METADATA in files:
+                    metadata = shard_metadata(path, files, weights_only=self._weights_only)
+            except CheckpointError as error:  # told in DCP's exchange, like a refusal of the rank's own files
+                refusal, names = error, []
+        if names and refusal is None:  # its own shards, which it reads unless the world size changed
+            prefetch(path, verify)  # after the small files: they would queue behind the shards
         try:
-            restore_sharded(self._objects, self._tracked, self._sharded, saved, path, files,
-                            weights_only=self._weights_only, verify=verify)
+            _read_into(names, self._tracked, self._sharded, path, metadata, weights_only=self._weights_only,
+                       verify={} if lacking else {name: files[name] for name in verify}, refusal=refusal)
         except CorruptCheckpointError:
-            self._overwritten = (path, loading)
+            if names:  # loaded over, in part; else nothing was, and what was overwritten before still is
+                self._overwritten = (path, frozenset(names))
             raise
+        if lacking:
+            raise self._half_loaded(f"the older checkpoint {path} holds no sharded {lacking}")
         self._overwritten = None
 
     def check_whole(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import SHARDS_METADATA, CheckpointKind, load_files, read_manifest, shard_writer
+from ..checkpoint import SHARDS_METADATA, CheckpointKind, open_payloads, shard_writer
 from ._state import STATE_FILE, rank_file
 
 
@@ -47,37 +47,36 @@ def load_checkpoint(
     if isinstance(only, str):
         raise TypeError(f"load_checkpoint(): only must be a collection of names, not the string {only!r}")
     directory = Path(path)
-    manifest = read_manifest(directory)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < manifest.world_size:
-        raise ValueError(f"load_checkpoint(): rank must be an int in [0, {manifest.world_size}), not {rank!r}")
-    names = [STATE_FILE] if manifest.kind == CheckpointKind.WEIGHTS else [STATE_FILE, rank_file(rank)]
-    # A sharded state's files are read by DCP, not here: all of them are checked, DCP's shard files
-    # as they are read (below), or at the end when none of their objects is wanted.
-    shards = {name: entry for name, entry in manifest.files.items() if shard_writer(name) is not None}
-    files = load_files(directory, names, weights_only=weights_only, map_location=map_location,
-                       also_check=[name for name in manifest.files if name not in shards]
-                       if SHARDS_METADATA in manifest.files else ())
-    state = files[STATE_FILE]
-    result: dict[str, Any] = dict(state["objects"])
-    meta: dict[str, Any] = {"step": manifest.step, "epoch": manifest.epoch, "metrics": dict(manifest.metrics),
-                            "kind": manifest.kind, "world_size": manifest.world_size, "rule": manifest.rule}
-    sharded: list[str] = []
-    if manifest.kind == CheckpointKind.FULL:
-        result.update(files[rank_file(rank)]["objects"])
-        meta["loop"] = state["loop"]
-        meta["rules"] = state["rules"]
-        sharded = list(state.get("sharded", ()))
-        meta["sharded"] = sharded
-    wanted = _wanted(only, [*result, *sharded], directory)
-    result = {name: value for name, value in result.items() if name in wanted}
-    sharded = [name for name in sharded if name in wanted]
+    with open_payloads(directory, weights_only=weights_only, map_location=map_location) as payloads:
+        manifest = payloads.manifest
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < manifest.world_size:
+            raise ValueError(f"load_checkpoint(): rank must be an int in [0, {manifest.world_size}), not {rank!r}")
+        names = [STATE_FILE] if manifest.kind == CheckpointKind.WEIGHTS else [STATE_FILE, rank_file(rank)]
+        files = {name: payloads.load(name) for name in names}
+        state = files[STATE_FILE]
+        result: dict[str, Any] = dict(state["objects"])
+        meta: dict[str, Any] = {"step": manifest.step, "epoch": manifest.epoch, "metrics": dict(manifest.metrics),
+                                "kind": manifest.kind, "world_size": manifest.world_size, "rule": manifest.rule}
+        sharded: list[str] = []
+        if manifest.kind == CheckpointKind.FULL:
+            result.update(files[rank_file(rank)]["objects"])
+            meta["loop"] = state["loop"]
+            meta["rules"] = state["rules"]
+            sharded = list(state.get("sharded", ()))
+            meta["sharded"] = sharded
+        wanted = _wanted(only, [*result, *sharded], directory)
+        result = {name: value for name, value in result.items() if name in wanted}
+        sharded = [name for name in sharded if name in wanted]
+        # Every file is checked, once: a sharded state's by DCP's read of it below (its shards as they
+        # are read, its metadata as it is read), or here when none of its objects is wanted.
+        by_dcp = {name for name in manifest.files if shard_writer(name) is not None or name == SHARDS_METADATA}
+        payloads.check(name for name in manifest.files if name not in files and not (sharded and name in by_dcp))
     if sharded:
         from ..checkpoint import read_whole_shards  # DCP: seconds to import, for sharded checkpoints only
 
+        shards = {name: entry for name, entry in manifest.files.items() if shard_writer(name) is not None}
         result.update(read_whole_shards(directory, manifest.files, sharded, weights_only=weights_only,
                                         device=map_location, verify=shards))
-    elif shards:
-        load_files(directory, [], also_check=shards)
     result["resilient"] = meta
     return result
 

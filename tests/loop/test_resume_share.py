@@ -19,18 +19,25 @@ def _manifest(saved_ranks: int, shards_per_rank: int) -> Manifest:
                     package_version="0")
 
 
+@pytest.mark.parametrize("defer_shards", [False, True], ids=["unsharded-load", "sharded-load"])
 @pytest.mark.parametrize(("saved", "now"), [(1, 1), (2, 2), (4, 2), (2, 4), (3, 1)])
-def test_every_file_is_verified_once_by_the_rank_reading_it_or_by_one_share(saved: int, now: int) -> None:
+def test_every_file_is_verified_once_by_the_rank_reading_it_or_by_one_share(
+        saved: int, now: int, defer_shards: bool) -> None:
+    """A sharded load (`defer_shards`) verifies the shards a rank reads as it reads them, and has every
+    rank check DCP's metadata as it reads it: neither is then in a share checked up front."""
     manifest = _manifest(saved, 2)
-    shares = [_share(manifest, DistInfo(rank=rank, world_size=now, local_rank=rank, owns_group=False))
+    shares = [_share(manifest, DistInfo(rank=rank, world_size=now, local_rank=rank, owns_group=False),
+                     defer_shards=defer_shards) for rank in range(now)]
+    loaded = [{STATE_FILE, rank_file(rank % saved)} | ({SHARDS_METADATA} if defer_shards else set())
               for rank in range(now)]
-    loaded = [{STATE_FILE, rank_file(rank % saved)} for rank in range(now)]
-    checked = [name for share in shares for name in share]
+    checked = [name for share in shares for name in share[0] + share[1]]
     assert len(checked) == len(set(checked))  # nothing hashed twice
     assert set(checked) | set().union(*loaded) == set(manifest.files)  # nothing left out
     assert not set(checked) & set().union(*loaded)
-    for rank, share in enumerate(shares):
-        assert {f"__{rank}_0.distcp", f"__{rank}_1.distcp"} & set(manifest.files) <= set(share)
+    for rank, (now_checked, deferred) in enumerate(shares):
+        own = {f"__{rank}_0.distcp", f"__{rank}_1.distcp"} & set(manifest.files)
+        assert own <= set(deferred if defer_shards else now_checked)
+        assert all(shard_writer(name) is not None for name in deferred) and (defer_shards or not deferred)
 
 
 def test_shard_writer_reads_dcp_names_only() -> None:

@@ -86,14 +86,20 @@ def _restart(run_dir: Path, out: Path, code: int) -> list[tuple[str, str]]:
     return outputs
 
 
-def test_a_damaged_shard_falls_back_to_the_older_checkpoint_on_every_rank(tmp_path: Path, reference: Path) -> None:
+@pytest.mark.parametrize("damaged", ["__1_*.distcp", "rank-00001.pt", SHARDS_METADATA])
+def test_a_damaged_file_falls_back_to_the_older_checkpoint_on_every_rank(
+        tmp_path: Path, reference: Path, damaged: str) -> None:
+    """Wherever the damage is, the ranks agree to skip the checkpoint: a shard is found damaged while
+    DCP reads it (after tensors were loaded), rank 1's own file before its sharded load starts (its
+    refusal reaches rank 0 in DCP's exchange of load plans), DCP's metadata by every rank as it
+    reads it."""
     run_dir, out = tmp_path / "run", tmp_path / "out.pt"
     run_to_end(run_dir, out, 2, kill_at=9, extra=(*FSDP, "--sync"))  # step 8's save is committed at the kill
     newest = run_dir / "checkpoints" / "step=8.ckpt"
-    shard = next(newest.glob("__1_*.distcp"))
-    _flip_a_byte(shard)
+    file = next(newest.glob(damaged))
+    _flip_a_byte(file)
     outputs = _restart(run_dir, out, 0)
-    assert f"skipping checkpoint {newest}" in outputs[0][1] and shard.name in outputs[0][1]
+    assert f"skipping checkpoint {newest}" in outputs[0][1] and f"payload file {file.name} is corrupt" in outputs[0][1]
     assert json.loads(outputs[0][0])["resumed_from"] != str(newest.resolve())
     assert_bitwise_equal(reference, out)
 
