@@ -129,8 +129,9 @@ def _encode_metric(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def _render(inner: dict[str, Any]) -> bytes:
-    envelope = {"manifest": inner, "checksum": checksum_bytes(_canonical(inner))}
+def _render(inner: dict[str, Any], checksum: str | None = None) -> bytes:
+    """The file's text; `checksum`, when the caller has it, is that of `_canonical(inner)`."""
+    envelope = {"manifest": inner, "checksum": checksum_bytes(_canonical(inner)) if checksum is None else checksum}
     return (json.dumps(envelope, indent=2, allow_nan=False) + "\n").encode()
 
 
@@ -210,7 +211,7 @@ def read_manifest_at(directory: int, path: Path) -> Manifest:
             f"checkpoint {path} has format version {version!r}, written by resilient "
             f"{inner.get('package_version')}; this version reads format {FORMAT_VERSION} at most: upgrade resilient"
         )
-    if raw != _render(inner):
+    if raw != _render(inner, checksum):  # the checksum was just found to be the canonical form's
         raise CheckpointError(f"checkpoint {path}: {MANIFEST_NAME} is corrupt (its text differs from what was written)")
     try:
         manifest = _decode(inner)
