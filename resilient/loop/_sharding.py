@@ -196,12 +196,12 @@ class ShardedResume:
             names = _saved_names(self._objects, self._sharded, saved, path)
             if self._overwritten is not None and not self._overwritten[1] <= set(names):
                 lacking, names = ", ".join(sorted(self._overwritten[1] - set(names))), []
-            try:
+            try:  # read even when nothing loads from it: no rank's share checks it, every loading rank does
                 if names or SHARDS_METADATA in files:
                     metadata = shard_metadata(path, files, weights_only=self._weights_only)
             except CheckpointError as error:  # told in DCP's exchange, like a refusal of the rank's own files
                 refusal, names = error, []
-        if names and refusal is None:  # its own shards, which it reads unless the world size changed
+        if names:  # its own shards, which it reads unless the world size changed
             prefetch(path, verify)  # after the small files: they would queue behind the shards
         try:
             _read_into(names, self._tracked, self._sharded, path, metadata, weights_only=self._weights_only,
