@@ -14,11 +14,10 @@ from typing import BinaryIO
 
 import xxhash
 
-from ._writeback import start_writeback
+from ._writeback import Writeback, chunks
 
 ALGORITHM = "xxh3_128"
 _CHUNK = 16 * 1024 * 1024
-_WRITEBACK_CHUNK = 8 * 1024 * 1024  # measured: 4-16 MiB all overlap well; 64 MiB leaves the disk idle longer
 
 
 def checksum_bytes(data: bytes | memoryview) -> str:
@@ -46,7 +45,7 @@ def checksum_mapped(fd: int, size: int) -> str:
 
 class HashingWriter:
     """A write-only file object that hashes and counts each chunk on its way to `file`, and has
-    the disk start writing each chunk as soon as it is in the page cache (`start_writeback`).
+    the disk start writing each chunk as soon as it is in the page cache (`Writeback`).
 
     `torch.save` streams its zip records through `write`, so the checksum and size come out of
     the single serialization pass: no second read of a file that may be many gigabytes. A record
@@ -62,15 +61,13 @@ class HashingWriter:
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
         self._hasher = xxhash.xxh3_128()
-        self._written_back = 0  # bytes whose writeback has been started
-        self._writing_back = True  # False once the kernel refuses (not Linux, a file system without it)
+        self._writeback = Writeback(file.fileno())
         self.size = 0
         self.failure: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        for start in range(0, view.nbytes, _WRITEBACK_CHUNK):
-            chunk = view[start : start + _WRITEBACK_CHUNK]
+        written_now = 0
+        for chunk in chunks(data):
             self._hasher.update(chunk)
             written = 0
             try:
@@ -80,11 +77,9 @@ class HashingWriter:
                 self.failure = self.failure or error
                 raise
             self.size += written
-            if self._writing_back and self.size - self._written_back >= _WRITEBACK_CHUNK:
-                self._writing_back = start_writeback(self._file.fileno(), self._written_back,
-                                                     self.size - self._written_back)
-                self._written_back = self.size
-        return view.nbytes
+            written_now += written
+            self._writeback.written(self.size)
+        return written_now
 
     def flush(self) -> None:
         self._file.flush()

@@ -28,12 +28,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
+import os
 import pathlib
 import pickle
 import sys
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed import ProcessGroup
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.filesystem import FileSystem
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import ReadItem, SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
@@ -53,6 +56,21 @@ from ._read import check_size, corrupt
 from ._seal import file_entry
 from ._shard_reader import ShardReader
 from ._write import without_torch_crc32
+from ._writeback import WritebackFile
+
+
+class _WritebackFileSystem(FileSystem):
+    """DCP's local file system, whose files opened for writing go to the disk as they are written
+    (`WritebackFile`): the fsync that follows each then finds little left to write."""
+
+    @contextmanager
+    def create_stream(self, path: str | os.PathLike[str], mode: str) -> Iterator[io.IOBase]:
+        if mode != "wb":
+            with super().create_stream(path, mode) as stream:
+                yield stream
+            return
+        with io.BufferedWriter(WritebackFile(os.fspath(path))) as stream:
+            yield stream
 
 
 class _SealingWriter(dcp.FileSystemWriter):
@@ -62,10 +80,11 @@ class _SealingWriter(dcp.FileSystemWriter):
     overlap what DCP does next (gathering every rank's results; on rank 0, writing the metadata)
     instead of following it. One fsync per file, as DCP's ``sync_files`` does: the manifest
     vouches for no byte before it is durable. `write_data` is the public method every storage
-    writer implements."""
+    writer implements, `fs` the file system it writes through."""
 
     def __init__(self, directory: Path, hashing: ThreadPoolExecutor, syncing: ThreadPoolExecutor) -> None:
         super().__init__(directory, sync_files=False)
+        self.fs = _WritebackFileSystem()
         self._directory = directory
         self._hashing, self._syncing = hashing, syncing
         self.sealing: dict[str, Future[FileEntry]] = {}

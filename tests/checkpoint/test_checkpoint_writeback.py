@@ -3,6 +3,7 @@ file system that refuses the hint changes nothing but the speed."""
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 
@@ -10,11 +11,11 @@ import pytest
 import torch
 import xxhash
 
-from resilient.checkpoint import _hashing, read_manifest, write_checkpoint
+from resilient.checkpoint import _writeback, read_manifest, write_checkpoint
 from resilient.checkpoint._hashing import HashingWriter
-from resilient.checkpoint._writeback import start_writeback
+from resilient.checkpoint._writeback import WritebackFile, start_writeback
 
-CHUNK = _hashing._WRITEBACK_CHUNK
+CHUNK = _writeback.CHUNK
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def writebacks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool]]:
         asked.append((offset, length, accepted))
         return accepted
 
-    monkeypatch.setattr(_hashing, "start_writeback", recording)
+    monkeypatch.setattr(_writeback, "start_writeback", recording)
     return asked
 
 
@@ -37,16 +38,22 @@ def test_a_large_payload_is_written_back_in_order_as_it_is_written(tmp_path, wri
                                 metrics={}, world_size=1)[0]
 
     size = manifest.files["state.pt"].size
-    assert len(writebacks) >= 5 and all(accepted for _, _, accepted in writebacks), writebacks
+    assert len(writebacks) >= 5
+    _assert_written_back_in_order(writebacks, size)
+    data = (tmp_path / "x.ckpt" / "state.pt").read_bytes()
+    assert len(data) == size and xxhash.xxh3_128_hexdigest(data) == manifest.files["state.pt"].checksum
+    assert read_manifest(tmp_path / "x.ckpt") == manifest
+    assert torch.equal(torch.load(tmp_path / "x.ckpt" / "state.pt")["w"], weights)
+
+
+def _assert_written_back_in_order(writebacks: list[tuple[int, int, bool]], size: int) -> None:
+    """Each chunk's writeback was asked once, in order, as it was written, and the kernel took it."""
+    assert all(accepted for _, _, accepted in writebacks), writebacks
     assert writebacks[0][0] == 0
     for (offset, length, _), (following, _, _) in zip(writebacks, writebacks[1:]):
         assert length >= CHUNK and offset + length == following  # contiguous, no byte asked twice
     last_offset, last_length, _ = writebacks[-1]
     assert 0 <= size - (last_offset + last_length) < CHUNK  # the tail is left to the fsync
-    data = (tmp_path / "x.ckpt" / "state.pt").read_bytes()
-    assert len(data) == size and xxhash.xxh3_128_hexdigest(data) == manifest.files["state.pt"].checksum
-    assert read_manifest(tmp_path / "x.ckpt") == manifest
-    assert torch.equal(torch.load(tmp_path / "x.ckpt" / "state.pt")["w"], weights)
 
 
 def test_a_small_payload_asks_for_no_writeback(tmp_path, writebacks):
@@ -89,3 +96,16 @@ def test_start_writeback_says_whether_the_kernel_took_the_hint(tmp_path):
     finally:
         os.close(reading)
         os.close(writing)
+
+
+def test_a_buffered_stream_over_a_writeback_file_writes_every_byte_and_writes_back_in_order(tmp_path, writebacks):
+    """The stream DCP's shards are written through: small writes are buffered, a storage comes whole."""
+    pieces = [os.urandom(30), os.urandom(2 * CHUNK + 7), os.urandom(16), os.urandom(CHUNK)]
+    with io.BufferedWriter(WritebackFile(str(tmp_path / "shard"))) as stream:
+        for piece in pieces:
+            stream.write(piece)
+        assert stream.tell() == sum(map(len, pieces))
+
+    assert (tmp_path / "shard").read_bytes() == b"".join(pieces)
+    assert len(writebacks) == 3
+    _assert_written_back_in_order(writebacks, sum(map(len, pieces)))
