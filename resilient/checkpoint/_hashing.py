@@ -66,8 +66,8 @@ class HashingWriter:
         self.failure: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> int:
-        written_now = 0
-        for chunk in chunks(data):
+        view = memoryview(data).cast("B")
+        for chunk in chunks(view):
             self._hasher.update(chunk)
             written = 0
             try:
@@ -77,9 +77,8 @@ class HashingWriter:
                 self.failure = self.failure or error
                 raise
             self.size += written
-            written_now += written
             self._writeback.written(self.size)
-        return written_now
+        return view.nbytes
 
     def flush(self) -> None:
         self._file.flush()

@@ -68,8 +68,8 @@ class WritebackFile(io.FileIO):
     """A file opened for writing whose bytes go to the disk as they are written (`Writeback`);
     for writers that stream through a file object of their own (DCP's shards)."""
 
-    def __init__(self, path: str, mode: str = "wb") -> None:
-        super().__init__(path, mode)
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "wb")
         self._writeback = Writeback(self.fileno())
         self._size = 0
 
